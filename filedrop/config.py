@@ -1,0 +1,39 @@
+"""Settings read from the environment, with the defaults DESIGN §3 and §5 name. Pure: no I/O."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer, got {raw!r}") from None
+
+
+def default_home() -> Path:
+    """``FILEDROP_HOME``, else ``$XDG_DATA_HOME/filedrop`` (``~/.local/share/filedrop``)."""
+    if os.environ.get("FILEDROP_HOME"):
+        return Path(os.environ["FILEDROP_HOME"]).expanduser()
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "filedrop"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything configurable that is not part of a FileRoute."""
+
+    warehouse_url: str | None = field(default_factory=lambda: os.environ.get("FILEDROP_WAREHOUSE_URL") or None)
+    home: Path = field(default_factory=default_home)
+    staging_schema: str = field(default_factory=lambda: os.environ.get("FILEDROP_STAGING_SCHEMA", "staging"))
+    meta_schema: str = field(default_factory=lambda: os.environ.get("FILEDROP_META_SCHEMA", "filedrop"))
+    #: files at or above this size go to Spark when a route says ``engine: auto``.
+    spark_threshold_bytes: int = field(
+        default_factory=lambda: _env_int("FILEDROP_SPARK_THRESHOLD_BYTES", 256 * 1024 * 1024)
+    )

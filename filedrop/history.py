@@ -1,0 +1,171 @@
+"""``filedrop.ingest_history``: reads and writes of the per-file load history (DESIGN §3).
+
+Adapter layer. Every statement binds values as parameters; the schema name is a validated
+identifier quoted by :func:`filedrop.sql.ident`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+from filedrop.objects import SourceObject
+from filedrop.protocol import LoadedVersion
+from filedrop.sql import drop_load_tables, ident
+
+Conn = psycopg.Connection[Any]
+
+
+def load_lock_key(load_id: str) -> str:
+    """Text hashed into the session advisory lock a live loader holds for its whole load."""
+    return f"filedrop.load:{load_id}"
+
+
+def object_lock_key(bucket: str, key: str) -> str:
+    """Text hashed into the transaction lock that serialises final applies of one key."""
+    return f"filedrop.object:{bucket}/{key}"
+
+
+def loaded_versions(conn: Conn, meta: str, bucket: str, key: str) -> list[LoadedVersion]:
+    rows = conn.execute(
+        f"""SELECT load_id, etag, version_id, sequencer, last_modified FROM {ident(meta)}.ingest_history
+            WHERE bucket = %s AND key = %s AND status = 'loaded'""",
+        (bucket, key),
+    ).fetchall()
+    return [LoadedVersion(*r) for r in rows]
+
+
+def next_attempt(conn: Conn, meta: str, obj: SourceObject) -> int:
+    row = conn.execute(
+        f"""SELECT count(*) FROM {ident(meta)}.ingest_history
+            WHERE bucket = %s AND key = %s AND etag = %s AND status IN ('running', 'failed', 'loaded')""",
+        (obj.bucket, obj.key, obj.etag),
+    ).fetchone()
+    return int(row[0]) + 1 if row else 1
+
+
+def insert(conn: Conn, meta: str, *, load_id: str, obj: SourceObject, route: str, table: str, mode: str,
+           engine: str, status: str, attempt: int = 1, filedrop: str | None = None, message: str | None = None,
+           finished: bool = False) -> None:
+    conn.execute(
+        f"""INSERT INTO {ident(meta)}.ingest_history
+            (load_id, bucket, key, etag, version_id, sequencer, last_modified, size_bytes, route, target_table,
+             mode, engine, status, attempt, filedrop, message, finished_at)
+            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,
+                    CASE WHEN %s THEN clock_timestamp() END)""",
+        (load_id, obj.bucket, obj.key, obj.etag, obj.version_id, obj.sequencer, obj.last_modified, obj.size,
+         route, table, mode, engine, status, attempt, filedrop, message, finished),
+    )
+
+
+def finish(conn: Conn, meta: str, load_id: str, *, status: str, rows_parsed: int | None = None,
+           rows_loaded: int | None = None, rows_rejected: int | None = None, first_error: str | None = None,
+           first_error_line: int | None = None, message: str | None = None) -> None:
+    conn.execute(
+        f"""UPDATE {ident(meta)}.ingest_history SET status = %s, rows_parsed = %s, rows_loaded = %s,
+                rows_rejected = %s, first_error = %s, first_error_line = %s, message = %s,
+                finished_at = clock_timestamp()
+            WHERE load_id = %s""",
+        (status, rows_parsed, rows_loaded, rows_rejected, first_error, first_error_line, message, load_id),
+    )
+
+
+def cleanup_dead_loads(conn: Conn, meta: str) -> list[str]:
+    """Mark loads whose loader died as failed and drop their tables; returns their load ids.
+
+    A live loader holds a session advisory lock on its load id; if we can take that lock, the
+    session that owned it is gone (PostgreSQL releases session locks when a connection ends).
+    """
+    m = ident(meta)
+    running = [r[0] for r in conn.execute(
+        f"SELECT load_id FROM {m}.ingest_history WHERE status = 'running'").fetchall()]
+    cleaned = []
+    for load_id in running:
+        got = conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))",
+                           (load_lock_key(load_id),)).fetchone()
+        if not got or not got[0]:
+            continue  # alive
+        try:
+            with conn.transaction():
+                for stmt in drop_load_tables(meta, load_id):
+                    conn.execute(stmt)  # type: ignore[arg-type]
+                conn.execute(
+                    f"""UPDATE {m}.ingest_history SET status = 'failed', finished_at = clock_timestamp(),
+                        first_error = coalesce(first_error, 'the loader stopped before finishing (process killed or connection lost); nothing from this attempt is visible'),
+                        message = 'cleaned up after a dead loader'
+                        WHERE load_id = %s AND status = 'running'""",
+                    (load_id,),
+                )
+                conn.execute(f"DELETE FROM {m}.rejected_rows WHERE load_id = %s", (load_id,))
+            cleaned.append(load_id)
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (load_lock_key(load_id),))
+    # Per-load tables without a running history row (e.g. the history insert never committed).
+    orphans = conn.execute(
+        f"""SELECT substr(c.relname, 7) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE n.nspname = %s AND c.relkind = 'r' AND c.relname ~ '^_(load|raw)_[0-9a-f]{{32}}$'
+            AND NOT EXISTS (SELECT 1 FROM {m}.ingest_history h
+                            WHERE h.load_id = substr(c.relname, 7) AND h.status = 'running')""",
+        (meta,),
+    ).fetchall()
+    for (load_id,) in orphans:
+        for stmt in drop_load_tables(meta, load_id):
+            conn.execute(stmt)  # type: ignore[arg-type]
+    return cleaned
+
+
+@dataclass(frozen=True)
+class RouteStatus:
+    route: str
+    table: str
+    loaded: int
+    failed: int
+    skipped: int
+    running: int
+    rows_loaded: int
+    last_load: datetime | None
+    last_error: str | None
+
+
+def recent(conn: Conn, meta: str, limit: int = 50, route: str | None = None) -> list[dict[str, Any]]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(
+            f"""SELECT load_id, bucket, key, etag, route, target_table, mode, engine, status, rows_parsed,
+                       rows_loaded, rows_rejected, first_error, first_error_line, message, attempt, size_bytes,
+                       started_at, finished_at
+                FROM {ident(meta)}.ingest_history WHERE (%(route)s::text IS NULL OR route = %(route)s)
+                ORDER BY started_at DESC, load_id DESC LIMIT %(limit)s""",
+            {"route": route, "limit": limit},
+        )
+        return list(cur.fetchall())
+
+
+def route_status(conn: Conn, meta: str) -> list[RouteStatus]:
+    """Per route: files loaded/failed (latest attempt per object version), rows, last load, last error."""
+    rows = conn.execute(
+        f"""WITH per_version AS (
+                SELECT route, max(target_table) AS target_table,
+                       bool_or(status = 'loaded') AS loaded,
+                       (array_agg(status ORDER BY started_at DESC, load_id DESC))[1] AS last_status,
+                       sum(rows_loaded) FILTER (WHERE status = 'loaded') AS rows_loaded,
+                       max(finished_at) FILTER (WHERE status = 'loaded') AS last_load,
+                       max(started_at) FILTER (WHERE status = 'failed') AS failed_at,
+                       (array_agg(first_error ORDER BY started_at DESC) FILTER (WHERE status = 'failed'))[1]
+                           AS last_error
+                FROM {ident(meta)}.ingest_history GROUP BY route, bucket, key, etag)
+            SELECT route, max(target_table),
+                   count(*) FILTER (WHERE loaded),
+                   count(*) FILTER (WHERE NOT loaded AND last_status = 'failed'),
+                   count(*) FILTER (WHERE NOT loaded AND last_status LIKE 'skipped%%'),
+                   count(*) FILTER (WHERE NOT loaded AND last_status = 'running'),
+                   coalesce(sum(rows_loaded), 0)::bigint,
+                   max(last_load),
+                   (array_agg(last_error ORDER BY failed_at DESC NULLS LAST)
+                       FILTER (WHERE NOT loaded AND last_status = 'failed'))[1]
+            FROM per_version GROUP BY route ORDER BY route"""
+    ).fetchall()
+    return [RouteStatus(*r) for r in rows]

@@ -1,0 +1,385 @@
+"""The load protocol (DESIGN §3) and the direct engine.
+
+:func:`load_object` is the one implementation of "exactly once per object version": check history,
+parse into a private per-load table, then one short transaction that applies it by ``mode`` and
+records ``loaded``. Engines only fill the per-load table (:class:`Parsed`); the direct engine here
+streams the file into PostgreSQL ``COPY`` (PostgreSQL does the parsing and typing), and only when
+COPY reports bad data re-reads the file tolerantly to quarantine exactly the bad records.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg import errors as pgerrors
+
+from filedrop import history, sql
+from filedrop.config import Settings
+from filedrop.objects import SourceObject
+from filedrop.protocol import choose_engine, decide, too_many_bad_rows
+from filedrop.routes import FileRoute
+from filedrop.sources import CHUNK, SourceError, open_stream
+from filedrop.warehouse import WarehouseError, connect, ensure_meta, ensure_staging
+
+log = logging.getLogger(__name__)
+Conn = psycopg.Connection[Any]
+
+#: Largest header line or CSV field we accept (a runaway quote otherwise swallows a whole file).
+MAX_FIELD = 16 << 20
+csv.field_size_limit(MAX_FIELD)
+
+
+class LoadFailed(Exception):
+    """The file cannot be loaded as it is. ``retryable`` is False for problems in the file itself."""
+
+    def __init__(self, message: str, *, line: int | None = None, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.line = line
+        self.retryable = retryable
+
+
+@dataclass
+class LoadResult:
+    obj: SourceObject
+    route: str
+    status: str  # loaded | skipped_duplicate | skipped_superseded | failed
+    load_id: str | None = None
+    engine: str = "direct"
+    rows_parsed: int = 0
+    rows_loaded: int = 0
+    rows_rejected: int = 0
+    rows_changed: int = 0
+    first_error: str | None = None
+    first_error_line: int | None = None
+    message: str = ""
+    retryable: bool = False
+
+
+@dataclass
+class Parsed:
+    """What an engine leaves in the per-load table."""
+
+    rows_parsed: int
+    rows_good: int
+    rows_rejected: int
+    first_error: str | None = None
+    first_error_line: int | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+# --- header ----------------------------------------------------------------------------------------
+
+def read_header(stream: io.BufferedReader, route: FileRoute) -> list[str]:
+    """Consume the header line (if the route has one) and return the file's column order.
+
+    Strict: the header must name exactly the route's columns (any order, case-insensitive); the
+    error names what is missing and what is extra.
+    """
+    fmt = route.spec.format
+    first = stream.peek(3)[:3]
+    if first == b"":
+        raise LoadFailed("empty file: no header line and no data" if fmt.header else "empty file: no data")
+    if first.startswith(b"\xef\xbb\xbf"):
+        stream.read(3)  # UTF-8 byte order mark
+    if not fmt.header:
+        return list(route.column_names)
+    line = stream.readline(MAX_FIELD)
+    try:
+        text = line.decode(fmt.encoding)
+    except UnicodeDecodeError as exc:
+        raise LoadFailed(f"header line is not valid {fmt.encoding}: {exc.reason} at byte {exc.start}", line=0) from None
+    names = next(csv.reader([text.rstrip("\r\n")], delimiter=fmt.delimiter, quotechar=fmt.quote), [])
+    got = [n.strip().lower() for n in names]
+    want = list(route.column_names)
+    missing = [c for c in want if c not in got]
+    extra = [n for n in got if n not in want]
+    dupes = sorted({n for n in got if got.count(n) > 1})
+    problems = []
+    if missing:
+        problems.append(f"missing column(s): {', '.join(missing)}")
+    if extra:
+        problems.append(f"unexpected column(s): {', '.join(extra) if any(extra) else '(empty name)'}")
+    if dupes:
+        problems.append(f"duplicated column(s): {', '.join(dupes)}")
+    if problems:
+        raise LoadFailed(
+            f"header does not match FileRoute {route.name}: " + "; ".join(problems)
+            + f" (expected {', '.join(want)})", line=0)
+    return got
+
+
+# --- the direct engine -------------------------------------------------------------------------------
+
+class DirectEngine:
+    """Streams bytes into COPY; on bad data, a tolerant second pass quarantines the bad records."""
+
+    name = "direct"
+
+    def __init__(self, conn: Conn, settings: Settings, route: FileRoute, obj: SourceObject, load_id: str,
+                 on_bytes: Callable[[int], None] | None = None) -> None:
+        self.conn, self.settings, self.route, self.obj, self.load_id = conn, settings, route, obj, load_id
+        self.on_bytes = on_bytes
+        self.meta = settings.meta_schema
+
+    def _open(self, on_bytes: Callable[[int], None] | None) -> io.BufferedReader:
+        return open_stream(self.obj, self.route.spec.format.compression, on_bytes=on_bytes)
+
+    def parse(self) -> Parsed:
+        self.conn.execute(sql.load_table_ddl(self.meta, self.load_id, self.route))  # type: ignore[arg-type]
+        try:
+            return self._fast()
+        except (pgerrors.DataException, pgerrors.IntegrityConstraintViolation) as exc:
+            diag = exc.diag
+            log.info("%s: COPY stopped at bad data (%s; %s), quarantining bad rows",
+                     self.obj.display, diag.message_primary, diag.context)
+        return self._tolerant()
+
+    def _fast(self) -> Parsed:
+        with self._open(self.on_bytes) as stream:
+            file_columns = read_header(stream, self.route)
+            stmt = sql.copy_csv(self.meta, self.load_id, self.route, file_columns)
+            with self.conn.cursor() as cur:
+                with cur.copy(stmt) as copy:  # type: ignore[arg-type]
+                    while chunk := _read(stream):
+                        copy.write(chunk)
+                rows = cur.rowcount
+        return Parsed(rows, rows, 0)
+
+    def _tolerant(self) -> Parsed:
+        """Re-read the file with Python's CSV reader (C) for structure and encoding; PostgreSQL types
+        each value (``input_error``) so accepted values are exactly what COPY accepts."""
+        fmt = self.route.spec.format
+        meta, load_id = self.meta, self.load_id
+        self.conn.execute(sql.raw_table_ddl(meta, load_id, self.route))  # type: ignore[arg-type]
+        ncols = len(self.route.column_names)
+        rejects: list[tuple[str, int, str, str, str | None]] = []
+        rownum = 0
+        stop_error: str | None = None
+        with self._open(None) as stream:
+            file_columns = read_header(stream, self.route)
+            text = io.TextIOWrapper(stream, encoding=fmt.encoding, errors="surrogateescape", newline="")
+            reader = csv.reader(text, delimiter=fmt.delimiter, quotechar=fmt.quote, strict=False)
+            with self.conn.cursor() as cur, cur.copy(sql.copy_raw(meta, load_id, file_columns)) as copy:  # type: ignore[arg-type]
+                null = fmt.null_value
+                while True:
+                    try:
+                        record = next(reader)
+                    except StopIteration:
+                        break
+                    except (csv.Error, UnicodeError) as exc:
+                        stop_error = f"unreadable CSV after data record {rownum}: {exc}"
+                        break
+                    except EOFError as exc:
+                        raise LoadFailed(f"truncated gzip file: {exc}") from None
+                    except OSError as exc:
+                        raise LoadFailed(f"cannot decompress: {exc}") from None
+                    if not record:
+                        continue  # blank line
+                    rownum += 1
+                    joined = fmt.delimiter.join(record)
+                    if len(record) != ncols:
+                        rejects.append((load_id, rownum, _printable(joined, fmt.encoding),
+                                        f"expected {ncols} columns, found {len(record)}", None))
+                        continue
+                    try:
+                        joined.encode(fmt.encoding)
+                    except UnicodeEncodeError as exc:
+                        bad = joined[exc.start:exc.end].encode(fmt.encoding, "surrogateescape")
+                        rejects.append((load_id, rownum, _printable(joined, fmt.encoding),
+                                        f"invalid {fmt.encoding} byte(s) 0x{bad.hex()}", None))
+                        continue
+                    copy.write_row([rownum] + [None if v == null else v for v in record])
+        m = sql.ident(meta)
+        with self.conn.transaction():
+            if rejects:
+                with self.conn.cursor() as cur:
+                    cur.executemany(
+                        f"INSERT INTO {m}.rejected_rows (load_id, line_number, raw_line, error, column_name) "
+                        "VALUES (%s, %s, %s, %s, %s)", rejects)  # type: ignore[arg-type]
+            if stop_error:
+                self.conn.execute(
+                    f"INSERT INTO {m}.rejected_rows (load_id, line_number, raw_line, error) VALUES (%s, %s, NULL, %s)",
+                    (load_id, rownum + 1, stop_error))  # type: ignore[arg-type]
+            params = {"load_id": load_id}
+            self.conn.execute(sql.reject_typed_rows(meta, load_id, self.route), params)  # type: ignore[arg-type]
+            good = self.conn.execute(sql.insert_typed_rows(meta, load_id, self.route), params).rowcount  # type: ignore[arg-type]
+            self.conn.execute(f"DROP TABLE {sql.qualified(meta, sql.raw_table_name(load_id))}")  # type: ignore[arg-type]
+            first = self.conn.execute(
+                f"SELECT line_number, error, count(*) OVER () FROM {m}.rejected_rows WHERE load_id = %s "
+                "ORDER BY line_number LIMIT 1", (load_id,)).fetchone()  # type: ignore[arg-type]
+        rejected = int(first[2]) if first else 0
+        parsed = rownum + (1 if stop_error else 0)
+        out = Parsed(parsed, good, rejected, first[1] if first else None, first[0] if first else None)
+        if stop_error:
+            out.notes.append(stop_error)
+        return out
+
+
+def _read(stream: io.BufferedReader) -> bytes:
+    try:
+        return stream.read(CHUNK)
+    except EOFError as exc:  # gzip: "Compressed file ended before the end-of-stream marker was reached"
+        raise LoadFailed(f"truncated gzip file: {exc}") from None
+    except OSError as exc:  # gzip: bad CRC, not a gzip file, ...
+        raise LoadFailed(f"cannot decompress: {exc}") from None
+
+
+def _printable(text: str, encoding: str) -> str:
+    return text.encode(encoding, "surrogateescape").decode(encoding, "backslashreplace")
+
+
+ENGINES: dict[str, type[DirectEngine]] = {"direct": DirectEngine}
+
+
+# --- the protocol ------------------------------------------------------------------------------------
+
+def load_object(url: str, settings: Settings, route: FileRoute, obj: SourceObject, *, engine: str | None = None,
+                filedrop: str | None = None, on_bytes: Callable[[int], None] | None = None) -> LoadResult:
+    """Load one object version exactly once; every outcome is written to ``ingest_history``."""
+    conn = connect(url)
+    try:
+        return _load(conn, settings, route, obj, engine, filedrop, on_bytes)
+    finally:
+        conn.close()
+
+
+def _load(conn: Conn, settings: Settings, route: FileRoute, obj: SourceObject, engine_override: str | None,
+          filedrop: str | None, on_bytes: Callable[[int], None] | None) -> LoadResult:
+    meta, spec = settings.meta_schema, route.spec
+    ensure_meta(conn, settings)
+    ensure_staging(conn, settings, route)
+    engine = choose_engine(spec.engine, engine_override, obj.size, settings.spark_threshold_bytes)
+    note = ""
+    if engine not in ENGINES:
+        if (engine_override or spec.engine) == "auto":
+            note = f"{engine} engine not installed; loaded with the direct engine"
+            engine = "direct"
+        else:
+            return LoadResult(obj, route.name, "failed", engine=engine, first_error=(
+                f"the {engine} engine is not available in this installation (choose --engine direct)"))
+    decision = decide(obj, history.loaded_versions(conn, meta, obj.bucket, obj.key))
+    common = dict(obj=obj, route=route.name, table=spec.table, mode=spec.mode, engine=engine)
+    if decision.verdict != "load":
+        history.insert(conn, meta, load_id=uuid.uuid4().hex, status=decision.verdict, filedrop=filedrop,
+                       message=decision.reason, finished=True, **common)  # type: ignore[arg-type]
+        return LoadResult(obj, route.name, decision.verdict, engine=engine, message=decision.reason)
+
+    load_id = uuid.uuid4().hex
+    conn.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", (history.load_lock_key(load_id),))
+    history.insert(conn, meta, load_id=load_id, status="running", filedrop=filedrop,
+                   attempt=history.next_attempt(conn, meta, obj), **common)  # type: ignore[arg-type]
+    result = LoadResult(obj, route.name, "failed", load_id=load_id, engine=engine)
+    try:
+        parsed = ENGINES[engine](conn, settings, route, obj, load_id, on_bytes).parse()
+        result.rows_parsed, result.rows_rejected = parsed.rows_parsed, parsed.rows_rejected
+        result.rows_loaded = parsed.rows_good
+        result.first_error, result.first_error_line = parsed.first_error, parsed.first_error_line
+        if parsed.notes:
+            raise LoadFailed(parsed.notes[0], line=parsed.first_error_line)
+        if parsed.rows_rejected and spec.on_error == "abort":
+            raise LoadFailed(f"line {parsed.first_error_line}: {parsed.first_error} (onError: abort)",
+                             line=parsed.first_error_line)
+        if too_many_bad_rows(parsed.rows_rejected, parsed.rows_parsed, spec.max_bad_rows_percent):
+            pct = 100.0 * parsed.rows_rejected / max(parsed.rows_parsed, 1)
+            raise LoadFailed(
+                f"{parsed.rows_rejected} of {parsed.rows_parsed} rows are bad ({pct:.1f}% > maxBadRowsPercent "
+                f"{spec.max_bad_rows_percent:g}); first: line {parsed.first_error_line}: {parsed.first_error}",
+                line=parsed.first_error_line)
+        _finalize(conn, settings, route, obj, result, note)
+        return result
+    except LoadFailed as exc:
+        result.status, result.retryable = "failed", exc.retryable
+        result.first_error = str(exc)
+        result.first_error_line = exc.line if exc.line is not None else result.first_error_line
+        result.message = str(exc)
+    except SourceError as exc:
+        result.status, result.retryable, result.first_error = "failed", True, str(exc)
+        result.message = str(exc)
+    except (psycopg.OperationalError, WarehouseError):
+        raise  # connection lost: the running row is cleaned up as a dead load by the next run
+    except Exception as exc:  # noqa: BLE001 - recorded in history, then reported
+        log.exception("load of %s failed", obj.display)
+        result.status, result.first_error, result.message = "failed", f"{type(exc).__name__}: {exc}", str(exc)
+        result.retryable = isinstance(exc, (psycopg.errors.OperationalError, OSError))
+    _abandon(conn, settings, result)
+    return result
+
+
+def _finalize(conn: Conn, settings: Settings, route: FileRoute, obj: SourceObject, result: LoadResult,
+              note: str) -> None:
+    """The one short transaction: re-check under the key's lock, apply by mode, record ``loaded``."""
+    meta, schema = settings.meta_schema, settings.staging_schema
+    load_id = result.load_id
+    assert load_id is not None
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+                     (history.object_lock_key(obj.bucket, obj.key),))
+        decision = decide(obj, history.loaded_versions(conn, meta, obj.bucket, obj.key))
+        if decision.verdict != "load":  # another loader won the race while we parsed
+            for stmt in sql.drop_load_tables(meta, load_id):
+                conn.execute(stmt)  # type: ignore[arg-type]
+            conn.execute(f"DELETE FROM {sql.ident(meta)}.rejected_rows WHERE load_id = %s", (load_id,))  # type: ignore[arg-type]
+            history.finish(conn, meta, load_id, status=decision.verdict, message=decision.reason)
+            result.status, result.message = decision.verdict, decision.reason
+            result.rows_loaded = 0
+            return
+        params = {"key": obj.key, "etag": obj.etag, "load_id": load_id}
+        conn.execute("SET LOCAL work_mem = '256MB'")
+        changed = _apply(conn, settings, route, load_id, params)
+        for stmt in sql.drop_load_tables(meta, load_id):
+            conn.execute(stmt)  # type: ignore[arg-type]
+        result.rows_changed = changed
+        msg = [f"{result.rows_loaded} rows applied by {route.spec.mode}"]
+        if route.spec.mode == "upsert" and changed != result.rows_loaded:
+            msg.append(f"{changed} inserted or changed")
+        if result.rows_rejected:
+            msg.append(f"{result.rows_rejected} quarantined")
+        if note:
+            msg.append(note)
+        result.message = "; ".join(msg)
+        history.finish(conn, meta, load_id, status="loaded", rows_parsed=result.rows_parsed,
+                       rows_loaded=result.rows_loaded, rows_rejected=result.rows_rejected,
+                       first_error=result.first_error, first_error_line=result.first_error_line,
+                       message=result.message)
+        result.status = "loaded"
+
+
+def _apply(conn: Conn, settings: Settings, route: FileRoute, load_id: str, params: dict[str, str]) -> int:
+    """Run the mode's statements; returns the rowcount of the last one.
+
+    An upsert first assumes the file's keys are unique (no sort); if PostgreSQL finds a key twice
+    it rolls back to the savepoint and applies "last row in the file wins" with a sort.
+    """
+    schema, meta = settings.staging_schema, settings.meta_schema
+    if route.spec.mode == "upsert":
+        try:
+            with conn.transaction():  # a savepoint inside the final transaction
+                stmts = sql.apply_statements(schema, meta, load_id, route, dedup=False)
+                return conn.execute(stmts[-1], params).rowcount  # type: ignore[arg-type]
+        except pgerrors.CardinalityViolation:
+            log.info("%s: duplicate keys in the file; the last row per key wins", route.name)
+    changed = 0
+    for stmt in sql.apply_statements(schema, meta, load_id, route):
+        changed = conn.execute(stmt, params).rowcount  # type: ignore[arg-type]
+    return changed
+
+
+def _abandon(conn: Conn, settings: Settings, result: LoadResult) -> None:
+    """Record a failed attempt; the staging table is untouched, the load tables are dropped."""
+    meta = settings.meta_schema
+    assert result.load_id is not None
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        conn.rollback()
+    for stmt in sql.drop_load_tables(meta, result.load_id):
+        conn.execute(stmt)  # type: ignore[arg-type]
+    history.finish(conn, meta, result.load_id, status="failed", rows_parsed=result.rows_parsed or None,
+                   rows_loaded=0, rows_rejected=result.rows_rejected or None, first_error=result.first_error,
+                   first_error_line=result.first_error_line, message=result.message)
+    conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (history.load_lock_key(result.load_id),))

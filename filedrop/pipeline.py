@@ -1,0 +1,177 @@
+"""The local runtime: discover files, match them to FileRoutes, load each in key order (DESIGN §1).
+
+Entry-point layer. The same load protocol as the cluster (``filedrop.loader``) runs in-process.
+Progress is reported through the small :class:`Progress` protocol so the CLI can draw bars and
+tests can stay quiet.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from filedrop import history
+from filedrop.config import Settings
+from filedrop.events import EventParseError, S3Event, parse_message
+from filedrop.loader import LoadResult, load_object
+from filedrop.objects import SourceObject
+from filedrop.routes import FileRoute, RouteError, route_for
+from filedrop.sources import Listed, Location, SourceError, describe, list_objects
+from filedrop.warehouse import connect, ensure_meta
+
+log = logging.getLogger(__name__)
+
+
+class Progress(Protocol):
+    def start_file(self, obj: SourceObject, route: FileRoute) -> Callable[[int], None] | None: ...
+    def end_file(self, result: LoadResult) -> None: ...
+
+
+class _Quiet:
+    def start_file(self, obj: SourceObject, route: FileRoute) -> Callable[[int], None] | None:
+        return None
+
+    def end_file(self, result: LoadResult) -> None:
+        pass
+
+
+@dataclass
+class RunReport:
+    results: list[LoadResult] = field(default_factory=list)
+    unmatched: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    cleaned: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def failed(self) -> list[LoadResult]:
+        return [r for r in self.results if r.status == "failed"]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and not self.errors
+
+
+def discover(loc: Location, routes: list[FileRoute]) -> tuple[list[tuple[Listed, FileRoute]], list[Listed], list[str]]:
+    """Matched (object, route) pairs in key order, unmatched objects, and ambiguity errors."""
+    matched, unmatched, errors = [], [], []
+    for item in sorted(list_objects(loc), key=lambda o: o.key):
+        try:
+            route = route_for(routes, item.bucket if item.is_s3 else None, item.key)
+        except RouteError as exc:
+            errors.append(str(exc))
+            continue
+        if route is None:
+            unmatched.append(item)
+        else:
+            matched.append((item, route))
+    return matched, unmatched, errors
+
+
+def cleanup(url: str, settings: Settings) -> list[str]:
+    """Create the bookkeeping tables if needed and clean up after loaders that died."""
+    with connect(url) as conn:
+        ensure_meta(conn, settings)
+        return history.cleanup_dead_loads(conn, settings.meta_schema)
+
+
+def run_once(url: str, settings: Settings, routes: list[FileRoute], source: str, *, engine: str | None = None,
+             progress: Progress | None = None, on_discovered: Callable[[list[tuple[Listed, FileRoute]]], None] | None = None) -> RunReport:
+    """Load every matched file under ``source`` that is not loaded yet; every file is attempted."""
+    started = time.monotonic()
+    progress = progress or _Quiet()
+    report = RunReport(cleaned=cleanup(url, settings))
+    loc = Location.parse(source)
+    matched, unmatched, errors = discover(loc, routes)
+    report.unmatched = [u.uri for u in unmatched]
+    report.errors = errors
+    if on_discovered:
+        on_discovered(matched)
+    for item, route in matched:
+        report.results.append(_load_one(url, settings, route, item, engine, progress))
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _load_one(url: str, settings: Settings, route: FileRoute, item: Listed, engine: str | None,
+              progress: Progress, sequencer: str | None = None) -> LoadResult:
+    try:
+        obj = describe(item, sequencer=sequencer)
+    except (SourceError, OSError) as exc:
+        obj = SourceObject(item.bucket, item.key, item.etag or "", item.size, item.last_modified, uri=item.uri,
+                           is_s3=item.is_s3)
+        result = LoadResult(obj, route.name, "failed", first_error=str(exc), message=str(exc), retryable=True)
+        progress.end_file(result)
+        return result
+    on_bytes = progress.start_file(obj, route)
+    result = load_object(url, settings, route, obj, engine=engine, on_bytes=on_bytes)
+    progress.end_file(result)
+    return result
+
+
+def load_event(url: str, settings: Settings, routes: list[FileRoute], event: S3Event, *,
+               engine: str | None = None, progress: Progress | None = None) -> LoadResult | None:
+    """Load the object version an S3 ObjectCreated event names; None when no route matches."""
+    route = route_for(routes, event.bucket, event.key)
+    if route is None:
+        log.info("s3://%s/%s matches no FileRoute; ignored", event.bucket, event.key)
+        return None
+    item = Listed(event.bucket, event.key, event.size, event.event_time or _now(), etag=event.etag,
+                  version_id=event.version_id, is_s3=True)
+    return _load_one(url, settings, route, item, engine, progress or _Quiet(), sequencer=event.sequencer)
+
+
+def _now() -> Any:
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc)
+
+
+def drain_queue(url: str, settings: Settings, routes: list[FileRoute], queue_url: str, *, engine: str | None = None,
+                progress: Progress | None = None, wait_seconds: int = 10, sqs: Any = None) -> RunReport:
+    """Receive one batch of S3 notifications from SQS and load what they name.
+
+    A message is deleted only after every object it names is recorded in history (loaded, skipped,
+    or failed for a reason a retry cannot fix); otherwise it becomes visible again and is retried.
+    A message that is not an S3 notification is left for the queue's redrive policy.
+    """
+    import boto3
+
+    sqs = sqs or boto3.client("sqs")
+    report = RunReport()
+    started = time.monotonic()
+    resp = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=wait_seconds)
+    for msg in resp.get("Messages", []):
+        try:
+            events = parse_message(msg["Body"])
+        except EventParseError as exc:
+            report.errors.append(f"message {msg.get('MessageId')}: {exc}")
+            continue
+        done = True
+        for ev in events:
+            if not ev.is_create:
+                continue
+            try:
+                result = load_event(url, settings, routes, ev, engine=engine, progress=progress)
+            except RouteError as exc:
+                report.errors.append(str(exc))
+                continue
+            if result is None:
+                report.unmatched.append(f"s3://{ev.bucket}/{ev.key}")
+                continue
+            report.results.append(result)
+            done = done and not (result.status == "failed" and result.retryable)
+        if done:
+            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=msg["ReceiptHandle"])
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def summarize(results: Iterable[LoadResult]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for r in results:
+        counts[r.status] = counts.get(r.status, 0) + 1
+    return counts

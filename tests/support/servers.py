@@ -1,0 +1,127 @@
+"""Real servers for the tests (DESIGN §7): PostgreSQL 15 from Debian, the embedded PostgreSQL 18,
+and moto's S3/SQS server over HTTP. Each starts on a free loopback port and is polled until ready."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import psycopg
+
+PG15_BIN = Path(os.environ.get("FILEDROP_TEST_PG15_BIN", "/usr/lib/postgresql/15/bin"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str, interval: float = 0.05) -> None:
+    """Poll ``check`` until it is true; fail with ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(interval)  # polling interval, not a wait for a fixed outcome
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+
+
+def _pg_ready(url: str) -> bool:
+    try:
+        with psycopg.connect(url, connect_timeout=2):
+            return True
+    except psycopg.OperationalError:
+        return False
+
+
+def start_debian_postgres() -> tuple[str, Callable[[], None]]:
+    """A throwaway PostgreSQL 15 cluster from Debian's packages, run as the ``postgres`` user."""
+    if not (PG15_BIN / "postgres").exists():
+        raise RuntimeError(
+            f"PostgreSQL 15 server binaries not found in {PG15_BIN}: install Debian's postgresql-15 "
+            "(`.ci/run` and `make test-deps` do)"
+        )
+    base = Path(tempfile.mkdtemp(prefix="filedrop-pg15-"))
+    data = base / "data"
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        shutil.chown(base, "postgres", "postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    subprocess.run(as_user + [str(PG15_BIN / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
+                              "--encoding=UTF8", "--locale=C"], check=True, capture_output=True)
+    port = free_port()
+    proc = subprocess.Popen(
+        as_user + [str(PG15_BIN / "postgres"), "-D", str(data), "-h", "127.0.0.1", "-p", str(port),
+                   "-k", str(base), "-c", "fsync=off", "-c", "max_connections=200"],
+        stdout=open(base / "server.log", "wb"), stderr=subprocess.STDOUT,
+    )
+    url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    try:
+        wait_until(lambda: proc.poll() is None and _pg_ready(url), 60, "PostgreSQL 15 to accept connections")
+    except TimeoutError:
+        proc.kill()
+        raise RuntimeError((base / "server.log").read_text(errors="replace")[-3000:]) from None
+
+    def stop() -> None:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        shutil.rmtree(base, ignore_errors=True)
+
+    return url, stop
+
+
+def start_embedded_postgres() -> tuple[str, Callable[[], None]]:
+    """The embedded PostgreSQL 18 exactly as ``filedrop`` starts it, in a throwaway FILEDROP_HOME."""
+    from filedrop.warehouse import EmbeddedPostgres
+
+    home = Path(tempfile.mkdtemp(prefix="filedrop-home-"))
+    server = EmbeddedPostgres(home)
+    url = server.start()
+
+    def stop() -> None:
+        server.stop()
+        shutil.rmtree(home, ignore_errors=True)
+
+    return url, stop
+
+
+def start_moto() -> tuple[str, Callable[[], None]]:
+    """moto in server mode (S3 and SQS over HTTP) on a free loopback port."""
+    import urllib.request
+
+    port = free_port()
+    log = tempfile.NamedTemporaryFile(prefix="filedrop-moto-", suffix=".log", delete=False)
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=log, stderr=subprocess.STDOUT)
+    endpoint = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        if proc.poll() is not None:
+            raise RuntimeError(f"moto server exited: {Path(log.name).read_text()[-2000:]}")
+        try:
+            with urllib.request.urlopen(endpoint + "/moto-api/", timeout=2):
+                return True
+        except OSError:
+            return False
+
+    wait_until(ready, 60, "moto server")
+
+    def stop() -> None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+    return endpoint, stop
