@@ -10,9 +10,11 @@ COPY reports bad data re-reads the file tolerantly to quarantine exactly the bad
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import logging
 import uuid
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -134,12 +136,17 @@ class DirectEngine:
     def parse(self) -> Parsed:
         self.conn.execute(sql.load_table_ddl(self.meta, self.load_id, self.route))  # type: ignore[arg-type]
         try:
-            return self._fast()
-        except (pgerrors.DataException, pgerrors.IntegrityConstraintViolation) as exc:
-            diag = exc.diag
-            log.info("%s: COPY stopped at bad data (%s; %s), quarantining bad rows",
-                     self.obj.display, diag.message_primary, diag.context)
-        return self._tolerant()
+            try:
+                return self._fast()
+            except (psycopg.DataError, psycopg.IntegrityError) as exc:
+                diag = exc.diag
+                log.info("%s: COPY stopped at bad data (%s; %s), quarantining bad rows",
+                         self.obj.display, diag.message_primary, diag.context)
+            return self._tolerant()
+        except EOFError as exc:  # gzip: "Compressed file ended before the end-of-stream marker was reached"
+            raise LoadFailed(f"truncated gzip file: {exc}") from None
+        except (gzip.BadGzipFile, zlib.error) as exc:
+            raise LoadFailed(f"cannot decompress: {exc}") from None
 
     def _fast(self) -> Parsed:
         with self._open(self.on_bytes) as stream:
@@ -147,7 +154,7 @@ class DirectEngine:
             stmt = sql.copy_csv(self.meta, self.load_id, self.route, file_columns)
             with self.conn.cursor() as cur:
                 with cur.copy(stmt) as copy:  # type: ignore[arg-type]
-                    while chunk := _read(stream):
+                    while chunk := stream.read(CHUNK):
                         copy.write(chunk)
                 rows = cur.rowcount
         return Parsed(rows, rows, 0)
@@ -176,10 +183,6 @@ class DirectEngine:
                     except (csv.Error, UnicodeError) as exc:
                         stop_error = f"unreadable CSV after data record {rownum}: {exc}"
                         break
-                    except EOFError as exc:
-                        raise LoadFailed(f"truncated gzip file: {exc}") from None
-                    except OSError as exc:
-                        raise LoadFailed(f"cannot decompress: {exc}") from None
                     if not record:
                         continue  # blank line
                     rownum += 1
@@ -220,15 +223,6 @@ class DirectEngine:
         if stop_error:
             out.notes.append(stop_error)
         return out
-
-
-def _read(stream: io.BufferedReader) -> bytes:
-    try:
-        return stream.read(CHUNK)
-    except EOFError as exc:  # gzip: "Compressed file ended before the end-of-stream marker was reached"
-        raise LoadFailed(f"truncated gzip file: {exc}") from None
-    except OSError as exc:  # gzip: bad CRC, not a gzip file, ...
-        raise LoadFailed(f"cannot decompress: {exc}") from None
 
 
 def _printable(text: str, encoding: str) -> str:

@@ -228,7 +228,8 @@ def reject_typed_rows(meta: str, load_id: str, route: FileRoute) -> str:
             )
     err = f"COALESCE({', '.join(checks)})" if checks else "NULL::text"
     delim = literal(route.spec.format.delimiter)
-    raw = f"concat_ws({delim}, {', '.join('r.' + ident(c) for c in route.column_names)})"
+    null = route.spec.format.null_value
+    raw = f"concat_ws({delim}, {', '.join(f'coalesce(r.{ident(c)}, {literal(null)})' for c in route.column_names)})"
     return f"""INSERT INTO {ident(meta)}.rejected_rows (load_id, line_number, raw_line, error, column_name)
         SELECT %(load_id)s, s._row_number, s.raw_line, s.err, split_part(s.err, ': ', 1)
         FROM (SELECT r."_row_number", {raw} AS raw_line, {err} AS err
