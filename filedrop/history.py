@@ -145,10 +145,11 @@ def recent(conn: Conn, meta: str, limit: int = 50, route: str | None = None) -> 
 
 
 def route_status(conn: Conn, meta: str) -> list[RouteStatus]:
-    """Per route: files loaded/failed (latest attempt per object version), rows, last load, last error."""
+    """Per route, counting object versions: loaded; failed (and not since replaced by a newer loaded
+    version of the same key); skipped; running; rows loaded; last load; the latest outstanding error."""
     rows = conn.execute(
         f"""WITH per_version AS (
-                SELECT route, max(target_table) AS target_table,
+                SELECT route, bucket, key, max(started_at) AS last_attempt, max(target_table) AS target_table,
                        bool_or(status = 'loaded') AS loaded,
                        (array_agg(status ORDER BY started_at DESC, load_id DESC))[1] AS last_status,
                        sum(rows_loaded) FILTER (WHERE status = 'loaded') AS rows_loaded,
@@ -156,16 +157,22 @@ def route_status(conn: Conn, meta: str) -> list[RouteStatus]:
                        max(started_at) FILTER (WHERE status = 'failed') AS failed_at,
                        (array_agg(first_error ORDER BY started_at DESC) FILTER (WHERE status = 'failed'))[1]
                            AS last_error
-                FROM {ident(meta)}.ingest_history GROUP BY route, bucket, key, etag)
+                FROM {ident(meta)}.ingest_history GROUP BY route, bucket, key, etag),
+            -- a failed version is no longer outstanding once a newer version of its key loaded
+            classified AS (
+                SELECT v.*, (NOT v.loaded AND v.last_status = 'failed' AND NOT EXISTS (
+                    SELECT 1 FROM per_version w WHERE w.bucket = v.bucket AND w.key = v.key AND w.loaded
+                    AND w.last_load > v.last_attempt)) AS outstanding_failure
+                FROM per_version v)
             SELECT route, max(target_table),
                    count(*) FILTER (WHERE loaded),
-                   count(*) FILTER (WHERE NOT loaded AND last_status = 'failed'),
+                   count(*) FILTER (WHERE outstanding_failure),
                    count(*) FILTER (WHERE NOT loaded AND last_status LIKE 'skipped%%'),
                    count(*) FILTER (WHERE NOT loaded AND last_status = 'running'),
                    coalesce(sum(rows_loaded), 0)::bigint,
                    max(last_load),
                    (array_agg(last_error ORDER BY failed_at DESC NULLS LAST)
-                       FILTER (WHERE NOT loaded AND last_status = 'failed'))[1]
-            FROM per_version GROUP BY route ORDER BY route"""
+                       FILTER (WHERE outstanding_failure))[1]
+            FROM classified GROUP BY route ORDER BY route"""
     ).fetchall()
     return [RouteStatus(*r) for r in rows]

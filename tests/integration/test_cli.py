@@ -1,0 +1,102 @@
+"""The `filedrop` command line as a user runs it: exit codes, summaries, history and status."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from filedrop.cli import app
+from tests.conftest import D2B, DB
+
+
+@pytest.fixture
+def cli(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> CliRunner:
+    monkeypatch.setenv("FILEDROP_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.delenv("FILEDROP_WAREHOUSE_URL", raising=False)
+    return CliRunner()
+
+
+def test_run_reports_every_file_and_fails_when_one_fails(cli: CliRunner, warehouse: str, db: DB,
+                                                         tmp_path: Path) -> None:
+    src = tmp_path / "drop"
+    src.mkdir()
+    for f in ("orders.csv", "reviews.csv"):
+        shutil.copy(D2B / f, src / f)
+    (src / "shipment_deliveries.csv").write_text("shipment_id,order_id,shipment_date\n1,1,2022-01-01\n")
+    (src / "notes.txt").write_text("hello")
+
+    res = cli.invoke(app, ["run", "--source", str(src), "--warehouse", warehouse])
+    assert res.exit_code == 1, res.output
+    assert "2 loaded" in res.output and "1 failed" in res.output
+    assert "missing column(s): delivery_date" in res.output
+    assert "unmatched (no FileRoute):" in res.output and "notes.txt" in res.output
+    assert "17,236 rows loaded" in res.output
+    assert db.one("SELECT count(*) FROM staging.orders") == 10000  # the other files were still attempted
+
+    shutil.copy(D2B / "shipment_deliveries.csv", src / "shipment_deliveries.csv")  # fixed upstream
+    res = cli.invoke(app, ["run", "--source", str(src), "--warehouse", warehouse])
+    assert res.exit_code == 0, res.output
+    assert "1 loaded" in res.output and "2 skipped_duplicate" in res.output
+
+    status = cli.invoke(app, ["status", "--warehouse", warehouse])
+    assert status.exit_code == 0
+    lines = {ln.split("│")[1].strip(): [c.strip() for c in ln.split("│")[1:-1]]
+             for ln in status.output.splitlines() if ln.startswith("│")}
+    assert lines["orders"][:6] == ["orders", "orders", "1", "0", "0", "10,000"]
+    assert lines["shipment-deliveries"][2:6] == ["1", "0", "0", "10,000"]
+
+    hist = cli.invoke(app, ["history", "--warehouse", warehouse, "--route", "shipment-deliveries"])
+    assert hist.exit_code == 0
+    assert hist.output.count("shipment_deliveries.csv") == 2
+    assert "failed" in hist.output and "loaded" in hist.output
+
+
+def test_bad_routes_file_is_a_clear_error(cli: CliRunner, tmp_path: Path, warehouse: str) -> None:
+    bad = tmp_path / "routes.yaml"
+    bad.write_text("""apiVersion: filedrop.dev/v1alpha1
+kind: FileRoute
+metadata: {name: things}
+spec:
+  match: {pattern: '^things'}
+  table: Things-Table
+  columns: [{name: id, type: int}]
+  mode: upsert
+""")
+    res = cli.invoke(app, ["run", "--source", str(tmp_path), "--routes", str(bad), "--warehouse", warehouse])
+    assert res.exit_code == 2
+    out = res.output
+    assert "FileRoute things" in out
+    assert "table name 'Things-Table' is not a valid identifier" in out
+    assert "columns.0.type" in out and "'integer'" in out
+
+
+def test_load_command_and_missing_source(cli: CliRunner, warehouse: str, db: DB) -> None:
+    res = cli.invoke(app, ["load", str(D2B / "reviews.csv"), "--route", "reviews", "--warehouse", warehouse])
+    assert res.exit_code == 0, res.output
+    assert db.one("SELECT count(*) FROM staging.reviews") == 7236
+    res = cli.invoke(app, ["load", str(D2B / "nope.csv"), "--route", "reviews", "--warehouse", warehouse])
+    assert res.exit_code == 2 and "no such file or directory" in res.output
+    res = cli.invoke(app, ["load", str(D2B / "reviews.csv"), "--route", "nope", "--warehouse", warehouse])
+    assert res.exit_code == 2 and "no FileRoute named 'nope'" in res.output
+
+
+def test_embedded_warehouse_is_started_and_reused(cli: CliRunner, tmp_path: Path) -> None:
+    """No --warehouse and no FILEDROP_WAREHOUSE_URL: the embedded PostgreSQL under FILEDROP_HOME."""
+    from filedrop.warehouse import EmbeddedPostgres
+
+    try:
+        first = cli.invoke(app, ["run", "--source", str(D2B)])
+        assert first.exit_code == 0, first.output
+        assert "3 loaded" in first.output
+        url = cli.invoke(app, ["warehouse", "url"]).output.strip()
+        assert url.startswith("postgresql://postgres@127.0.0.1:")  # loopback TCP, for JDBC clients too
+        second = cli.invoke(app, ["run", "--source", str(D2B)])
+        assert "3 skipped_duplicate" in second.output
+        assert cli.invoke(app, ["warehouse", "url"]).output.strip() == url  # the same server, reused
+        assert (tmp_path / "home" / "postgres" / "data" / "PG_VERSION").exists()
+    finally:
+        EmbeddedPostgres(tmp_path / "home").stop()
