@@ -31,7 +31,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 warehouse_app = typer.Typer(no_args_is_help=True, help="The embedded PostgreSQL warehouse.")
 app.add_typer(warehouse_app, name="warehouse")
 
-out = Console()
+# Tables are wide; when output is not a terminal (make, CI, pipes) rich would assume 80 columns.
+_WIDTH = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 160
+out = Console(width=_WIDTH)
 err = Console(stderr=True)
 
 RoutesOpt = Annotated[Optional[list[Path]], typer.Option(

@@ -37,12 +37,12 @@ def decide(obj: SourceObject, loaded: list[LoadedVersion]) -> Decision:
     """Should this object version be loaded, given the versions of its key already loaded?"""
     for prior in loaded:
         if prior.etag == obj.etag:
-            return Decision("skipped_duplicate", f"already loaded (etag {obj.etag}) by load {prior.load_id}")
+            return Decision("skipped_duplicate", f"same content already loaded by load {prior.load_id[:12]}")
     for prior in loaded:
         if is_newer(prior.sequencer, prior.last_modified, obj.sequencer, obj.last_modified):
             return Decision(
                 "skipped_superseded",
-                f"a newer version of this key (etag {prior.etag}) was already loaded by load {prior.load_id}",
+                f"a newer version of this key was already loaded by load {prior.load_id[:12]}",
             )
     return Decision("load")
 

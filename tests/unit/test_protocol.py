@@ -19,7 +19,7 @@ def obj(etag: str, seq: str | None = None, modified: datetime | None = T) -> Sou
 
 
 def prior(etag: str, seq: str | None = None, modified: datetime | None = T) -> LoadedVersion:
-    return LoadedVersion("load1", etag, None, seq, modified)
+    return LoadedVersion("load1234567890abcdef", etag, None, seq, modified)
 
 
 def test_new_object_loads() -> None:
@@ -28,7 +28,7 @@ def test_new_object_loads() -> None:
 
 def test_same_etag_is_duplicate() -> None:
     d = decide(obj("e1"), [prior("e1")])
-    assert d.verdict == "skipped_duplicate" and "load1" in d.reason
+    assert d.verdict == "skipped_duplicate" and "load1234567890" in d.reason
 
 
 def test_sequencer_orders_versions_numerically() -> None:
