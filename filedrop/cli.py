@@ -140,7 +140,8 @@ def _print_report(report: pipeline.RunReport) -> None:
 
 @app.command()
 def run(
-    source: Annotated[str, typer.Option("--source", help="Directory or s3://bucket/prefix to load from.")],
+    source: Annotated[Optional[str], typer.Option(
+        "--source", help="Directory or s3://bucket/prefix to load from.")] = None,
     routes: RoutesOpt = None,
     warehouse: WarehouseOpt = None,
     engine: EngineOpt = None,
@@ -155,9 +156,22 @@ def run(
     """
     settings = Settings()
     route_list = _routes(routes)
+    if not source and not queue:
+        raise _fail("give --source DIR|s3://bucket/prefix, or --queue SQS_URL")
     if engine not in (None, "auto", "direct", "spark"):
         raise _fail(f"--engine must be auto, direct or spark, not {engine!r}")
     url = _url(settings, warehouse)
+    any_failed = False
+    try:
+        any_failed = _run_loop(url, settings, route_list, source, queue, engine, watch, interval)
+    except KeyboardInterrupt:
+        err.print("stopped")
+    raise typer.Exit(1 if any_failed else 0)
+
+
+def _run_loop(url: str, settings: Settings, route_list: list[FileRoute], source: str | None, queue: str | None,
+              engine: str | None, watch: bool, interval: float) -> bool:
+    """One pass, or passes every ``interval`` seconds with ``watch``; True when any file failed."""
     any_failed = False
     while True:
         try:
@@ -168,6 +182,7 @@ def run(
                     report = pipeline.drain_queue(url, settings, route_list, queue, engine=engine, progress=bars,
                                                   wait_seconds=min(20, max(1, int(interval))))
                 else:
+                    assert source is not None
                     report = pipeline.run_once(url, settings, route_list, source, engine=engine, progress=bars,
                                                on_discovered=bars.discovered)
         except (SourceError, WarehouseError, RouteError) as exc:
@@ -179,10 +194,9 @@ def run(
             _print_report(report)
         any_failed = any_failed or not report.ok
         if not watch:
-            break
+            return any_failed
         if not queue:
             time.sleep(interval)  # the poll interval the user asked for
-    raise typer.Exit(1 if any_failed else 0)
 
 
 @app.command()

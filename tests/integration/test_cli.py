@@ -100,3 +100,32 @@ def test_embedded_warehouse_is_started_and_reused(cli: CliRunner, tmp_path: Path
         assert (tmp_path / "home" / "postgres" / "data" / "PG_VERSION").exists()
     finally:
         EmbeddedPostgres(tmp_path / "home").stop()
+
+
+def test_watch_picks_up_a_file_dropped_later(warehouse: str, db: DB, tmp_path: Path) -> None:
+    """`filedrop run --watch` as a long-running process: a new file shows up in staging by itself."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.support.servers import wait_until
+
+    src = tmp_path / "drop"
+    src.mkdir()
+    env = {**os.environ, "FILEDROP_HOME": str(tmp_path / "home")}
+    proc = subprocess.Popen([sys.executable, "-m", "filedrop", "run", "--source", str(src), "--warehouse", warehouse,
+                             "--watch", "--interval", "0.2"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_until(lambda: bool(db.rows("SELECT 1 FROM pg_tables WHERE schemaname = 'filedrop' "
+                                        "AND tablename = 'ingest_history'")), 60, "the watcher's first pass")
+        shutil.copy(D2B / "reviews.csv", src / "reviews.csv")
+        wait_until(lambda: db.rows("SELECT status FROM filedrop.ingest_history") == [("loaded",)], 60,
+                   "the dropped file to be loaded")
+        assert db.one("SELECT count(*) FROM staging.reviews") == 7236
+    finally:
+        proc.send_signal(signal.SIGINT)
+        output, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, output
+    assert "reviews.csv" in output and "stopped" in output
