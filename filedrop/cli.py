@@ -12,6 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Optional
 
+import psycopg
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
@@ -322,6 +323,10 @@ def main() -> None:
     except WarehouseError as exc:
         err.print(f"[bold red]error:[/] {exc}", highlight=False)
         sys.exit(2)
+    except psycopg.OperationalError as exc:  # the warehouse went away mid-command
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        err.print(f"[bold red]error:[/] lost the warehouse connection: {first}", highlight=False)
+        sys.exit(3)
 
 
 if __name__ == "__main__":

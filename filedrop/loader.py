@@ -248,8 +248,14 @@ def _load(conn: Conn, settings: Settings, route: FileRoute, obj: SourceObject, e
           filedrop: str | None, on_bytes: Callable[[int], None] | None) -> LoadResult:
     meta, spec = settings.meta_schema, route.spec
     ensure_meta(conn, settings)
-    ensure_staging(conn, settings, route)
     engine = choose_engine(spec.engine, engine_override, obj.size, settings.spark_threshold_bytes)
+    common = dict(obj=obj, route=route.name, table=spec.table, mode=spec.mode, engine=engine)
+    try:
+        ensure_staging(conn, settings, route)
+    except WarehouseError as exc:  # the table does not fit the route: permanent until someone migrates it
+        history.insert(conn, meta, load_id=uuid.uuid4().hex, status="failed", filedrop=filedrop,
+                       first_error=str(exc), finished=True, **common)  # type: ignore[arg-type]
+        return LoadResult(obj, route.name, "failed", engine=engine, first_error=str(exc), message=str(exc))
     note = ""
     if engine not in ENGINES:
         if (engine_override or spec.engine) == "auto":
@@ -258,8 +264,8 @@ def _load(conn: Conn, settings: Settings, route: FileRoute, obj: SourceObject, e
         else:
             return LoadResult(obj, route.name, "failed", engine=engine, first_error=(
                 f"the {engine} engine is not available in this installation (choose --engine direct)"))
+    common["engine"] = engine
     decision = decide(obj, history.loaded_versions(conn, meta, obj.bucket, obj.key))
-    common = dict(obj=obj, route=route.name, table=spec.table, mode=spec.mode, engine=engine)
     if decision.verdict != "load":
         history.insert(conn, meta, load_id=uuid.uuid4().hex, status=decision.verdict, filedrop=filedrop,
                        message=decision.reason, finished=True, **common)  # type: ignore[arg-type]

@@ -60,6 +60,10 @@ class DB:
         with psycopg.connect(self.url, autocommit=True) as conn:
             return conn.execute(query, params).fetchall()
 
+    def execute(self, query: str, params: Any = None) -> None:
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            conn.execute(query, params)
+
     def one(self, query: str, params: Any = None) -> Any:
         rows = self.rows(query, params)
         assert len(rows) == 1, rows

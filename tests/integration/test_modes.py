@@ -101,3 +101,13 @@ def test_changed_object_under_the_same_key_follows_its_mode(warehouse: str, db: 
     write(path, "id,name,qty,day\n1,v2,1,\n", mtime=T0 + 10)
     assert load(warehouse, route, path).status == "loaded"
     assert db.rows("SELECT id, name FROM staging.items ORDER BY name") == expected
+
+
+def test_table_that_no_longer_fits_the_route_fails_that_file_only(warehouse: str, db: DB, tmp_path: Path) -> None:
+    db.execute("CREATE SCHEMA staging; CREATE TABLE staging.items (id text, other int)")
+    result = load(warehouse, items_route("append"), write(tmp_path / "items.csv", "id,name,qty,day\n1,a,1,\n"))
+    assert result.status == "failed"
+    assert "table staging.items exists but does not match FileRoute items: missing column(s) name" in result.first_error
+    assert "id is text, route says integer" in result.first_error
+    [h] = db.history()
+    assert h["status"] == "failed" and "Migrate the table" in h["first_error"]
