@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -22,9 +23,9 @@ from filedrop import history, pipeline
 from filedrop.config import Settings
 from filedrop.loader import LoadResult, load_object
 from filedrop.objects import SourceObject
-from filedrop.routes import FileRoute, RouteError, load_routes, route_named
+from filedrop.routes import FileRoute, RouteError, load_routes, parse_route, route_named
 from filedrop.sample import SampleSpec, total_rows, write_sample
-from filedrop.sources import SourceError, describe_uri
+from filedrop.sources import SourceError, describe_uri, pinned_object
 from filedrop.warehouse import EmbeddedPostgres, WarehouseError, connect, ensure_meta, resolve_url
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False, help=(
@@ -207,22 +208,44 @@ def load(
     routes: RoutesOpt = None,
     warehouse: WarehouseOpt = None,
     engine: EngineOpt = None,
+    route_json: Annotated[Optional[str], typer.Option(
+        "--route-json", help="The FileRoute as JSON (how cluster jobs receive it) instead of --routes.")] = None,
+    etag: Annotated[Optional[str], typer.Option(
+        "--etag", help="Load exactly this version of an s3:// object (as its FileDrop names it).")] = None,
+    size: Annotated[Optional[int], typer.Option("--size", help="With --etag: the object's size.")] = None,
+    version_id: Annotated[Optional[str], typer.Option("--version-id", help="With --etag: the S3 version id.")] = None,
+    sequencer: Annotated[Optional[str], typer.Option("--sequencer", help="With --etag: the S3 event sequencer.")] = None,
+    filedrop: Annotated[Optional[str], typer.Option("--filedrop", help="Name of the FileDrop this load is for.")] = None,
+    replay: Annotated[str, typer.Option("--replay", help="Replay token: load again even if loaded before.")] = "",
 ) -> None:
-    """Load one file with a named FileRoute (whatever its name), exactly once."""
+    """Load one file with a named FileRoute, exactly once.
+
+    Exit status: 0 loaded or skipped, 1 failed (retrying will not help), 75 failed but worth a retry.
+    """
     settings = Settings()
     try:
-        r = route_named(_routes(routes), route)
-        obj = describe_uri(uri)
-    except (RouteError, SourceError) as exc:
+        if route_json:
+            r = parse_route(json.loads(route_json), "--route-json")
+            if r.name != route:
+                raise RouteError(f"--route {route!r} but --route-json defines {r.name!r}")
+        else:
+            r = route_named(_routes(routes), route)
+        if etag:
+            obj = pinned_object(uri, etag=etag, size=size, version_id=version_id, sequencer=sequencer)
+        else:
+            obj = describe_uri(uri)
+    except (RouteError, SourceError, json.JSONDecodeError) as exc:
         raise _fail(str(exc)) from None
     url = _url(settings, warehouse)
     pipeline.cleanup(url, settings)
     with _progress() as progress:
         task = progress.add_task(obj.key, total=obj.size or None)
-        result = load_object(url, settings, r, obj, engine=engine,
+        result = load_object(url, settings, r, obj, engine=engine, filedrop=filedrop, replay=replay,
                              on_bytes=lambda n: progress.advance(task, n))
     out.print(_results_table([result]))
-    raise typer.Exit(1 if result.status == "failed" else 0)
+    if result.status == "failed":
+        raise typer.Exit(75 if result.retryable else 1)
+    raise typer.Exit(0)
 
 
 def _fmt_time(value: datetime | None) -> str:

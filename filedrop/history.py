@@ -32,7 +32,7 @@ def object_lock_key(bucket: str, key: str) -> str:
 
 def loaded_versions(conn: Conn, meta: str, bucket: str, key: str) -> list[LoadedVersion]:
     rows = conn.execute(
-        f"""SELECT load_id, etag, version_id, sequencer, last_modified FROM {ident(meta)}.ingest_history
+        f"""SELECT load_id, etag, version_id, sequencer, last_modified, replay FROM {ident(meta)}.ingest_history
             WHERE bucket = %s AND key = %s AND status = 'loaded'""",
         (bucket, key),
     ).fetchall()
@@ -50,27 +50,28 @@ def next_attempt(conn: Conn, meta: str, obj: SourceObject) -> int:
 
 def insert(conn: Conn, meta: str, *, load_id: str, obj: SourceObject, route: str, table: str, mode: str,
            engine: str, status: str, attempt: int = 1, filedrop: str | None = None, message: str | None = None,
-           first_error: str | None = None, finished: bool = False) -> None:
+           first_error: str | None = None, finished: bool = False, replay: str = "") -> None:
     conn.execute(
         f"""INSERT INTO {ident(meta)}.ingest_history
             (load_id, bucket, key, etag, version_id, sequencer, last_modified, size_bytes, route, target_table,
-             mode, engine, status, attempt, filedrop, message, first_error, finished_at)
-            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,
+             mode, engine, status, attempt, filedrop, message, first_error, replay, finished_at)
+            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,
                     CASE WHEN %s THEN clock_timestamp() END)""",
         (load_id, obj.bucket, obj.key, obj.etag, obj.version_id, obj.sequencer, obj.last_modified, obj.size,
-         route, table, mode, engine, status, attempt, filedrop, message, first_error, finished),
+         route, table, mode, engine, status, attempt, filedrop, message, first_error, replay, finished),
     )
 
 
 def finish(conn: Conn, meta: str, load_id: str, *, status: str, rows_parsed: int | None = None,
            rows_loaded: int | None = None, rows_rejected: int | None = None, first_error: str | None = None,
-           first_error_line: int | None = None, message: str | None = None) -> None:
+           first_error_line: int | None = None, message: str | None = None, retryable: bool = False) -> None:
     conn.execute(
         f"""UPDATE {ident(meta)}.ingest_history SET status = %s, rows_parsed = %s, rows_loaded = %s,
-                rows_rejected = %s, first_error = %s, first_error_line = %s, message = %s,
+                rows_rejected = %s, first_error = %s, first_error_line = %s, message = %s, retryable = %s,
                 finished_at = clock_timestamp()
             WHERE load_id = %s""",
-        (status, rows_parsed, rows_loaded, rows_rejected, first_error, first_error_line, message, load_id),
+        (status, rows_parsed, rows_loaded, rows_rejected, first_error, first_error_line, message, retryable,
+         load_id),
     )
 
 
@@ -96,7 +97,7 @@ def cleanup_dead_loads(conn: Conn, meta: str) -> list[str]:
                 conn.execute(
                     f"""UPDATE {m}.ingest_history SET status = 'failed', finished_at = clock_timestamp(),
                         first_error = coalesce(first_error, 'the loader stopped before finishing (process killed or connection lost); nothing from this attempt is visible'),
-                        message = 'cleaned up after a dead loader'
+                        message = 'cleaned up after a dead loader', retryable = true
                         WHERE load_id = %s AND status = 'running'""",
                     (load_id,),
                 )
@@ -176,3 +177,16 @@ def route_status(conn: Conn, meta: str) -> list[RouteStatus]:
             FROM classified GROUP BY route ORDER BY route"""
     ).fetchall()
     return [RouteStatus(*r) for r in rows]
+
+
+def latest_for_filedrop(conn: Conn, meta: str, filedrop: str) -> dict[str, Any] | None:
+    """The newest history row a FileDrop's loads wrote (its current attempt's outcome)."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(
+            f"""SELECT load_id, status, rows_parsed, rows_loaded, rows_rejected, first_error, message, retryable,
+                       started_at, finished_at
+                FROM {ident(meta)}.ingest_history WHERE filedrop = %s
+                ORDER BY started_at DESC, load_id DESC LIMIT 1""",
+            (filedrop,),
+        )
+        return cur.fetchone()

@@ -27,7 +27,7 @@ from filedrop.config import Settings
 from filedrop.objects import SourceObject
 from filedrop.protocol import choose_engine, decide, too_many_bad_rows
 from filedrop.routes import FileRoute
-from filedrop.sources import CHUNK, SourceError, open_stream
+from filedrop.sources import CHUNK, ObjectChanged, SourceError, open_stream
 from filedrop.warehouse import WarehouseError, connect, ensure_meta, ensure_staging
 
 log = logging.getLogger(__name__)
@@ -235,21 +235,25 @@ ENGINES: dict[str, type[DirectEngine]] = {"direct": DirectEngine}
 # --- the protocol ------------------------------------------------------------------------------------
 
 def load_object(url: str, settings: Settings, route: FileRoute, obj: SourceObject, *, engine: str | None = None,
-                filedrop: str | None = None, on_bytes: Callable[[int], None] | None = None) -> LoadResult:
-    """Load one object version exactly once; every outcome is written to ``ingest_history``."""
+                filedrop: str | None = None, on_bytes: Callable[[int], None] | None = None,
+                replay: str = "") -> LoadResult:
+    """Load one object version exactly once; every outcome is written to ``ingest_history``.
+
+    ``filedrop`` names the FileDrop the load is for (cluster runtime); ``replay`` is its replay token.
+    """
     conn = connect(url)
     try:
-        return _load(conn, settings, route, obj, engine, filedrop, on_bytes)
+        return _load(conn, settings, route, obj, engine, filedrop, on_bytes, replay)
     finally:
         conn.close()
 
 
 def _load(conn: Conn, settings: Settings, route: FileRoute, obj: SourceObject, engine_override: str | None,
-          filedrop: str | None, on_bytes: Callable[[int], None] | None) -> LoadResult:
+          filedrop: str | None, on_bytes: Callable[[int], None] | None, replay: str = "") -> LoadResult:
     meta, spec = settings.meta_schema, route.spec
     ensure_meta(conn, settings)
     engine = choose_engine(spec.engine, engine_override, obj.size, settings.spark_threshold_bytes)
-    common = dict(obj=obj, route=route.name, table=spec.table, mode=spec.mode, engine=engine)
+    common = dict(obj=obj, route=route.name, table=spec.table, mode=spec.mode, engine=engine, replay=replay)
     try:
         ensure_staging(conn, settings, route)
     except WarehouseError as exc:  # the table does not fit the route: permanent until someone migrates it
@@ -265,7 +269,7 @@ def _load(conn: Conn, settings: Settings, route: FileRoute, obj: SourceObject, e
             return LoadResult(obj, route.name, "failed", engine=engine, first_error=(
                 f"the {engine} engine is not available in this installation (choose --engine direct)"))
     common["engine"] = engine
-    decision = decide(obj, history.loaded_versions(conn, meta, obj.bucket, obj.key))
+    decision = decide(obj, history.loaded_versions(conn, meta, obj.bucket, obj.key), replay)
     if decision.verdict != "load":
         history.insert(conn, meta, load_id=uuid.uuid4().hex, status=decision.verdict, filedrop=filedrop,
                        message=decision.reason, finished=True, **common)  # type: ignore[arg-type]
@@ -292,7 +296,7 @@ def _load(conn: Conn, settings: Settings, route: FileRoute, obj: SourceObject, e
                 f"{parsed.rows_rejected} of {parsed.rows_parsed} rows are bad ({pct:.1f}% > maxBadRowsPercent "
                 f"{spec.max_bad_rows_percent:g}); first: line {parsed.first_error_line}: {parsed.first_error}",
                 line=parsed.first_error_line)
-        _finalize(conn, settings, route, obj, result, note)
+        _finalize(conn, settings, route, obj, result, note, replay)
         return result
     except LoadFailed as exc:
         result.status, result.retryable = "failed", exc.retryable
@@ -300,7 +304,8 @@ def _load(conn: Conn, settings: Settings, route: FileRoute, obj: SourceObject, e
         result.first_error_line = exc.line if exc.line is not None else result.first_error_line
         result.message = str(exc)
     except SourceError as exc:
-        result.status, result.retryable, result.first_error = "failed", True, str(exc)
+        result.status, result.first_error = "failed", str(exc)
+        result.retryable = not isinstance(exc, ObjectChanged)
         result.message = str(exc)
     except (psycopg.OperationalError, WarehouseError):
         raise  # connection lost: the running row is cleaned up as a dead load by the next run
@@ -313,7 +318,7 @@ def _load(conn: Conn, settings: Settings, route: FileRoute, obj: SourceObject, e
 
 
 def _finalize(conn: Conn, settings: Settings, route: FileRoute, obj: SourceObject, result: LoadResult,
-              note: str) -> None:
+              note: str, replay: str = "") -> None:
     """The one short transaction: re-check under the key's lock, apply by mode, record ``loaded``."""
     meta, schema = settings.meta_schema, settings.staging_schema
     load_id = result.load_id
@@ -321,7 +326,7 @@ def _finalize(conn: Conn, settings: Settings, route: FileRoute, obj: SourceObjec
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
                      (history.object_lock_key(obj.bucket, obj.key),))
-        decision = decide(obj, history.loaded_versions(conn, meta, obj.bucket, obj.key))
+        decision = decide(obj, history.loaded_versions(conn, meta, obj.bucket, obj.key), replay)
         if decision.verdict != "load":  # another loader won the race while we parsed
             for stmt in sql.drop_load_tables(meta, load_id):
                 conn.execute(stmt)  # type: ignore[arg-type]
@@ -381,5 +386,5 @@ def _abandon(conn: Conn, settings: Settings, result: LoadResult) -> None:
         conn.execute(stmt)  # type: ignore[arg-type]
     history.finish(conn, meta, result.load_id, status="failed", rows_parsed=result.rows_parsed or None,
                    rows_loaded=0, rows_rejected=result.rows_rejected or None, first_error=result.first_error,
-                   first_error_line=result.first_error_line, message=result.message)
+                   first_error_line=result.first_error_line, message=result.message, retryable=result.retryable)
     conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (history.load_lock_key(result.load_id),))

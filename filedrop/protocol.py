@@ -25,6 +25,7 @@ class LoadedVersion:
     version_id: str | None
     sequencer: str | None
     last_modified: datetime | None
+    replay: str = ""
 
 
 @dataclass(frozen=True)
@@ -33,11 +34,17 @@ class Decision:
     reason: str = ""
 
 
-def decide(obj: SourceObject, loaded: list[LoadedVersion]) -> Decision:
-    """Should this object version be loaded, given the versions of its key already loaded?"""
+def decide(obj: SourceObject, loaded: list[LoadedVersion], replay: str = "") -> Decision:
+    """Should this object version be loaded, given the versions of its key already loaded?
+
+    A ``replay`` token (the FileDrop's replay annotation) asks for one more load of this version:
+    only an earlier load under the same token makes it a duplicate, and order is not checked.
+    """
     for prior in loaded:
-        if prior.etag == obj.etag:
+        if prior.etag == obj.etag and prior.replay == replay:
             return Decision("skipped_duplicate", f"same content already loaded by load {prior.load_id[:12]}")
+    if replay:
+        return Decision("load")
     for prior in loaded:
         if is_newer(prior.sequencer, prior.last_modified, obj.sequencer, obj.last_modified):
             return Decision(

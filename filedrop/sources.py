@@ -28,6 +28,10 @@ class SourceError(RuntimeError):
     """A source location cannot be listed or an object cannot be read."""
 
 
+class ObjectChanged(SourceError):
+    """The object was overwritten after its version was described; that version is gone."""
+
+
 @dataclass(frozen=True)
 class Location:
     """A parsed ``--source``: ``s3://bucket/prefix`` or a local directory/file."""
@@ -139,6 +143,18 @@ def head(bucket: str, key: str, version_id: str | None = None, client: Any = Non
                   version_id=h.get("VersionId") if version_id else None, is_s3=True)
 
 
+def pinned_object(uri: str, *, etag: str, size: int | None = None, version_id: str | None = None,
+                  sequencer: str | None = None) -> SourceObject:
+    """An ``s3://`` object version as an event or FileDrop names it; reads are pinned to that version."""
+    loc = Location.parse(uri)
+    if not loc.is_s3 or not loc.prefix:
+        raise SourceError(f"{uri}: --etag pins a version of an s3://bucket/key object")
+    if size is None:
+        size = head(loc.bucket, loc.prefix, version_id).size
+    return SourceObject(bucket=loc.bucket, key=loc.prefix, etag=etag.strip('"'), size=size, version_id=version_id,
+                        sequencer=sequencer, uri=f"s3://{loc.bucket}/{loc.prefix}", is_s3=True)
+
+
 def describe_uri(uri: str) -> SourceObject:
     """A single file or ``s3://bucket/key`` as a SourceObject."""
     loc = Location.parse(uri)
@@ -198,7 +214,11 @@ def open_stream(obj: SourceObject, compression: str = "auto",
         except ClientError as exc:
             code = exc.response["Error"].get("Code", "")
             if code in ("PreconditionFailed", "412"):
-                raise SourceError(f"{obj.display}: the object changed after it was listed (ETag no longer {obj.etag})") from None
+                raise ObjectChanged(
+                    f"{obj.display}: the object was overwritten after this version (ETag {obj.etag}) arrived; "
+                    "the newer version is loaded on its own") from None
+            if code in ("NoSuchKey", "NoSuchVersion", "404"):
+                raise ObjectChanged(f"{obj.display}: the object (version) no longer exists") from None
             raise SourceError(f"{obj.display}: {exc.response['Error'].get('Message') or code}") from None
     else:
         try:

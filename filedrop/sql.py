@@ -102,13 +102,20 @@ def meta_ddl(meta: str, server_version_num: int) -> list[str]:
             first_error_line bigint,
             message text,
             attempt integer NOT NULL DEFAULT 1,
+            retryable boolean NOT NULL DEFAULT false,
             filedrop text,
+            replay text NOT NULL DEFAULT '',
             started_at timestamptz NOT NULL DEFAULT now(),
             finished_at timestamptz
         )""",
-        # The hard guarantee behind "exactly once": one loaded row per object version.
-        f"""CREATE UNIQUE INDEX IF NOT EXISTS ingest_history_loaded_once
-            ON {m}.ingest_history (bucket, key, etag) WHERE status = 'loaded'""",
+        # Columns added after the first release of the table.
+        f"ALTER TABLE {m}.ingest_history ADD COLUMN IF NOT EXISTS retryable boolean NOT NULL DEFAULT false",
+        f"ALTER TABLE {m}.ingest_history ADD COLUMN IF NOT EXISTS replay text NOT NULL DEFAULT ''",
+        f"DROP INDEX IF EXISTS {m}.ingest_history_loaded_once",
+        # The hard guarantee behind "exactly once": one loaded row per object version (and replay token).
+        f"""CREATE UNIQUE INDEX IF NOT EXISTS ingest_history_loaded_once_v2
+            ON {m}.ingest_history (bucket, key, etag, replay) WHERE status = 'loaded'""",
+        f"CREATE INDEX IF NOT EXISTS ingest_history_filedrop ON {m}.ingest_history (filedrop, started_at)",
         f"CREATE INDEX IF NOT EXISTS ingest_history_object ON {m}.ingest_history (bucket, key)",
         f"CREATE INDEX IF NOT EXISTS ingest_history_running ON {m}.ingest_history (status) WHERE status = 'running'",
         f"""CREATE TABLE IF NOT EXISTS {m}.rejected_rows (

@@ -32,7 +32,9 @@ def test_run_reports_every_file_and_fails_when_one_fails(cli: CliRunner, warehou
     res = cli.invoke(app, ["run", "--source", str(src), "--warehouse", warehouse])
     assert res.exit_code == 1, res.output
     assert "2 loaded" in res.output and "1 failed" in res.output
-    assert "missing column(s): delivery_date" in res.output
+    assert "header does not match" in res.output
+    assert db.one("SELECT first_error FROM filedrop.ingest_history WHERE status = 'failed'").startswith(
+        "header does not match FileRoute shipment-deliveries: missing column(s): delivery_date")
     assert "unmatched (no FileRoute):" in res.output and "notes.txt" in res.output
     assert "17,236 rows loaded" in res.output
     assert db.one("SELECT count(*) FROM staging.orders") == 10000  # the other files were still attempted
