@@ -338,6 +338,11 @@ def warehouse_stop() -> None:
     out.print("stopped" if stopped else "not running")
 
 
+from filedrop import cli_cluster  # noqa: E402 - the cluster runtime's commands
+
+cli_cluster.register(app)
+
+
 def main() -> None:
     if os.environ.get("FILEDROP_NO_COLOR"):
         os.environ.setdefault("NO_COLOR", "1")

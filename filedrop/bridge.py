@@ -1,0 +1,165 @@
+"""``filedrop bridge``: S3 notifications from SQS become FileDrops (DESIGN §4). Entry-point layer.
+
+A message is deleted only after every FileDrop it names exists (created now, or 409: created
+before — names are deterministic); a message that is not an S3 notification is left alone, so the
+queue's redrive policy moves it to the dead-letter queue. While a batch is slow, the messages'
+visibility is extended. SIGTERM stops receiving; the batch in hand is finished first.
+Also ``filedrop backfill``: FileDrops for object versions under a prefix that history has not loaded.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from filedrop import history
+from filedrop.config import Settings
+from filedrop.events import EventParseError, parse_message
+from filedrop.kube import Kube
+from filedrop.resources import filedrop_manifest, route_from_object
+from filedrop.routes import FileRoute, RouteError, route_for
+from filedrop.sources import Location, list_objects
+from filedrop.warehouse import connect, ensure_meta
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BridgeStats:
+    messages: int = 0
+    created: int = 0
+    existing: int = 0
+    unmatched: int = 0
+    ignored: int = 0  # test events, non-create events
+    unparseable: int = 0
+    unmatched_keys: list[str] = field(default_factory=list)
+
+
+def _routes(kube: Kube, namespace: str) -> list[FileRoute]:
+    routes = []
+    for obj in kube.list_routes(namespace):
+        try:
+            routes.append(route_from_object(obj))
+        except RouteError as exc:
+            log.warning("ignoring invalid FileRoute: %s", exc)
+    return routes
+
+
+class Bridge:
+    def __init__(self, kube: Kube, sqs: Any, queue_url: str, namespace: str, *, wait_seconds: int = 20,
+                 visibility_timeout: int = 60) -> None:
+        self.kube, self.sqs, self.queue_url, self.namespace = kube, sqs, queue_url, namespace
+        self.wait_seconds = wait_seconds
+        self.visibility_timeout = visibility_timeout
+        self.stats = BridgeStats()
+
+    def poll_once(self) -> BridgeStats:
+        """One long-poll receive and the handling of its batch."""
+        resp = self.sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10,
+                                        WaitTimeSeconds=self.wait_seconds, VisibilityTimeout=self.visibility_timeout)
+        messages = resp.get("Messages", [])
+        if messages:
+            self.handle(messages)
+        return self.stats
+
+    def handle(self, messages: list[dict[str, Any]]) -> None:
+        routes = _routes(self.kube, self.namespace)
+        pending = {m["ReceiptHandle"] for m in messages}
+        done = threading.Event()
+        keeper = threading.Thread(target=self._keep_invisible, args=(pending, done), daemon=True)
+        keeper.start()
+        try:
+            for msg in messages:
+                self.stats.messages += 1
+                if self._handle_one(msg, routes):
+                    self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=msg["ReceiptHandle"])
+                pending.discard(msg["ReceiptHandle"])
+        finally:
+            done.set()
+            keeper.join()
+
+    def _keep_invisible(self, pending: set[str], done: threading.Event) -> None:
+        """Extend the visibility of messages still in hand while a batch is slow."""
+        interval = max(1.0, self.visibility_timeout / 2)
+        while not done.wait(interval):
+            for handle in list(pending):
+                try:
+                    self.sqs.change_message_visibility(QueueUrl=self.queue_url, ReceiptHandle=handle,
+                                                       VisibilityTimeout=self.visibility_timeout)
+                except Exception as exc:  # noqa: BLE001 - the message may just have been deleted
+                    log.debug("could not extend visibility: %s", exc)
+
+    def _handle_one(self, msg: dict[str, Any], routes: list[FileRoute]) -> bool:
+        """True when the message can be deleted."""
+        try:
+            events = parse_message(msg["Body"])
+        except EventParseError as exc:
+            self.stats.unparseable += 1
+            log.error("leaving message %s for the dead-letter queue: %s", msg.get("MessageId"), exc)
+            return False
+        if not events:
+            self.stats.ignored += 1
+        for ev in events:
+            if not ev.is_create:
+                self.stats.ignored += 1
+                continue
+            try:
+                route = route_for(routes, ev.bucket, ev.key)
+            except RouteError as exc:
+                log.error("%s", exc)
+                route = None
+            if route is None:
+                self.stats.unmatched += 1
+                self.stats.unmatched_keys.append(f"s3://{ev.bucket}/{ev.key}")
+                log.info("s3://%s/%s matches no FileRoute; skipped", ev.bucket, ev.key)
+                continue
+            body = filedrop_manifest(bucket=ev.bucket, key=ev.key, etag=ev.etag, size=ev.size,
+                                     version_id=ev.version_id, sequencer=ev.sequencer, event_time=ev.event_time,
+                                     source="sqs", route=route.name)
+            if self.kube.create_filedrop(self.namespace, body):
+                self.stats.created += 1
+                log.info("created FileDrop %s for s3://%s/%s", body["metadata"]["name"], ev.bucket, ev.key)
+            else:
+                self.stats.existing += 1
+        return True
+
+    def run(self, stop: threading.Event, on_batch: Callable[[BridgeStats], None] | None = None) -> BridgeStats:
+        while not stop.is_set():
+            self.poll_once()
+            if on_batch:
+                on_batch(self.stats)
+        return self.stats
+
+
+def backfill(kube: Kube, settings: Settings, warehouse_url: str, namespace: str, source: str,
+             since: datetime | None = None) -> BridgeStats:
+    """Create FileDrops for matched objects under ``source`` whose current version history has not loaded."""
+    stats = BridgeStats()
+    routes = _routes(kube, namespace)
+    loc = Location.parse(source)
+    if not loc.is_s3:
+        raise ValueError("backfill lists an s3://bucket/prefix")
+    with connect(warehouse_url) as conn:
+        ensure_meta(conn, settings)
+        for item in list_objects(loc):
+            if since is not None and item.last_modified < since:
+                continue
+            route = route_for(routes, item.bucket, item.key)
+            if route is None:
+                stats.unmatched += 1
+                continue
+            loaded = history.loaded_versions(conn, settings.meta_schema, item.bucket, item.key)
+            if any(v.etag == item.etag for v in loaded):
+                stats.existing += 1
+                continue
+            body = filedrop_manifest(bucket=item.bucket, key=item.key, etag=item.etag or "", size=item.size,
+                                     event_time=item.last_modified, source="backfill", route=route.name)
+            if kube.create_filedrop(namespace, body):
+                stats.created += 1
+            else:
+                stats.existing += 1
+    return stats

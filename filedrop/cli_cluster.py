@@ -1,0 +1,110 @@
+"""Commands of the cluster runtime: ``filedrop operator``, ``filedrop bridge``, ``filedrop backfill``."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from datetime import datetime
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+out = Console()
+log = logging.getLogger(__name__)
+
+
+def _namespace(value: str | None) -> str:
+    if value:
+        return value
+    sa_ns = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+    if os.path.exists(sa_ns):
+        with open(sa_ns) as f:
+            return f.read().strip()
+    return os.environ.get("FILEDROP_NAMESPACE") or "default"
+
+
+def operator(
+    namespace: Annotated[Optional[str], typer.Option(
+        "--namespace", "-n", help="Watch one namespace (default: $FILEDROP_NAMESPACE, else cluster-wide).")] = None,
+    liveness: Annotated[str, typer.Option(
+        "--liveness", help="Liveness endpoint served by kopf.")] = "http://0.0.0.0:8081/healthz",
+    peering: Annotated[str, typer.Option("--peering", help="kopf peering name (one active operator).")] = "filedrop",
+    standalone: Annotated[bool, typer.Option("--standalone", help="No peering (tests, single process).")] = False,
+) -> None:
+    """Run the kopf operator: FileDrops become load Jobs, followed until Loaded, Skipped or Failed."""
+    import kopf
+
+    from filedrop import handlers  # noqa: F401 - registers the handlers
+
+    ns = namespace or os.environ.get("FILEDROP_NAMESPACE") or None
+    if ns:
+        os.environ["FILEDROP_NAMESPACE"] = ns
+    kopf.configure(verbose=logging.getLogger().isEnabledFor(logging.INFO))
+    kopf.run(
+        clusterwide=ns is None,
+        namespaces=[ns] if ns else [],
+        standalone=standalone,
+        peering_name=None if standalone else peering,
+        liveness_endpoint=liveness or None,
+    )
+
+
+def bridge(
+    queue: Annotated[str, typer.Option("--queue", help="SQS queue URL receiving the S3 notifications.")],
+    namespace: Annotated[Optional[str], typer.Option("--namespace", "-n", help="Where FileDrops are created.")] = None,
+    wait: Annotated[int, typer.Option("--wait", help="Long-poll seconds (1-20).", min=1, max=20)] = 20,
+    visibility: Annotated[int, typer.Option("--visibility", help="Visibility timeout while handling (s).")] = 60,
+) -> None:
+    """Long-poll SQS and create a FileDrop for each S3 object version a FileRoute matches."""
+    import boto3
+
+    from filedrop.bridge import Bridge
+    from filedrop.kube import Kube
+
+    ns = _namespace(namespace)
+    stop = threading.Event()
+
+    def on_term(signum: int, _frame: object) -> None:
+        log.warning("signal %s: finishing the batch in hand, then stopping", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    b = Bridge(Kube(), boto3.client("sqs"), queue, ns, wait_seconds=wait, visibility_timeout=visibility)
+    out.print(f"bridge: {queue} -> FileDrops in namespace {ns}", highlight=False)
+    stats = b.run(stop)
+    out.print(f"stopped: {stats.messages} messages, {stats.created} FileDrops created, {stats.existing} existing, "
+              f"{stats.unmatched} unmatched, {stats.unparseable} unparseable", highlight=False)
+
+
+def backfill_cmd(
+    bucket: Annotated[str, typer.Option("--bucket", help="S3 bucket to list.")],
+    prefix: Annotated[str, typer.Option("--prefix", help="Key prefix to list.")] = "",
+    since: Annotated[Optional[datetime], typer.Option("--since", help="Only objects modified at or after.")] = None,
+    namespace: Annotated[Optional[str], typer.Option("--namespace", "-n", help="Where FileDrops are created.")] = None,
+    warehouse: Annotated[Optional[str], typer.Option("--warehouse", help="PostgreSQL URL.")] = None,
+) -> None:
+    """Create FileDrops for objects under a prefix whose current version is not loaded yet."""
+    from filedrop.bridge import backfill
+    from filedrop.config import Settings
+    from filedrop.kube import Kube
+    from filedrop.warehouse import resolve_url
+
+    settings = Settings()
+    if since is not None and since.tzinfo is None:
+        from datetime import timezone
+
+        since = since.replace(tzinfo=timezone.utc)
+    stats = backfill(Kube(), settings, resolve_url(settings, warehouse), _namespace(namespace),
+                     f"s3://{bucket}/{prefix}", since)
+    out.print(f"{stats.created} FileDrops created, {stats.existing} already loaded or present, "
+              f"{stats.unmatched} unmatched", highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("operator")(operator)
+    app.command("bridge")(bridge)
+    app.command("backfill")(backfill_cmd)
