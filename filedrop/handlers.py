@@ -34,6 +34,8 @@ def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 60
     settings.execution.max_workers = int(os.environ.get("FILEDROP_OPERATOR_WORKERS", "16"))
+    # How long a silent operator (e.g. one killed without saying goodbye) keeps the others paused.
+    settings.peering.lifetime = int(os.environ.get("FILEDROP_PEERING_LIFETIME", "60"))
     _controller = Controller(OperatorConfig.from_env(), Kube())
     _controller.seed_slots(os.environ.get("FILEDROP_NAMESPACE") or None)
     port = int(os.environ.get("FILEDROP_METRICS_PORT", "9090"))
@@ -54,7 +56,8 @@ def _apply(body: kopf.Body, patch: kopf.Patch) -> None:
         patch.status.update(result.status)
     if result.event:
         kind, reason, message = result.event
-        (kopf.warn if kind == "Warning" else kopf.info)(body, reason=reason, message=message)
+        # kopf.event posts whatever settings.posting.level says (that level only filters log lines)
+        kopf.event(body, type=kind, reason=reason, message=message)
     if result.terminal and result.status:
         route = result.status.get("route") or body.status.get("route")
         if route:

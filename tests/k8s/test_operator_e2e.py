@@ -1,0 +1,339 @@
+"""The cluster runtime end to end on the real control plane (issue 6).
+
+S3 (moto, with a real S3 -> SQS notification) -> `filedrop bridge` -> FileDrop -> `filedrop operator`
+(kopf, peering on) -> loader Job -> the local runner runs its Pod -> `filedrop load` -> PostgreSQL.
+The operator and the bridge run as subprocesses with their ServiceAccounts' tokens (RBAC of
+operator/rbac.yaml), not as admin.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+import yaml
+
+from filedrop.resources import filedrop_manifest, route_manifest
+from filedrop.routes import load_routes, parse_routes_yaml
+from tests.conftest import D2B, DB
+from tests.support.servers import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+pytestmark = [pytest.mark.k8s, pytest.mark.parametrize("pg_server", ["pg18-embedded"], indirect=True)]
+
+ITEMS_ROUTE = parse_routes_yaml("""
+apiVersion: filedrop.dev/v1alpha1
+kind: FileRoute
+metadata: {name: items}
+spec:
+  match: {pattern: '^items.*\\.csv$'}
+  table: items
+  columns:
+    - {name: id, type: integer, nullable: false}
+    - {name: name, type: text}
+  mode: replace_source
+""")[0]
+
+
+class Stack:
+    """One namespace with filedrop installed: CRDs, RBAC, secrets, routes, bucket, queue, operator, bridge."""
+
+    def __init__(self, cluster: Any, ns: str, warehouse: str, endpoint: str, tmp: Path, env: dict[str, str]) -> None:
+        self.cluster, self.ns, self.warehouse, self.endpoint, self.tmp = cluster, ns, warehouse, endpoint, tmp
+        self.env = env
+        self.bucket = f"drop-{uuid.uuid4().hex[:8]}"
+        self.s3 = boto3.client("s3")
+        self.sqs = boto3.client("sqs")
+        self.queue = self.sqs.create_queue(QueueName=f"events-{uuid.uuid4().hex[:8]}",
+                                           Attributes={"VisibilityTimeout": "5"})["QueueUrl"]
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def kubectl(self, *args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
+        return self.cluster.kubectl(*args, **kw)
+
+    def apply(self, docs: list[dict[str, Any]] | str) -> None:
+        text = docs if isinstance(docs, str) else yaml.safe_dump_all(docs)
+        self.kubectl("apply", "-n", self.ns, "-f", "-", input=text)
+
+    def setup(self, routes: list[Any], notify: bool = True) -> None:
+        self.apply((REPO / "operator" / "rbac.yaml").read_text().replace("__NAMESPACE__", self.ns))
+        self.kubectl("create", "secret", "generic", "filedrop-warehouse", "-n", self.ns,
+                     f"--from-literal=url={self.warehouse}")
+        self.kubectl("create", "secret", "generic", "aws-creds", "-n", self.ns,
+                     "--from-literal=AWS_ACCESS_KEY_ID=testing", "--from-literal=AWS_SECRET_ACCESS_KEY=testing",
+                     "--from-literal=AWS_DEFAULT_REGION=us-east-1")
+        self.apply([{"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": "filedrop"}}])
+        self.apply([route_manifest(r) for r in routes])
+        self.s3.create_bucket(Bucket=self.bucket)
+        if notify:
+            arn = self.sqs.get_queue_attributes(QueueUrl=self.queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+            self.s3.put_bucket_notification_configuration(Bucket=self.bucket, NotificationConfiguration={
+                "QueueConfigurations": [{"QueueArn": arn, "Events": ["s3:ObjectCreated:*"]}]})
+
+    def token_kubeconfig(self, service_account: str) -> str:
+        from kube import token_kubeconfig  # tests/k8s/kube.py
+
+        token = self.kubectl("create", "token", service_account, "-n", self.ns, "--duration=2h").stdout.strip()
+        admin = yaml.safe_load(Path(self.cluster.kubeconfig).read_text())
+        cluster = admin["clusters"][0]["cluster"]
+        ca = cluster.get("certificate-authority-data")
+        if ca is None and cluster.get("certificate-authority"):
+            import base64
+
+            ca = base64.b64encode(Path(cluster["certificate-authority"]).read_bytes()).decode()
+        path = self.tmp / f"{service_account}.kubeconfig"
+        path.write_text(token_kubeconfig(self.cluster.server, ca, token, self.ns))
+        return str(path)
+
+    def start(self, name: str, args: list[str], service_account: str, extra_env: dict[str, str] | None = None) -> None:
+        env = {**self.env, "KUBECONFIG": self.token_kubeconfig(service_account), **(extra_env or {})}
+        log = open(self.tmp / f"{name}.log", "ab")
+        self.procs[name] = subprocess.Popen([sys.executable, "-m", "filedrop", *args], env=env, stdout=log,
+                                            stderr=subprocess.STDOUT)
+
+    def start_operator(self, **limits: str) -> None:
+        env = {"FILEDROP_WAREHOUSE_URL": self.warehouse, "FILEDROP_LOADER_ENV_SECRET": "aws-creds",
+               "AWS_ENDPOINT_URL": self.endpoint, "FILEDROP_BACKOFF_SECONDS": "1",
+               "FILEDROP_METRICS_PORT": str(free_port()), "FILEDROP_PEERING_LIFETIME": "10", **limits}
+        self.start("operator", ["-v", "operator", "--namespace", self.ns,
+                                "--liveness", f"http://127.0.0.1:{free_port()}/healthz"], "filedrop-operator", env)
+
+    def start_bridge(self) -> None:
+        self.start("bridge", ["bridge", "--queue", self.queue, "--namespace", self.ns, "--wait", "1",
+                              "--visibility", "5"], "filedrop-bridge", {"AWS_ENDPOINT_URL": self.endpoint})
+
+    def stop(self, name: str, sig: int = signal.SIGTERM) -> None:
+        proc = self.procs.pop(name, None)
+        if proc and proc.poll() is None:
+            proc.send_signal(sig)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-4000:]}" for p in sorted(self.tmp.glob("*.log")))
+
+    def filedrops(self) -> list[dict[str, Any]]:
+        return list(json.loads(self.kubectl("get", "filedrops", "-n", self.ns, "-o", "json").stdout)["items"])
+
+    def phases(self) -> dict[str, str]:
+        return {fd["spec"]["key"]: (fd.get("status") or {}).get("phase", "") for fd in self.filedrops()}
+
+    def wait(self, check: Any, what: str, timeout: float = 120) -> Any:
+        for name, proc in self.procs.items():
+            assert proc.poll() is None, f"{name} exited with {proc.returncode}\n{self.logs()}"
+        try:
+            return self.cluster.wait_for(check, timeout, what)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\nFileDrops: {self.phases()}\n{self.logs()}") from None
+
+    def put(self, key: str, body: bytes) -> dict[str, Any]:
+        return dict(self.s3.put_object(Bucket=self.bucket, Key=key, Body=body))
+
+    def send(self, body: str) -> None:
+        self.sqs.send_message(QueueUrl=self.queue, MessageBody=body)
+
+    def queue_depth(self) -> int:
+        attrs = self.sqs.get_queue_attributes(QueueUrl=self.queue, AttributeNames=[
+            "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
+        return sum(int(v) for v in attrs.values())
+
+
+@pytest.fixture(scope="session")
+def filedrop_crds(k8s_cluster: Any, k8s_thirdparty_crds: list[str]) -> list[str]:
+    return list(k8s_cluster.install_crds([REPO / "crds"]))
+
+
+@pytest.fixture
+def stack(k8s_cluster: Any, filedrop_crds: list[str], local_runner: Any, k8s_namespace: str, warehouse: str,
+          aws: str, tmp_path: Path) -> Iterator[Stack]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KUBECONFIG")}
+    s = Stack(k8s_cluster, k8s_namespace, warehouse, aws, tmp_path, env)
+    try:
+        yield s
+    finally:
+        for name in list(s.procs):
+            s.stop(name)
+
+
+def _event(bucket: str, key: str, etag: str, size: int, sequencer: str, version_id: str | None = None) -> str:
+    from urllib.parse import quote_plus
+
+    obj: dict[str, Any] = {"key": quote_plus(key), "size": size, "eTag": etag, "sequencer": sequencer}
+    if version_id:
+        obj["versionId"] = version_id
+    return json.dumps({"Records": [{"eventVersion": "2.1", "eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
+                                    "eventTime": "2026-11-26T10:00:00.000Z",
+                                    "s3": {"bucket": {"name": bucket}, "object": obj}}]})
+
+
+def test_d2b_files_flow_from_s3_to_staging(stack: Stack, db: DB) -> None:
+    stack.setup(load_routes())
+    stack.start_operator()
+    stack.start_bridge()
+    for f in ("orders.csv", "reviews.csv", "shipment_deliveries.csv"):
+        stack.put(f"orders_data/{f}", (D2B / f).read_bytes())
+    stack.put("orders_data/README.txt", b"no route for me")
+
+    stack.wait(lambda: set(stack.phases().values()) == {"Loaded"} and len(stack.phases()) == 3,
+               "three FileDrops Loaded")
+    assert db.one("SELECT count(*) FROM staging.orders") == 10000
+    assert db.one("SELECT count(*) FROM staging.reviews") == 7236
+    assert db.one("SELECT count(*) FROM staging.shipment_deliveries") == 10000
+    fds = {fd["spec"]["key"]: fd for fd in stack.filedrops()}
+    orders = fds["orders_data/orders.csv"]
+    assert orders["status"]["rowsLoaded"] == 10000 and orders["status"]["route"] == "orders"
+    assert orders["metadata"]["labels"]["filedrop.dev/route"] == "orders"
+    assert {h["filedrop"] for h in db.history()} == {fd["metadata"]["name"] for fd in fds.values()}
+
+    table = stack.kubectl("get", "filedrops", "-n", stack.ns).stdout
+    header = table.splitlines()[0].split()
+    assert header == ["NAME", "ROUTE", "PHASE", "ROWS", "SIZE", "AGE"]
+    assert any(ln.split()[1:4] == ["orders", "Loaded", "10000"] for ln in table.splitlines()[1:])
+    stack.wait(lambda: "1" == stack.kubectl("get", "fileroute", "orders", "-n", stack.ns, "-o",
+                                            "jsonpath={.status.filesLoaded}").stdout, "FileRoute status")
+    routes = stack.kubectl("get", "fileroutes", "-n", stack.ns).stdout
+    assert routes.splitlines()[0].split()[:5] == ["NAME", "TABLE", "PATTERN", "LOADED", "FAILED"]
+    events = stack.kubectl("get", "events", "-n", stack.ns, "--field-selector",
+                           f"involvedObject.name={orders['metadata']['name']}").stdout
+    assert "Loaded" in events
+    # the README.txt notification was consumed (no route: counted, not a FileDrop) and nothing is left queued
+    stack.wait(lambda: stack.queue_depth() == 0, "the queue to drain")
+
+
+def test_duplicates_reordering_and_odd_messages(stack: Stack, db: DB) -> None:
+    stack.setup([ITEMS_ROUTE], notify=False)
+    stack.s3.put_bucket_versioning(Bucket=stack.bucket, VersioningConfiguration={"Status": "Enabled"})
+    stack.start_operator()
+    stack.start_bridge()
+    v1 = stack.put("in/items.csv", b"id,name\n1,old\n")
+    v2 = stack.put("in/items.csv", b"id,name\n1,new\n2,new\n")
+    e1 = _event(stack.bucket, "in/items.csv", v1["ETag"].strip('"'), 14, "0A", v1["VersionId"])
+    e2 = _event(stack.bucket, "in/items.csv", v2["ETag"].strip('"'), 22, "0B", v2["VersionId"])
+    stack.send(e2)
+    stack.send(e2)  # delivered twice
+    stack.wait(lambda: list(stack.phases().values()) == ["Loaded"], "the newer version Loaded")
+    stack.send(e1)  # the older version arrives late
+    stack.put("in/items extra.csv", b"id,name\n9,x\n")
+    stack.send(json.dumps({"Type": "Notification", "Message": _event(stack.bucket, "in/items extra.csv",
+                                                                    "abc", 3, "01")}))  # SNS-wrapped, own key
+    stack.send(json.dumps({"Service": "Amazon S3", "Event": "s3:TestEvent", "Bucket": stack.bucket}))
+    stack.send(_event(stack.bucket, "in/unrouted.json", "abc", 3, "01"))
+    stack.send("{this is not json")
+
+    def settled() -> bool:
+        p = stack.phases()
+        return len(p) == 2 and "" not in p.values() and all(v in ("Loaded", "Skipped", "Failed") for v in p.values())
+    stack.wait(settled, "every FileDrop final")
+    fds = stack.filedrops()
+    by_version = {fd["spec"].get("versionId"): fd["status"] for fd in fds if fd["spec"]["key"] == "in/items.csv"}
+    assert by_version[v2["VersionId"]]["phase"] == "Loaded"
+    assert by_version[v1["VersionId"]]["phase"] == "Skipped"
+    assert "skipped_superseded" in by_version[v1["VersionId"]]["message"]
+    assert db.rows("SELECT id, name FROM staging.items WHERE _source_key = 'in/items.csv' ORDER BY id") == [
+        (1, "new"), (2, "new")]
+    # the SNS-wrapped event named an ETag that is not the object's: the load says so and fails for good
+    extra = [fd for fd in fds if fd["spec"]["key"] == "in/items extra.csv"]
+    assert len(extra) == 1 and extra[0]["status"]["phase"] == "Failed"
+    assert "overwritten" in extra[0]["status"]["firstError"]
+    # only the malformed message is left, for the dead-letter queue
+    stack.wait(lambda: stack.queue_depth() == 1, "only the malformed message to remain")
+
+
+def test_retry_permanent_failure_and_replay(stack: Stack, db: DB) -> None:
+    stack.setup([ITEMS_ROUTE])
+    # A warehouse Secret pointing nowhere: every attempt fails before loading -> transient, retried.
+    stack.kubectl("delete", "secret", "filedrop-warehouse", "-n", stack.ns)
+    stack.kubectl("create", "secret", "generic", "filedrop-warehouse", "-n", stack.ns,
+                  f"--from-literal=url=postgresql://postgres@127.0.0.1:{free_port()}/nowhere")
+    stack.start_operator(FILEDROP_MAX_ATTEMPTS="5")
+    stack.start_bridge()
+    stack.put("items_ok.csv", b"id,name\n1,a\n")
+    stack.wait(lambda: any(int((fd.get("status") or {}).get("attempts") or 0) >= 1
+                           and (fd.get("status") or {}).get("phase") == "Queued" for fd in stack.filedrops()),
+               "a failed first attempt queued for retry")
+    stack.kubectl("delete", "secret", "filedrop-warehouse", "-n", stack.ns)
+    stack.kubectl("create", "secret", "generic", "filedrop-warehouse", "-n", stack.ns,
+                  f"--from-literal=url={stack.warehouse}")
+    stack.wait(lambda: stack.phases().get("items_ok.csv") == "Loaded", "the retried load")
+    [ok] = [fd for fd in stack.filedrops() if fd["spec"]["key"] == "items_ok.csv"]
+    assert ok["status"]["attempts"] >= 2
+    events = stack.kubectl("get", "events", "-n", stack.ns, "--field-selector",
+                           f"involvedObject.name={ok['metadata']['name']}").stdout
+    assert "Retrying" in events
+
+    stack.put("items_bad.csv", b"id,colour\n1,red\n")  # wrong header: permanent
+    stack.wait(lambda: stack.phases().get("items_bad.csv") == "Failed", "the permanent failure")
+    [bad] = [fd for fd in stack.filedrops() if fd["spec"]["key"] == "items_bad.csv"]
+    assert bad["status"]["attempts"] == 1
+    assert "header does not match FileRoute items" in bad["status"]["firstError"]
+    events = stack.kubectl("get", "events", "-n", stack.ns, "--field-selector",
+                           f"involvedObject.name={bad['metadata']['name']}").stdout
+    assert "LoadFailed" in events
+
+    stack.kubectl("annotate", "-n", stack.ns, f"filedrops.filedrop.dev/{ok['metadata']['name']}", "filedrop.dev/replay=1")
+    stack.wait(lambda: len([h for h in db.history() if h["status"] == "loaded" and h["key"] == "items_ok.csv"]) == 2,
+               "the replayed load")
+    stack.wait(lambda: stack.phases().get("items_ok.csv") == "Loaded", "the replayed FileDrop Loaded")
+    assert db.rows("SELECT id, name FROM staging.items") == [(1, "a")]  # replace_source: same rows, once
+    assert sorted(h["replay"] for h in db.history() if h["status"] == "loaded") == ["", "1"]
+
+
+def test_concurrency_limit_and_operator_restart(stack: Stack, db: DB) -> None:
+    stack.setup([ITEMS_ROUTE])
+    stack.start_operator(FILEDROP_MAX_LOADS="1")
+    stack.start_bridge()
+    for i in range(4):
+        stack.put(f"items_{i}.csv", f"id,name\n{i},n{i}\n".encode())
+    # Kill the operator as soon as a load is running; a new one must resume without twins.
+    stack.wait(lambda: "Loading" in stack.phases().values(), "a load in flight")
+    stack.stop("operator", signal.SIGKILL)
+    stack.start_operator(FILEDROP_MAX_LOADS="1")
+    stack.wait(lambda: len(stack.phases()) == 4 and set(stack.phases().values()) == {"Loaded"}, "all four Loaded")
+    loads = db.rows("SELECT started_at, finished_at FROM filedrop.ingest_history WHERE status = 'loaded' "
+                    "ORDER BY started_at")
+    assert len(loads) == 4
+    for (_, end), (start, _) in zip(loads, loads[1:]):
+        assert start >= end, "two loads overlapped although the limit is 1"
+    jobs = json.loads(stack.kubectl("get", "jobs", "-n", stack.ns, "-o", "json").stdout)["items"]
+    per_drop: dict[str, int] = {}
+    for job in jobs:
+        owner = job["metadata"]["labels"]["filedrop.dev/filedrop"]
+        per_drop[owner] = per_drop.get(owner, 0) + 1
+    assert sorted(per_drop.values()) == [1, 1, 1, 1]  # one job each: no twin after the restart
+    assert db.one("SELECT count(*) FROM staging.items") == 4
+
+
+def test_service_accounts_have_least_privilege(stack: Stack) -> None:
+    stack.setup([ITEMS_ROUTE], notify=False)
+
+    def can(sa: str, verb: str, resource: str) -> bool:
+        res = stack.kubectl("auth", "can-i", verb, resource, "-n", stack.ns,
+                            f"--as=system:serviceaccount:{stack.ns}:{sa}", check=False)
+        return res.stdout.strip() == "yes"
+
+    assert can("filedrop-bridge", "create", "filedrops.filedrop.dev")
+    assert not can("filedrop-bridge", "delete", "filedrops.filedrop.dev")
+    assert not can("filedrop-bridge", "get", "secrets")
+    assert can("filedrop-operator", "create", "jobs.batch")
+    assert not can("filedrop-operator", "delete", "jobs.batch")
+    assert not can("filedrop-operator", "get", "secrets")
+    assert not can("filedrop-loader", "list", "pods")
+    # the operator's identity really is the ServiceAccount: a FileDrop it may not create is refused
+    kubeconfig = stack.token_kubeconfig("filedrop-bridge")
+    fd = filedrop_manifest(bucket="b", key="k", etag="e", size=1)
+    res = subprocess.run([str(Path(stack.cluster.bin_dir) / "kubectl"), "--kubeconfig", kubeconfig, "delete",
+                          "filedrops", "--all", "-n", stack.ns], capture_output=True, text=True)
+    assert res.returncode != 0 and "forbidden" in res.stderr
+    assert fd["metadata"]["name"].startswith("fd-")
