@@ -101,11 +101,19 @@ class Stack:
                                             stderr=subprocess.STDOUT)
 
     def start_operator(self, **limits: str) -> None:
+        self.metrics_port, self.liveness_port = free_port(), free_port()
         env = {"FILEDROP_WAREHOUSE_URL": self.warehouse, "FILEDROP_LOADER_ENV_SECRET": "aws-creds",
                "AWS_ENDPOINT_URL": self.endpoint, "FILEDROP_BACKOFF_SECONDS": "1",
-               "FILEDROP_METRICS_PORT": str(free_port()), "FILEDROP_PEERING_LIFETIME": "10", **limits}
+               "FILEDROP_METRICS_PORT": str(self.metrics_port), "FILEDROP_PEERING_LIFETIME": "10", **limits}
         self.start("operator", ["-v", "operator", "--namespace", self.ns,
-                                "--liveness", f"http://127.0.0.1:{free_port()}/healthz"], "filedrop-operator", env)
+                                "--liveness", f"http://127.0.0.1:{self.liveness_port}/healthz"],
+                   "filedrop-operator", env)
+
+    def http(self, port: int, path: str) -> str:
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
+            return str(resp.read().decode())
 
     def start_bridge(self) -> None:
         self.start("bridge", ["bridge", "--queue", self.queue, "--namespace", self.ns, "--wait", "1",
@@ -208,6 +216,11 @@ def test_d2b_files_flow_from_s3_to_staging(stack: Stack, db: DB) -> None:
     events = stack.kubectl("get", "events", "-n", stack.ns, "--field-selector",
                            f"involvedObject.name={orders['metadata']['name']}").stdout
     assert "Loaded" in events
+    metrics = stack.http(stack.metrics_port, "/metrics")
+    assert 'filedrop_files_total{phase="Loaded",route="orders"} 1.0' in metrics
+    assert 'filedrop_rows_loaded_total{route="reviews"} 7236.0' in metrics
+    assert "filedrop_event_to_loaded_seconds_count" in metrics
+    assert stack.http(stack.liveness_port, "/healthz")  # kopf's liveness probe answers
     # the README.txt notification was consumed (no route: counted, not a FileDrop) and nothing is left queued
     stack.wait(lambda: stack.queue_depth() == 0, "the queue to drain")
 
