@@ -38,8 +38,9 @@ DEMO_SOURCE ?= $(if $(wildcard $(FILEDROP_D2B_DIR)/orders.csv),$(FILEDROP_D2B_DI
 
 demo: venv
 	@if [ ! -e "$(DEMO_SOURCE)/orders.csv" ]; then $(FILEDROP) sample --out "$(DEMO_SOURCE)" --orders 10000 --seed 1; fi
-	$(FILEDROP) run --source "$(DEMO_SOURCE)"
+	$(FILEDROP) run --source "$(DEMO_SOURCE)" --no-transform
 	$(FILEDROP) status
+	$(FILEDROP) transform --as-of 2022-09-05
 
 # PostgreSQL 15 from Debian: the tests start their own throwaway cluster from these binaries.
 test-deps:
@@ -57,4 +58,7 @@ unit: venv
 clean-venv:
 	rm -rf $(VENV)
 
--include tools/k8s/k8s.mk
+include tools/k8s/k8s.mk
+
+# `make cluster` (tools/k8s/k8s.mk) runs the virtualenv's Python.
+cluster: venv

@@ -223,6 +223,10 @@ def test_d2b_files_flow_from_s3_to_staging(stack: Stack, db: DB) -> None:
     assert stack.http(stack.liveness_port, "/healthz")  # kopf's liveness probe answers
     # the README.txt notification was consumed (no route: counted, not a FileDrop) and nothing is left queued
     stack.wait(lambda: stack.queue_depth() == 0, "the queue to drain")
+    bridge = stack.procs["bridge"]
+    stack.stop("bridge")  # SIGTERM: finishes the batch in hand, says what it did
+    assert bridge.returncode == 0
+    assert "4 FileDrops created" not in stack.logs() and "3 FileDrops created" in stack.logs()
 
 
 def test_duplicates_reordering_and_odd_messages(stack: Stack, db: DB) -> None:
@@ -350,3 +354,22 @@ def test_service_accounts_have_least_privilege(stack: Stack) -> None:
                           "filedrops", "--all", "-n", stack.ns], capture_output=True, text=True)
     assert res.returncode != 0 and "forbidden" in res.stderr
     assert fd["metadata"]["name"].startswith("fd-")
+
+
+def test_backfill_creates_filedrops_for_what_history_lacks(stack: Stack, db: DB) -> None:
+    stack.setup([ITEMS_ROUTE], notify=False)  # files that arrived while nothing listened
+    stack.start_operator()
+    for i in range(3):
+        stack.put(f"old/items_{i}.csv", f"id,name\n{i},n{i}\n".encode())
+    stack.put("old/other.json", b"{}")
+    env = {**stack.env, "KUBECONFIG": stack.token_kubeconfig("filedrop-bridge"), "AWS_ENDPOINT_URL": stack.endpoint}
+    cmd = [sys.executable, "-m", "filedrop", "backfill", "--bucket", stack.bucket, "--prefix", "old/",
+           "--namespace", stack.ns, "--warehouse", stack.warehouse]
+    first = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "3 FileDrops created" in first.stdout and "1 unmatched" in first.stdout
+    stack.wait(lambda: len(stack.phases()) == 3 and set(stack.phases().values()) == {"Loaded"}, "backfilled loads")
+    assert {fd["spec"]["source"] for fd in stack.filedrops()} == {"backfill"}
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert "0 FileDrops created, 3 already loaded or present" in again.stdout
+    assert db.one("SELECT count(*) FROM staging.items") == 3

@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Build the pinned Kubernetes test tools from Go modules:
+#   kube-apiserver, kube-controller-manager, kubectl  (tools/k8s/kubernetes/go.mod)
+#   etcd                                              (tools/k8s/etcd/go.mod)
+#   helm                                              (tools/k8s/helm/go.mod)
+# into ${XDG_CACHE_HOME:-$HOME/.cache}/filedrop/k8s-<k8s>-etcd<etcd>-helm<helm>/bin.
+#
+# Idempotent: when that directory is complete it exits at once. Whatever it does,
+# the last line on stdout is the bin directory; progress goes to stderr.
+# Go's module and build caches are the user's ordinary ones (go env GOMODCACHE/GOCACHE).
+# A cold build takes a long time on 2 cores (see tools/k8s/README.md).
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+
+# The versions are read from the wrapper modules, the single place they are pinned.
+pinned() { sed -n "s|^require $2 \(v[^ ]*\).*|\1|p" "$here/$1/go.mod"; }
+k8s_version=$(pinned kubernetes k8s.io/kubernetes)
+etcd_version=$(pinned etcd go.etcd.io/etcd/server/v3)
+helm_version=$(pinned helm helm.sh/helm/v3)
+helm_k8s_version=$(sed -n 's|^\tk8s.io/client-go \(v[^ ]*\).*|\1|p' "$here/helm/go.mod")
+for v in "$k8s_version" "$etcd_version" "$helm_version" "$helm_k8s_version"; do
+  [[ $v =~ ^v[0-9]+\.[0-9]+\.[0-9]+$ ]] || { echo "build.sh: cannot read pinned versions from $here/*/go.mod" >&2; exit 2; }
+done
+
+root=${XDG_CACHE_HOME:-$HOME/.cache}/filedrop/k8s-${k8s_version#v}-etcd${etcd_version#v}-helm${helm_version#v}
+bin=$root/bin
+tools=(etcd kube-apiserver kube-controller-manager kubectl helm)
+
+complete() {
+  [[ -f $bin/.complete ]] || return 1
+  local t
+  for t in "${tools[@]}"; do [[ -x $bin/$t ]] || return 1; done
+}
+
+if complete; then
+  echo "$bin"
+  exit 0
+fi
+
+mkdir -p "$root"
+# One build at a time per machine (make and pytest may both ask).
+exec 9>"$root/.lock"
+flock 9
+if complete; then
+  echo "$bin"
+  exit 0
+fi
+
+command -v go >/dev/null || { echo "build.sh: go is not installed" >&2; exit 2; }
+# The wrapper modules' go.mod and go.sum are complete (go mod tidy): -mod=readonly builds exactly
+# them and never rewrites them; GOTOOLCHAIN=local never downloads another Go.
+export GOTOOLCHAIN=local GOFLAGS="-mod=readonly -buildvcs=false"
+stage=$root/bin.partial
+rm -rf "$stage"
+mkdir -p "$stage"
+start=$SECONDS
+echo "build.sh: building Kubernetes $k8s_version, etcd $etcd_version, helm $helm_version into $bin (first time: many minutes)" >&2
+
+# kube-apiserver, kube-controller-manager, kubectl: stamp the release the way
+# hack/lib/version.sh does, so `kubectl version` and /version tell the truth.
+minor=${k8s_version#v1.}
+minor=${minor%%.*}
+k8s_ldflags="-s -w"
+for pkg in k8s.io/client-go/pkg/version k8s.io/component-base/version; do
+  k8s_ldflags+=" -X $pkg.gitVersion=$k8s_version -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
+  k8s_ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.gitCommit= -X $pkg.buildDate=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+done
+echo "build.sh: kube-apiserver kube-controller-manager kubectl ..." >&2
+(cd "$here/kubernetes" && go build -trimpath -ldflags "$k8s_ldflags" -o "$stage/" \
+  k8s.io/kubernetes/cmd/kube-apiserver \
+  k8s.io/kubernetes/cmd/kube-controller-manager \
+  k8s.io/kubernetes/cmd/kubectl) >&2
+
+echo "build.sh: etcd ..." >&2
+(cd "$here/etcd" && go build -trimpath -ldflags "-s -w" -o "$stage/etcd" go.etcd.io/etcd/server/v3) >&2
+
+echo "build.sh: helm ..." >&2
+helm_minor=${helm_k8s_version#v0.}
+helm_minor=${helm_minor%%.*}
+helm_ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=$helm_version"
+helm_ldflags+=" -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+for pkg in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
+  helm_ldflags+=" -X $pkg.k8sVersionMajor=1 -X $pkg.k8sVersionMinor=$helm_minor"
+done
+(cd "$here/helm" && go build -trimpath -ldflags "$helm_ldflags" -o "$stage/helm" helm.sh/helm/v3/cmd/helm) >&2
+
+printf 'kubernetes %s\netcd %s\nhelm %s\n' "$k8s_version" "$etcd_version" "$helm_version" >"$stage/VERSIONS"
+touch "$stage/.complete"
+rm -rf "$bin"
+mv "$stage" "$bin"
+echo "build.sh: done in $((SECONDS - start))s" >&2
+echo "$bin"
