@@ -18,6 +18,14 @@ import psycopg
 PG15_BIN = Path(os.environ.get("FILEDROP_TEST_PG15_BIN", "/usr/lib/postgresql/15/bin"))
 
 
+def _die_with_parent() -> None:
+    """Runs in the child before exec: the server dies with the test session, even a killed one."""
+    import ctypes
+    import signal
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -61,7 +69,7 @@ def start_debian_postgres() -> tuple[str, Callable[[], None]]:
     proc = subprocess.Popen(
         as_user + [str(PG15_BIN / "postgres"), "-D", str(data), "-h", "127.0.0.1", "-p", str(port),
                    "-k", str(base), "-c", "fsync=off", "-c", "max_connections=200"],
-        stdout=open(base / "server.log", "wb"), stderr=subprocess.STDOUT,
+        stdout=open(base / "server.log", "wb"), stderr=subprocess.STDOUT, preexec_fn=_die_with_parent,
     )
     url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
     try:
@@ -103,7 +111,7 @@ def start_moto() -> tuple[str, Callable[[], None]]:
     port = free_port()
     log = tempfile.NamedTemporaryFile(prefix="filedrop-moto-", suffix=".log", delete=False)
     proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=log, stderr=subprocess.STDOUT)
+                            stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
     endpoint = f"http://127.0.0.1:{port}"
 
     def ready() -> bool:

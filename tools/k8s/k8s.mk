@@ -12,7 +12,7 @@ FILEDROP_HOME ?= $(HOME)/.local/share/filedrop
 K8S_CLUSTER_DIR ?= $(FILEDROP_HOME)/cluster
 FILEDROP_THIRDPARTY ?= $(abspath $(CURDIR)/../shared/thirdparty)
 
-.PHONY: k8s-tools cluster cluster-down
+.PHONY: k8s-tools cluster cluster-put cluster-down
 
 k8s-tools:
 	@bash $(K8S_TOOLS_DIR)build.sh >/dev/null
@@ -20,6 +20,12 @@ k8s-tools:
 cluster: k8s-tools
 	@$(PY) $(K8S_TOOLS_DIR)controlplane.py up --dir "$(K8S_CLUSTER_DIR)" \
 		--crds "$(FILEDROP_THIRDPARTY)" --crds "$(CURDIR)/crds" --runner
+	@$(PY) $(K8S_TOOLS_DIR)stack.py up --dir "$(K8S_CLUSTER_DIR)"
+
+# Drop a file into the local bucket: make cluster-put FILE=../shared/data/d2b/orders.csv
+cluster-put:
+	@$(PY) $(K8S_TOOLS_DIR)stack.py put "$(FILE)" --dir "$(K8S_CLUSTER_DIR)"
 
 cluster-down:
+	@$(PY) $(K8S_TOOLS_DIR)stack.py down --dir "$(K8S_CLUSTER_DIR)"
 	@$(PY) $(K8S_TOOLS_DIR)controlplane.py down --dir "$(K8S_CLUSTER_DIR)"

@@ -1,0 +1,193 @@
+"""filedrop's production topology on one machine, on top of the control plane (DESIGN §7).
+
+`make cluster` runs `controlplane.py up` and then this script's `up`, which adds: moto's S3/SQS
+server, the embedded warehouse, a namespace `filedrop` with the CRDs' FileRoutes (the d2b routes),
+the least-privilege RBAC of operator/rbac.yaml, a bucket whose ObjectCreated events go to an SQS
+queue, and `filedrop operator` and `filedrop bridge` running in the background with their
+ServiceAccounts' tokens. Then
+
+    python tools/k8s/stack.py put ../shared/data/d2b/orders.csv      # drop a file into the bucket
+    kubectl get filedrops -n filedrop                                   # watch it load
+
+`down` stops what `up` started (the control plane itself: `controlplane.py down`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import yaml
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+sys.path.insert(0, str(HERE))
+from controlplane import ControlPlane, _start_time, free_port, stop_pidfile, tail, write_pidfile  # noqa: E402
+
+BUCKET = "d2b-internal-assessment-bucket"
+QUEUE = "filedrop-events"
+AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+def _alive(pidfile: Path) -> bool:
+    try:
+        pid, started = pidfile.read_text().split()[:2]
+    except (FileNotFoundError, ValueError):
+        return False
+    return _start_time(int(pid)) == started
+
+
+def _spawn(d: Path, name: str, argv: list[str], env: dict[str, str]) -> None:
+    if _alive(d / f"{name}.pid"):
+        return
+    with open(d / f"{name}.log", "ab") as log:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                cwd=REPO, start_new_session=True)
+    write_pidfile(d / f"{name}.pid", proc.pid)
+
+
+def _wait(check, timeout: float, what: str, log: Path | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out waiting for {what}" + (f"\n{tail(log)}" if log else ""))
+        time.sleep(0.1)  # poll interval
+
+
+def _moto(d: Path) -> str:
+    state = d / "moto.port"
+    if _alive(d / "moto.pid") and state.exists():
+        return f"http://127.0.0.1:{state.read_text().strip()}"
+    port = free_port()
+    _spawn(d, "moto", [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], dict(os.environ))
+    state.write_text(str(port))
+    endpoint = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        try:
+            with urllib.request.urlopen(endpoint + "/moto-api/", timeout=2):
+                return True
+        except OSError:
+            return False
+    _wait(up, 60, "moto", d / "moto.log")
+    return endpoint
+
+
+def _kubectl(cp: ControlPlane, *args: str, input: str | None = None, check: bool = True) -> str:
+    res = subprocess.run([str(cp.bin_dir / "kubectl"), *args], input=input, capture_output=True, text=True,
+                         env=cp.env())
+    if check and res.returncode != 0:
+        raise SystemExit(f"kubectl {' '.join(args)}: {res.stderr}")
+    return res.stdout
+
+
+def _token_kubeconfig(cp: ControlPlane, d: Path, ns: str, sa: str) -> str:
+    token = _kubectl(cp, "create", "token", sa, "-n", ns, "--duration=24h").strip()
+    admin = yaml.safe_load(cp.kubeconfig.read_text())["clusters"][0]["cluster"]
+    ca = admin.get("certificate-authority-data") or base64.b64encode(
+        Path(admin["certificate-authority"]).read_bytes()).decode()
+    path = d / f"{sa}.kubeconfig"
+    path.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "c",
+        "clusters": [{"name": "c", "cluster": {"server": cp.server, "certificate-authority-data": ca}}],
+        "users": [{"name": "u", "user": {"token": token}}],
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u", "namespace": ns}}]}))
+    path.chmod(0o600)
+    return str(path)
+
+
+def up(d: Path, ns: str) -> int:
+    import boto3
+
+    from filedrop.resources import route_manifest
+    from filedrop.routes import load_routes
+
+    cp = ControlPlane.load(d)
+    if not cp.ready():
+        raise SystemExit(f"no running control plane in {d}: run `make cluster`")
+    endpoint = _moto(d)
+    os.environ.update(AWS_ENV, AWS_ENDPOINT_URL=endpoint)
+    warehouse = os.environ.get("FILEDROP_WAREHOUSE_URL") or subprocess.run(
+        [sys.executable, "-m", "filedrop", "warehouse", "url"], capture_output=True, text=True, check=True,
+        env={**os.environ, "COLUMNS": "500"}).stdout.strip()
+
+    if ns not in _kubectl(cp, "get", "namespaces", "-o", "name"):
+        _kubectl(cp, "create", "namespace", ns)
+    _kubectl(cp, "apply", "-f", "-", input=(REPO / "operator" / "rbac.yaml").read_text().replace("__NAMESPACE__", ns))
+    for name, literals in (("filedrop-warehouse", {"url": warehouse}), ("aws-creds", AWS_ENV)):
+        _kubectl(cp, "delete", "secret", name, "-n", ns, "--ignore-not-found")
+        _kubectl(cp, "create", "secret", "generic", name, "-n", ns,
+                 *[f"--from-literal={k}={v}" for k, v in literals.items()])
+    docs = [{"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": "filedrop", "namespace": ns}}]
+    docs += [route_manifest(r, ns) for r in load_routes()]
+    _kubectl(cp, "apply", "-f", "-", input=yaml.safe_dump_all(docs))
+
+    s3, sqs = boto3.client("s3"), boto3.client("sqs")
+    queue = sqs.create_queue(QueueName=QUEUE)["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    s3.create_bucket(Bucket=BUCKET)
+    s3.put_bucket_notification_configuration(Bucket=BUCKET, NotificationConfiguration={
+        "QueueConfigurations": [{"QueueArn": arn, "Events": ["s3:ObjectCreated:*"]}]})
+
+    base = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
+    _spawn(d, "operator", [sys.executable, "-m", "filedrop", "operator", "--namespace", ns,
+                           "--liveness", f"http://127.0.0.1:{free_port()}/healthz"],
+           {**base, "KUBECONFIG": _token_kubeconfig(cp, d, ns, "filedrop-operator"),
+            "FILEDROP_WAREHOUSE_URL": warehouse, "FILEDROP_LOADER_ENV_SECRET": "aws-creds",
+            "FILEDROP_METRICS_PORT": str(free_port()), "FILEDROP_PEERING_LIFETIME": "15"})
+    _spawn(d, "bridge", [sys.executable, "-m", "filedrop", "bridge", "--queue", queue, "--namespace", ns, "--wait", "5"],
+           {**base, "KUBECONFIG": _token_kubeconfig(cp, d, ns, "filedrop-bridge")})
+    (d / "stack.env").write_text(f"AWS_ENDPOINT_URL={endpoint}\nFILEDROP_WAREHOUSE_URL={warehouse}\n")
+    print(f"filedrop running in namespace {ns}: bucket s3://{BUCKET} (moto at {endpoint}) -> SQS -> bridge -> "
+          f"operator -> loader Jobs -> {warehouse}", file=sys.stderr)
+    print(f"  drop a file:  {sys.executable} tools/k8s/stack.py put ../shared/data/d2b/orders.csv", file=sys.stderr)
+    print(f"  watch:        kubectl get filedrops,fileroutes -n {ns}", file=sys.stderr)
+    print(f"  logs:         {d}/operator.log {d}/bridge.log {d}/runner.log", file=sys.stderr)
+    return 0
+
+
+def put(d: Path, path: Path, key: str | None) -> int:
+    import boto3
+
+    env = dict(line.split("=", 1) for line in (d / "stack.env").read_text().splitlines() if "=" in line)
+    os.environ.update(AWS_ENV, AWS_ENDPOINT_URL=env["AWS_ENDPOINT_URL"])
+    key = key or f"orders_data/{path.name}"
+    boto3.client("s3").upload_file(str(path), BUCKET, key)
+    print(f"uploaded s3://{BUCKET}/{key}", file=sys.stderr)
+    return 0
+
+
+def down(d: Path) -> int:
+    for name in ("bridge", "operator", "moto"):
+        stop_pidfile(d / f"{name}.pid")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("command", choices=["up", "put", "down"])
+    ap.add_argument("file", nargs="?", type=Path, help="put: the file to upload")
+    ap.add_argument("--dir", type=Path, default=Path(os.environ.get("FILEDROP_HOME", Path.home() / ".local/share/filedrop"))
+                    / "cluster", help="the control plane's state directory")
+    ap.add_argument("--namespace", default="filedrop")
+    ap.add_argument("--key", help="put: the object key (default orders_data/<file name>)")
+    args = ap.parse_args(argv)
+    d = args.dir.resolve()
+    if args.command == "up":
+        return up(d, args.namespace)
+    if args.command == "put":
+        if not args.file:
+            ap.error("put needs a file")
+        return put(d, args.file, args.key)
+    return down(d)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
