@@ -36,6 +36,7 @@ class BridgeStats:
     unmatched: int = 0
     ignored: int = 0  # test events, non-create events
     unparseable: int = 0
+    foreign: int = 0  # messages naming a bucket the bridge does not serve
     unmatched_keys: list[str] = field(default_factory=list)
 
 
@@ -51,8 +52,10 @@ def _routes(kube: Kube, namespace: str) -> list[FileRoute]:
 
 class Bridge:
     def __init__(self, kube: Kube, sqs: Any, queue_url: str, namespace: str, *, wait_seconds: int = 20,
-                 visibility_timeout: int = 60) -> None:
+                 visibility_timeout: int = 60, allowed_buckets: frozenset[str] | None = None) -> None:
         self.kube, self.sqs, self.queue_url, self.namespace = kube, sqs, queue_url, namespace
+        #: when set, a message naming any other bucket is refused (left for the dead-letter queue)
+        self.allowed_buckets = allowed_buckets
         self.wait_seconds = wait_seconds
         self.visibility_timeout = visibility_timeout
         self.stats = BridgeStats()
@@ -103,6 +106,12 @@ class Bridge:
             return False
         if not events:
             self.stats.ignored += 1
+        foreign = sorted({ev.bucket for ev in events if self.allowed_buckets and ev.bucket not in self.allowed_buckets})
+        if foreign:
+            self.stats.foreign += 1
+            log.warning("refusing message %s: bucket(s) %s are not served here; left for the dead-letter queue",
+                        msg.get("MessageId"), ", ".join(foreign))
+            return False
         for ev in events:
             if not ev.is_create:
                 self.stats.ignored += 1

@@ -57,6 +57,9 @@ def bridge(
     namespace: Annotated[Optional[str], typer.Option("--namespace", "-n", help="Where FileDrops are created.")] = None,
     wait: Annotated[int, typer.Option("--wait", help="Long-poll seconds (1-20).", min=1, max=20)] = 20,
     visibility: Annotated[int, typer.Option("--visibility", help="Visibility timeout while handling (s).")] = 60,
+    allowed_bucket: Annotated[Optional[list[str]], typer.Option(
+        "--allowed-bucket", help="Serve only these buckets (repeatable; default $FILEDROP_ALLOWED_BUCKETS, "
+                                 "comma-separated). Messages for others are refused.")] = None,
 ) -> None:
     """Long-poll SQS and create a FileDrop for each S3 object version a FileRoute matches."""
     import boto3
@@ -73,11 +76,14 @@ def bridge(
 
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
-    b = Bridge(Kube(), boto3.client("sqs"), queue, ns, wait_seconds=wait, visibility_timeout=visibility)
+    allowed = allowed_bucket or [b for b in os.environ.get("FILEDROP_ALLOWED_BUCKETS", "").split(",") if b]
+    b = Bridge(Kube(), boto3.client("sqs"), queue, ns, wait_seconds=wait, visibility_timeout=visibility,
+               allowed_buckets=frozenset(allowed) if allowed else None)
     out.print(f"bridge: {queue} -> FileDrops in namespace {ns}", highlight=False)
     stats = b.run(stop)
     out.print(f"stopped: {stats.messages} messages, {stats.created} FileDrops created, {stats.existing} existing, "
-              f"{stats.unmatched} unmatched, {stats.unparseable} unparseable", highlight=False)
+              f"{stats.unmatched} unmatched, {stats.unparseable} unparseable, {stats.foreign} refused (bucket)",
+              highlight=False)
 
 
 def backfill_cmd(

@@ -30,6 +30,9 @@ from tests.support.servers import free_port
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.k8s, pytest.mark.parametrize("pg_server", ["pg18-embedded"], indirect=True)]
 
+AWS_SECRET = "aws-secret-Zq8v1x"  # moto accepts any keys; a distinctive one can be searched for
+DB_PASSWORD = "pg-pass-Hy7c2w"
+
 ITEMS_ROUTE = parse_routes_yaml("""
 apiVersion: filedrop.dev/v1alpha1
 kind: FileRoute
@@ -69,7 +72,7 @@ class Stack:
         self.kubectl("create", "secret", "generic", "filedrop-warehouse", "-n", self.ns,
                      f"--from-literal=url={self.warehouse}")
         self.kubectl("create", "secret", "generic", "aws-creds", "-n", self.ns,
-                     "--from-literal=AWS_ACCESS_KEY_ID=testing", "--from-literal=AWS_SECRET_ACCESS_KEY=testing",
+                     "--from-literal=AWS_ACCESS_KEY_ID=testing", f"--from-literal=AWS_SECRET_ACCESS_KEY={AWS_SECRET}",
                      "--from-literal=AWS_DEFAULT_REGION=us-east-1")
         self.apply([{"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": "filedrop"}}])
         self.apply([route_manifest(r) for r in routes])
@@ -117,7 +120,8 @@ class Stack:
 
     def start_bridge(self) -> None:
         self.start("bridge", ["bridge", "--queue", self.queue, "--namespace", self.ns, "--wait", "1",
-                              "--visibility", "5"], "filedrop-bridge", {"AWS_ENDPOINT_URL": self.endpoint})
+                              "--visibility", "5", "--allowed-bucket", self.bucket], "filedrop-bridge",
+                   {"AWS_ENDPOINT_URL": self.endpoint})
 
     def stop(self, name: str, sig: int = signal.SIGTERM) -> None:
         proc = self.procs.pop(name, None)
@@ -186,7 +190,10 @@ def _event(bucket: str, key: str, etag: str, size: int, sequencer: str, version_
                                     "s3": {"bucket": {"name": bucket}, "object": obj}}]})
 
 
-def test_d2b_files_flow_from_s3_to_staging(stack: Stack, db: DB) -> None:
+def test_d2b_files_flow_from_s3_to_staging(stack: Stack, db: DB, local_runner: Any) -> None:
+    # A warehouse URL with a password, as in production: it must never show up anywhere visible.
+    db.execute(f"CREATE ROLE fdloader LOGIN SUPERUSER PASSWORD '{DB_PASSWORD}'")
+    stack.warehouse = stack.warehouse.replace("postgres@", f"fdloader:{DB_PASSWORD}@")
     stack.setup(load_routes())
     stack.start_operator()
     stack.start_bridge()
@@ -216,6 +223,14 @@ def test_d2b_files_flow_from_s3_to_staging(stack: Stack, db: DB) -> None:
     events = stack.kubectl("get", "events", "-n", stack.ns, "--field-selector",
                            f"involvedObject.name={orders['metadata']['name']}").stdout
     assert "Loaded" in events
+    visible = "\n".join([
+        stack.logs(),
+        stack.kubectl("get", "events,filedrops,fileroutes,jobs,pods", "-n", stack.ns, "-o", "yaml").stdout,
+        *(local_runner.output(stack.ns, p["metadata"]["name"]) for p in json.loads(
+            stack.kubectl("get", "pods", "-n", stack.ns, "-o", "json").stdout)["items"]),
+    ])
+    assert "orders_data/orders.csv" in visible  # the scan really covers these outputs
+    assert DB_PASSWORD not in visible and AWS_SECRET not in visible
     metrics = stack.http(stack.metrics_port, "/metrics")
     assert 'filedrop_files_total{phase="Loaded",route="orders"} 1.0' in metrics
     assert 'filedrop_rows_loaded_total{route="reviews"} 7236.0' in metrics
@@ -248,6 +263,7 @@ def test_duplicates_reordering_and_odd_messages(stack: Stack, db: DB) -> None:
     stack.send(json.dumps({"Service": "Amazon S3", "Event": "s3:TestEvent", "Bucket": stack.bucket}))
     stack.send(_event(stack.bucket, "in/unrouted.json", "abc", 3, "01"))
     stack.send("{this is not json")
+    stack.send(_event("someone-elses-bucket", "in/items.csv", "abc", 3, "0F"))  # refused: not our bucket
 
     def settled() -> bool:
         p = stack.phases()
@@ -264,8 +280,9 @@ def test_duplicates_reordering_and_odd_messages(stack: Stack, db: DB) -> None:
     extra = [fd for fd in fds if fd["spec"]["key"] == "in/items extra.csv"]
     assert len(extra) == 1 and extra[0]["status"]["phase"] == "Failed"
     assert "overwritten" in extra[0]["status"]["firstError"]
-    # only the malformed message is left, for the dead-letter queue
-    stack.wait(lambda: stack.queue_depth() == 1, "only the malformed message to remain")
+    # only the malformed message and the foreign bucket's are left, for the dead-letter queue
+    stack.wait(lambda: stack.queue_depth() == 2, "only the malformed and the foreign message to remain")
+    assert all(fd["spec"]["bucket"] == stack.bucket for fd in fds)
 
 
 def test_retry_permanent_failure_and_replay(stack: Stack, db: DB) -> None:
