@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import csv
 import gzip
+import importlib
 import io
 import logging
 import uuid
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import psycopg
 from psycopg import errors as pgerrors
@@ -93,11 +94,17 @@ def read_header(stream: io.BufferedReader, route: FileRoute) -> list[str]:
     if not fmt.header:
         return list(route.column_names)
     line = stream.readline(MAX_FIELD)
+    if b"\r" in line.rstrip(b"\r\n"):
+        raise LoadFailed("lines end with a bare carriage return (classic Mac line ends): "
+                         "convert the file to LF or CRLF line ends", line=0)
     try:
         text = line.decode(fmt.encoding)
     except UnicodeDecodeError as exc:
         raise LoadFailed(f"header line is not valid {fmt.encoding}: {exc.reason} at byte {exc.start}", line=0) from None
-    names = next(csv.reader([text.rstrip("\r\n")], delimiter=fmt.delimiter, quotechar=fmt.quote), [])
+    try:
+        names = next(csv.reader([text.rstrip("\r\n")], delimiter=fmt.delimiter, quotechar=fmt.quote), [])
+    except csv.Error as exc:
+        raise LoadFailed(f"header line is not valid CSV: {exc}", line=0) from None
     got = [n.strip().lower() for n in names]
     want = list(route.column_names)
     missing = [c for c in want if c not in got]
@@ -229,7 +236,32 @@ def _printable(text: str, encoding: str) -> str:
     return text.encode(encoding, "surrogateescape").decode(encoding, "backslashreplace")
 
 
-ENGINES: dict[str, type[DirectEngine]] = {"direct": DirectEngine}
+class Engine(Protocol):
+    """What the protocol needs from an engine: fill the per-load table, say what it left there."""
+
+    name: str
+
+    def parse(self) -> Parsed: ...
+
+
+#: ``Engine(conn, settings, route, obj, load_id, on_bytes)``, as :class:`DirectEngine` takes them.
+EngineFactory = Callable[[Conn, Settings, FileRoute, SourceObject, str, "Callable[[int], None] | None"], Engine]
+
+ENGINES: dict[str, EngineFactory] = {"direct": DirectEngine}
+
+#: Engines living in modules with optional dependencies (pyspark), imported on first use; importing
+#: registers them in ENGINES. Named, not imported, so this layer depends on none of them.
+ENGINE_MODULES: dict[str, str] = {"spark": "filedrop.spark.engine"}
+
+
+def engine_factory(name: str) -> EngineFactory | None:
+    """The engine called ``name``, or None when it is not installed."""
+    if name not in ENGINES and name in ENGINE_MODULES:
+        try:
+            importlib.import_module(ENGINE_MODULES[name])
+        except ImportError as exc:
+            log.info("the %s engine is not available: %s", name, exc)
+    return ENGINES.get(name)
 
 
 # --- the protocol ------------------------------------------------------------------------------------
@@ -261,7 +293,7 @@ def _load(conn: Conn, settings: Settings, route: FileRoute, obj: SourceObject, e
                        first_error=str(exc), finished=True, **common)  # type: ignore[arg-type]
         return LoadResult(obj, route.name, "failed", engine=engine, first_error=str(exc), message=str(exc))
     note = ""
-    if engine not in ENGINES:
+    if engine_factory(engine) is None:
         if (engine_override or spec.engine) == "auto":
             note = f"{engine} engine not installed; loaded with the direct engine"
             engine = "direct"

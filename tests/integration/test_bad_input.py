@@ -152,3 +152,46 @@ def test_truncated_gzip_fails_and_harms_nothing(preloaded: str, db: DB, tmp_path
     assert "truncated gzip" in (result.first_error or ""), result.first_error
     assert staged(db) == [GOOD]
     assert db.leftover_tables() == []
+
+
+def test_hostile_file_name_and_sql_looking_header(preloaded: str, db: DB, tmp_path: Path) -> None:
+    name = "items_'; DROP TABLE staging.items; --.csv"
+    ok = load(preloaded, items_route("append"), write(tmp_path / name, HEADER + "1,a,1,\n"))
+    assert ok.status == "loaded"
+    assert db.rows("SELECT _source_key FROM staging.items WHERE id = 1") == [(name,)]
+    evil = 'id,"name""); DROP TABLE staging.items; --",qty,day\n1,a,1,\n'
+    bad = load(preloaded, items_route("append"), write(tmp_path / "items_evil.csv", evil))
+    assert bad.status == "failed" and "unexpected column(s): name\"); drop table staging.items; --" in bad.first_error
+    assert db.one("SELECT count(*) FROM staging.items") == 2  # the table is still there, untouched
+
+
+@pytest.mark.parametrize("name,content,status,expect", [
+    ("utf16", "id,name,qty,day\n1,a,1,\n".encode("utf-16"), "failed", "header line is not valid utf-8"),
+    ("cr-only", b"id,name,qty,day\r1,a,1,\r2,b,2,\r", "failed", "bare carriage return"),
+    ("mixed-line-ends", b"id,name,qty,day\r\n1,a,1,\n2,b,2,\r\n", "loaded", 2),
+    ("unclosed-quote", b'id,name,qty,day\n1,a,1,\n2,"b,2,\n', "loaded", 1),
+    ("blank-lines", b"id,name,qty,day\n1,a,1,\n\n2,b,2,\n\n", "loaded", 2),
+    ("huge-field", ("id,name,qty,day\n1," + "x" * 5_000_000 + ",1,\n").encode(), "loaded", 1),
+    ("zero-byte-gzip", b"", "failed", "empty file"),
+    ("not-really-gzip.csv.gz", b"id,name,qty,day\n1,a,1,\n", "failed", "cannot decompress"),
+])
+def test_more_shapes(preloaded: str, db: DB, tmp_path: Path, name: str, content: bytes, status: str,
+                     expect: object) -> None:
+    path = tmp_path / (name if name.endswith(".gz") else f"items_{name}.csv")
+    if name.endswith(".gz"):
+        path = tmp_path / f"items_{name}"
+    result = load(preloaded, items_route("append"), write(path, content))
+    assert result.status == status, (result.first_error, result.message)
+    if status == "loaded":
+        assert result.rows_loaded == expect
+    else:
+        assert str(expect) in (result.first_error or "")
+    assert db.one("SELECT count(*) FROM staging.items WHERE id = 100") == 1
+    assert db.leftover_tables() == []
+
+
+def test_latin1_route(warehouse: str, db: DB, tmp_path: Path) -> None:
+    route = items_route("append", format="{encoding: latin-1}")
+    result = load(warehouse, route, write(tmp_path / "items_l1.csv", "id,name,qty,day\n1,café,1,\n".encode("latin-1")))
+    assert (result.status, result.rows_loaded) == ("loaded", 1)
+    assert db.rows("SELECT name FROM staging.items") == [("café",)]
