@@ -6,6 +6,7 @@ Adapter layer (talks to the API server through :mod:`filedrop.kube` and to the w
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -16,6 +17,8 @@ from typing import Any
 from filedrop import history, metrics
 from filedrop.config import Settings
 from filedrop.jobs import JobSettings, build_loader_job, job_name, job_state, spark_state
+from filedrop.manifests import SparkJobConfig, build_spark_application
+from filedrop.sizing import DEFAULT_TIERS, Tier, tier_for, tiers_from_env
 from filedrop.kube import Kube
 from filedrop.protocol import choose_engine, decide
 from filedrop.reconcile import Facts, Limits, Outcome, Step, step
@@ -37,6 +40,9 @@ class OperatorConfig:
     settings: Settings = field(default_factory=Settings)
     limits: Limits = field(default_factory=Limits)
     job: JobSettings = field(default_factory=JobSettings)
+    #: SparkApplications for large files; None when no Spark image is configured (FILEDROP_SPARK_IMAGE)
+    spark: SparkJobConfig | None = None
+    spark_tiers: tuple[Tier, ...] = DEFAULT_TIERS
 
     @classmethod
     def from_env(cls) -> OperatorConfig:
@@ -47,8 +53,21 @@ class OperatorConfig:
         passthrough = {k: v for k, v in os.environ.items()
                        if k in ("AWS_ENDPOINT_URL", "AWS_REGION", "AWS_DEFAULT_REGION", "FILEDROP_STAGING_SCHEMA",
                                 "FILEDROP_META_SCHEMA", "FILEDROP_SPARK_THRESHOLD_BYTES")}
+        spark = None
+        if os.environ.get("FILEDROP_SPARK_IMAGE"):
+            spark = SparkJobConfig(
+                image=os.environ["FILEDROP_SPARK_IMAGE"],
+                namespace=os.environ.get("FILEDROP_NAMESPACE", "default"),
+                service_account=os.environ.get("FILEDROP_SPARK_SERVICE_ACCOUNT", "filedrop-spark"),
+                warehouse_secret=os.environ.get("FILEDROP_WAREHOUSE_SECRET", JobSettings.warehouse_secret),
+                aws_secret=os.environ.get("FILEDROP_LOADER_ENV_SECRET") or None,
+                s3_endpoint=os.environ.get("AWS_ENDPOINT_URL") or None,
+                aws_region=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
+                routes_config_map=None)
         return cls(
             warehouse_url=url,
+            spark=spark,
+            spark_tiers=tiers_from_env(os.environ),
             limits=Limits(global_loads=_env_int("FILEDROP_MAX_LOADS", 4),
                           per_table=_env_int("FILEDROP_MAX_LOADS_PER_TABLE", 1),
                           max_attempts=_env_int("FILEDROP_MAX_ATTEMPTS", 4),
@@ -226,12 +245,21 @@ class Controller:
             engine = choose_engine(route.spec.engine, None, int(fd["spec"].get("size") or 0),
                                    self.cfg.settings.spark_threshold_bytes)
             replay = st.get("observedReplay", "")
-            # Until the Spark image is deployed by the chart, large files use the light loader too.
-            engine = "direct" if engine == "spark" else engine
-            body = build_loader_job(fd, route, attempt, self.cfg.job, replay)
-            self.kube.create_job(fd["metadata"]["namespace"], body)
-            status.update({"job": job_name(fd["metadata"]["name"], attempt), "engine": engine,
-                           "table": route.spec.table, "route": route.name})
+            ns = fd["metadata"]["namespace"]
+            if engine == "spark" and self.cfg.spark is not None:
+                app = build_spark_application(
+                    filedrop=fd, route=route.name, obj=source_object(fd["spec"]),
+                    tier=tier_for(int(fd["spec"].get("size") or 0), self.cfg.spark_tiers),
+                    config=self.cfg.spark, attempt=attempt, replay=replay,
+                    route_json=json.dumps(route.model_dump(by_alias=True, exclude_none=True, mode="json"),
+                                          separators=(",", ":")))
+                self.kube.create_spark_application(ns, app)
+                name = app["metadata"]["name"]
+            else:
+                engine = "direct"  # no Spark image configured: the light loader takes every size
+                self.kube.create_job(ns, build_loader_job(fd, route, attempt, self.cfg.job, replay))
+                name = job_name(fd["metadata"]["name"], attempt)
+            status.update({"job": name, "engine": engine, "table": route.spec.table, "route": route.name})
             metrics.started(route.name)
             return Result(status=status, event=("Normal", "Loading", f"started job {status['job']} (attempt {attempt})"))
         new_phase = status.get("phase")

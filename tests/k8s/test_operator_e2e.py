@@ -390,3 +390,22 @@ def test_backfill_creates_filedrops_for_what_history_lacks(stack: Stack, db: DB)
     again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert "0 FileDrops created, 3 already loaded or present" in again.stdout
     assert db.one("SELECT count(*) FROM staging.items") == 3
+
+
+def test_large_files_are_loaded_by_a_spark_application(stack: Stack, db: DB, local_runner: Any) -> None:
+    # The runner plays spark-operator: the image's job.py is this checkout's.
+    local_runner.path_map.setdefault("/opt/filedrop/job.py", str(REPO / "filedrop" / "spark" / "job.py"))
+    stack.setup([ITEMS_ROUTE])
+    stack.start_operator(FILEDROP_SPARK_IMAGE="filedrop-spark:test", FILEDROP_SPARK_THRESHOLD_BYTES="10")
+    stack.start_bridge()
+    stack.put("items_big.csv", b"id,name\n1,a\n2,b\n3,c\n")
+    stack.put("items_tiny.csv", b"id,name\n")  # under the threshold: the light loader
+    stack.wait(lambda: stack.phases() == {"items_big.csv": "Loaded", "items_tiny.csv": "Loaded"}, "both loaded", 300)
+    engines = {fd["spec"]["key"]: fd["status"]["engine"] for fd in stack.filedrops()}
+    assert engines == {"items_big.csv": "spark", "items_tiny.csv": "direct"}
+    apps = json.loads(stack.kubectl("get", "sparkapplications", "-n", stack.ns, "-o", "json").stdout)["items"]
+    assert [a["status"]["applicationState"]["state"] for a in apps] == ["COMPLETED"]
+    assert apps[0]["spec"]["restartPolicy"]["type"] == "Never"
+    assert db.rows("SELECT engine, rows_loaded FROM filedrop.ingest_history WHERE key = 'items_big.csv'") == [("spark", 3)]
+    assert db.rows("SELECT id, name, _row_number FROM staging.items WHERE _source_key = 'items_big.csv' ORDER BY id") == [
+        (1, "a", 1), (2, "b", 2), (3, "c", 3)]

@@ -1,0 +1,247 @@
+"""The Spark engine: fills the per-load table of :mod:`filedrop.loader`'s protocol with Spark.
+
+Adapter layer (pyspark, psycopg). :class:`SparkEngine` has the constructor and ``parse() -> Parsed`` of
+:class:`~filedrop.loader.DirectEngine`; the protocol around it (history, onError rules, the final apply)
+is the loader's, unchanged. Importing this module registers the engine as ``loader.ENGINES["spark"]``.
+
+How a file is read (see :mod:`filedrop.spark.plan` for the numbering):
+
+1. The driver reads the first bytes through Hadoop (``s3a://`` or ``file://``) and checks the header with
+   the loader's own :func:`~filedrop.loader.read_header`.
+2. **Parallel path** — Spark reads the file as byte-exact lines in Hadoop splits. Job 1 computes each
+   split's quote parities; the driver plans which records each split owns and their row numbers; job 2
+   streams each split's records, as the file's own bytes, into ``COPY ... (FORMAT csv)`` of the per-load
+   table, many sessions at once, each numbering its rows from a session-local sequence. PostgreSQL parses
+   and types exactly as in the direct engine, so the rows and their ``_row_number`` are the same.
+3. **One-task path** — when a split's COPY meets bad data, the file is re-read by a single task that runs
+   the direct engine's tolerant pass (same parser, same quarantine, same numbering by construction). The
+   same path, both steps, loads files that cannot be split safely: gzip-compressed content whose name does
+   not end in ``.gz`` (Hadoop picks codecs by name), ``\\r``-only line ends, a non-ASCII quote, or a record
+   longer than :data:`~filedrop.spark.plan.MAX_CONTINUATION` that spans a split boundary.
+
+Trade-off: a ``.gz`` file is one split (gzip cannot be split), so it is read and written by one task; a
+file with bad rows pays a second, sequential read. Correct row numbers come first.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+import zlib
+from functools import partial
+from typing import Any, Callable
+
+import psycopg
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from filedrop import sql
+from filedrop.config import Settings
+from filedrop.loader import ENGINES, LoadFailed, Parsed, read_header
+from filedrop.objects import SourceObject
+from filedrop.routes import FileRoute
+from filedrop.sources import GZIP_MAGIC, SourceError
+from filedrop.spark import plan as planning
+from filedrop.spark import tasks
+from filedrop.spark.conf import hadoop_uri
+from filedrop.spark.session import get_session
+
+log = logging.getLogger(__name__)
+Conn = psycopg.Connection[Any]
+
+#: Bytes the driver reads to check the header.
+HEAD_BYTES = 1 << 20
+_HADOOP_CODECS = (".gz", ".bz2", ".deflate", ".lz4", ".snappy", ".zst")
+
+
+class SparkEngine:
+    """Parses one object version into the per-load table with Spark; see the module docstring."""
+
+    name = "spark"
+
+    def __init__(self, conn: Conn, settings: Settings, route: FileRoute, obj: SourceObject, load_id: str,
+                 on_bytes: Callable[[int], None] | None = None) -> None:
+        self.conn, self.settings, self.route, self.obj, self.load_id = conn, settings, route, obj, load_id
+        self.on_bytes = on_bytes
+        self.meta = settings.meta_schema
+        self.src = hadoop_uri(obj.uri, obj.is_s3)
+        self.conninfo = conn.info.dsn
+        #: which path the last parse took (``parallel``, ``one-task``), and why, for logs and tests.
+        self.path = ""
+        self.blocks = 0
+
+    # --- driver-side helpers -------------------------------------------------------------------------
+
+    def _hadoop(self, spark: SparkSession) -> tuple[Any, Any]:
+        jvm = spark.sparkContext._jvm  # type: ignore[attr-defined]
+        path = jvm.org.apache.hadoop.fs.Path(self.src)
+        return path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()), path  # type: ignore[union-attr]
+
+    def _peek(self, spark: SparkSession) -> bytes:
+        """The first bytes of the object, raw, through Hadoop; checks the S3 ETag is still ours."""
+        fs, path = _wrap(lambda: self._hadoop(spark))
+        self._check_etag(fs, path)
+        stream = _wrap(lambda: fs.open(path))
+        try:
+            return bytes(_wrap(lambda: stream.readNBytes(HEAD_BYTES)))
+        finally:
+            stream.close()
+
+    def _check_etag(self, fs: Any, path: Any) -> None:
+        if not self.obj.is_s3:
+            return
+        status = _wrap(lambda: fs.getFileStatus(path))
+        etag = str(status.getEtag() or "").strip('"') if hasattr(status, "getEtag") else ""
+        if etag and etag != self.obj.etag:
+            raise SourceError(f"{self.obj.display}: the object changed (ETag {etag}, expected {self.obj.etag})")
+
+    def _lines(self, spark: SparkSession) -> DataFrame:
+        return (spark.read.option("lineSep", "\n").text(self.src)
+                .select(F.col("value").cast("binary").alias("line"), F.input_file_block_start().alias("block")))
+
+    # --- parse ---------------------------------------------------------------------------------------
+
+    def parse(self) -> Parsed:
+        started = time.monotonic()
+        spark = get_session()
+        fmt = self.route.spec.format
+        head = self._peek(spark)
+        gz = fmt.compression == "gzip" or (fmt.compression == "auto" and (
+            self.obj.key.endswith(".gz") or head[:2] == GZIP_MAGIC))
+        text_head = _gunzip_head(head) if gz else head
+        file_columns = read_header(io.BufferedReader(io.BytesIO(text_head)), self.route)  # type: ignore[arg-type]
+        hadoop_gz = self.src.endswith(".gz")
+        copy_stmt = sql.copy_csv(self.meta, self.load_id, self.route, file_columns)
+        reason = _unsplittable(fmt.quote, text_head, gz, hadoop_gz, self.src)
+        parsed: Parsed | None = None
+        if reason is None:
+            try:
+                parsed = self._parallel(spark, copy_stmt)
+            except planning.NeedsOneTask as exc:
+                reason = str(exc)
+        if parsed is None:
+            self.path = f"one-task ({reason})"
+            parsed = self._one_task(spark, gunzip=gz and not hadoop_gz, fast=reason != "bad data")
+        if self.obj.is_s3:  # every split was read from the version we were asked to load
+            fs, path = _wrap(lambda: self._hadoop(spark))
+            self._check_etag(fs, path)
+        if self.on_bytes:
+            self.on_bytes(self.obj.size)
+        log.info("%s: spark %s, %d rows in %.1fs", self.obj.display, self.path, parsed.rows_good,
+                 time.monotonic() - started)
+        return parsed
+
+    def _parallel(self, spark: SparkSession, copy_stmt: str) -> Parsed | None:
+        fmt = self.route.spec.format
+        lines = self._lines(spark)
+        t0 = time.monotonic()
+        stats = _wrap(lambda: lines.mapInArrow(
+            partial(tasks.block_stats, quote=fmt.quote, header=fmt.header), tasks.STATS_SCHEMA).collect())
+        blocks = [planning.BlockStats(r.start, r.lines, r.even_ends, r.first_odd, r.parity,
+                                      bytes(r.head) if r.head is not None else None) for r in stats]
+        plans = planning.make_plan(blocks)
+        self.blocks = len(plans)
+        log.info("%s: %d blocks planned in %.1fs", self.obj.display, len(plans), time.monotonic() - t0)
+        t0 = time.monotonic()
+        self.conn.execute(planning.load_table_ddl(self.meta, self.load_id, self.route))  # type: ignore[arg-type]
+        by_start = {p.start: p for p in plans}
+        results = _wrap(lambda: lines.mapInArrow(
+            partial(tasks.write_blocks, conninfo=self.conninfo, copy_stmt=copy_stmt, plans=by_start,
+                    header=fmt.header), tasks.WRITE_SCHEMA).collect())
+        log.info("%s: blocks written in %.1fs", self.obj.display, time.monotonic() - t0)
+        errors = sorted((r.start, r.error) for r in results if r.error)
+        written = {r.start for r in results}
+        missing = [p.start for p in plans if p.start not in written]
+        if missing:
+            raise LoadFailed(f"Spark wrote no result for the block(s) at byte {missing}", retryable=True)
+        if errors:
+            log.info("%s: COPY met bad data in block at byte %d (%s); re-reading with the tolerant parser",
+                     self.obj.display, *errors[0])
+            for stmt in sql.drop_load_tables(self.meta, self.load_id):
+                self.conn.execute(stmt)  # type: ignore[arg-type]
+            raise planning.NeedsOneTask("bad data")
+        rows = planning.total_rows(plans)
+        stored = self._count()
+        if stored != rows:  # e.g. a task re-run after its COPY committed: never apply such a table
+            raise LoadFailed(f"the load table holds {stored} rows, Spark planned {rows}", retryable=True)
+        self.path = f"parallel ({len(plans)} blocks)"
+        return Parsed(rows, rows, 0)
+
+    def _count(self) -> int:
+        row = self.conn.execute(
+            f"SELECT count(*) FROM {sql.qualified(self.meta, sql.load_table_name(self.load_id))}").fetchone()  # type: ignore[arg-type]
+        return int(row[0]) if row else 0
+
+    def _one_task(self, spark: SparkSession, *, gunzip: bool, fast: bool) -> Parsed:
+        """The direct engine's two steps (fast COPY, then the tolerant pass if needed), each in one task."""
+        lines = self._lines(spark).coalesce(1)
+        run = partial(tasks.reference_parse, conninfo=self.conninfo, settings=self.settings, route=self.route,
+                      obj=self.obj, load_id=self.load_id, gunzip=gunzip,
+                      exact_size=self.obj.size if gunzip else None)
+        self.conn.execute(sql.load_table_ddl(self.meta, self.load_id, self.route))  # type: ignore[arg-type]
+        for step in (("fast", "tolerant") if fast else ("tolerant",)):
+            [row] = _wrap(lambda: lines.mapInArrow(partial(run, step=step), tasks.REFERENCE_SCHEMA).collect())
+            if row.outcome == "failed":
+                raise LoadFailed(row.first_error, line=row.first_error_line)
+            if row.outcome == "ok":
+                out = Parsed(row.rows_parsed, row.rows_good, row.rows_rejected, row.first_error,
+                             row.first_error_line)
+                if row.note:
+                    out.notes.append(row.note)
+                return out
+            log.info("%s: COPY stopped at bad data (%s), quarantining bad rows", self.obj.display, row.first_error)
+        raise AssertionError("the tolerant step always ends in ok or failed")
+
+
+def _unsplittable(quote: str, head: bytes, gz: bool, hadoop_gz: bool, src: str) -> str | None:
+    """Why the file must be read by one task, or None when the parallel path is exact."""
+    if gz != hadoop_gz:
+        return "gzip content without the .gz name Hadoop needs" if gz else "not gzip despite its .gz name"
+    if any(src.endswith(ext) for ext in _HADOOP_CODECS if ext != ".gz"):
+        return "a compression codec name the direct engine does not decompress"
+    if not quote.isascii():
+        return "non-ASCII quote character"
+    first_end = head.find(b"\n")
+    first = head if first_end < 0 else head[:first_end]
+    if b"\r" in first.rstrip(b"\r"):
+        return "carriage-return line ends"
+    return None
+
+
+def _gunzip_head(data: bytes) -> bytes:
+    try:
+        return zlib.decompressobj(wbits=31).decompress(data, HEAD_BYTES * 4)
+    except zlib.error as exc:
+        raise LoadFailed(f"cannot decompress: {exc}") from None
+
+
+def _wrap(call: Callable[[], Any]) -> Any:
+    """Run a Spark/JVM call; turn its failures into the protocol's errors with a one-line message."""
+    try:
+        return call()
+    except (LoadFailed, SourceError, planning.NeedsOneTask):
+        raise
+    except Exception as exc:  # noqa: BLE001 - py4j and Spark raise many types; classified by message
+        text = str(exc)
+        short = _first_line(text)
+        if "EOFException" in text and ("end of input stream" in text or "Unexpected end" in text):
+            raise LoadFailed(f"truncated gzip file: {short}") from None
+        if "ZipException" in text or "Not in GZIP format" in text or "incorrect header check" in text:
+            raise LoadFailed(f"cannot decompress: {short}") from None
+        if "RemoteFileChangedException" in text or "FileNotFoundException" in text:
+            raise SourceError(short) from None
+        if "LoadFailed" in text or "PythonException" in text:
+            raise LoadFailed(f"Spark task failed: {short}", retryable=True) from None
+        raise LoadFailed(f"Spark job failed: {short}", retryable=True) from None
+
+
+def _first_line(text: str) -> str:
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    for ln in lines:  # the most specific line: a Java or Python exception with its message
+        if "Exception:" in ln or "Error:" in ln:
+            return ln[:500]
+    return (lines[0] if lines else text)[:500]
+
+
+ENGINES["spark"] = SparkEngine  # type: ignore[assignment]
