@@ -16,12 +16,13 @@ export FILEDROP_D2B_DIR ?= $(SHARED)/data/d2b
 export FILEDROP_THIRDPARTY ?= $(SHARED)/thirdparty
 PG15_BIN := /usr/lib/postgresql/15/bin
 
-.PHONY: help demo test test-deps unit venv clean-venv
+.PHONY: help demo test test-deps unit venv clean-venv bench
 
 help:
 	@echo "make demo    - load the d2b files into an embedded PostgreSQL and show what happened"
 	@echo "make test    - run the test suite (installs what it needs)"
 	@echo "make unit    - only the fast tests that need no server"
+	@echo "make bench   - load benchmarks (docs/benchmarks.md); not part of make test"
 	@echo "make cluster - a local Kubernetes control plane for kubectl get filedrops (make cluster-down stops it)"
 
 # The virtualenv is rebuilt when pyproject.toml changes; pip's own cache keeps that fast.
@@ -49,8 +50,13 @@ test-deps:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-15 >/dev/null; \
 	fi
 
-test: venv test-deps k8s-tools
+test: venv test-deps k8s-tools spark-jars
 	$(PY) -m pytest
+
+# Benchmarks (never part of `make test`): docs/benchmarks.md records the results and the command lines.
+BENCH_ORDERS ?= 3000000
+bench: venv spark-jars
+	$(PY) bench/spark_vs_direct.py --orders $(BENCH_ORDERS)
 
 unit: venv
 	$(PY) -m pytest tests/unit
@@ -59,6 +65,7 @@ clean-venv:
 	rm -rf $(VENV)
 
 include tools/k8s/k8s.mk
+include spark_images/spark.mk
 
 # `make cluster` (tools/k8s/k8s.mk) runs the virtualenv's Python.
 cluster: venv

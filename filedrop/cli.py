@@ -15,11 +15,14 @@ from typing import Annotated, Optional
 
 import psycopg
 import typer
+from rich.columns import Columns
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 from rich.table import Table
 
+from filedrop import export as analytics_export
 from filedrop import history, pipeline
+from filedrop import transform as analytics_transform
 from filedrop.config import Settings
 from filedrop.loader import LoadResult, load_object
 from filedrop.objects import SourceObject
@@ -45,6 +48,8 @@ WarehouseOpt = Annotated[Optional[str], typer.Option(
     show_default=False)]
 EngineOpt = Annotated[Optional[str], typer.Option(
     "--engine", help="auto | direct | spark (default: each route's engine).")]
+AsOfOpt = Annotated[Optional[str], typer.Option(
+    "--as-of", help="The analytics' as_of_date, YYYY-MM-DD (default: today).", show_default=False)]
 
 STATUS_STYLE = {"loaded": "green", "skipped_duplicate": "cyan", "skipped_superseded": "cyan",
                 "failed": "bold red", "running": "yellow"}
@@ -151,10 +156,18 @@ def run(
     interval: Annotated[float, typer.Option("--interval", help="Seconds between polls with --watch.")] = 30.0,
     queue: Annotated[Optional[str], typer.Option(
         "--queue", help="SQS queue URL of S3 notifications to read instead of listing the source.")] = None,
+    no_transform: Annotated[bool, typer.Option(
+        "--no-transform", help="Only load: do not run the dbt transform afterwards.")] = False,
+    as_of: AsOfOpt = None,
+    transform_schedule: Annotated[Optional[str], typer.Option(
+        "--transform-schedule", help="With --watch: run the transform on this cron schedule, local time "
+        "(e.g. '0 6 * * *'); without it a watching run only loads.")] = None,
 ) -> None:
-    """Discover files, match them to FileRoutes, load each not yet loaded, print what happened.
+    """Discover files, match them to FileRoutes, load each not yet loaded, then transform.
 
-    Exits non-zero when any file failed, so cron and CI notice.
+    Prints what happened. The transform (dbt build + docs, `filedrop transform`) runs after loading
+    unless --no-transform; with --watch only on --transform-schedule. Exits non-zero when any file or
+    the transform failed, so cron and CI notice.
     """
     settings = Settings()
     route_list = _routes(routes)
@@ -162,18 +175,35 @@ def run(
         raise _fail("give --source DIR|s3://bucket/prefix, or --queue SQS_URL")
     if engine not in (None, "auto", "direct", "spark"):
         raise _fail(f"--engine must be auto, direct or spark, not {engine!r}")
+    schedule = None
+    try:
+        if as_of is not None:
+            analytics_transform.parse_date(as_of, "--as-of")
+        if transform_schedule is not None:
+            if not watch or no_transform:
+                raise _fail("--transform-schedule needs --watch (and no --no-transform)")
+            schedule = analytics_transform.TransformSchedule(transform_schedule)
+    except analytics_transform.TransformError as exc:
+        raise _fail(str(exc)) from None
     url = _url(settings, warehouse)
+    if schedule is not None:
+        err.print(f"transform on '{schedule.expression}', next at {schedule.next_at:%Y-%m-%d %H:%M %Z}",
+                  highlight=False)
     any_failed = False
     try:
-        any_failed = _run_loop(url, settings, route_list, source, queue, engine, watch, interval)
+        any_failed = _run_loop(url, settings, route_list, source, queue, engine, watch, interval, schedule, as_of)
+        if not watch and not no_transform:
+            any_failed = not _transform(url, settings, as_of, None) or any_failed
     except KeyboardInterrupt:
         err.print("stopped")
     raise typer.Exit(1 if any_failed else 0)
 
 
 def _run_loop(url: str, settings: Settings, route_list: list[FileRoute], source: str | None, queue: str | None,
-              engine: str | None, watch: bool, interval: float) -> bool:
-    """One pass, or passes every ``interval`` seconds with ``watch``; True when any file failed."""
+              engine: str | None, watch: bool, interval: float,
+              schedule: analytics_transform.TransformSchedule | None = None, as_of: str | None = None) -> bool:
+    """One pass, or passes every ``interval`` seconds with ``watch`` (transforming when ``schedule``
+    says so); True when any file or scheduled transform failed."""
     any_failed = False
     while True:
         try:
@@ -197,8 +227,12 @@ def _run_loop(url: str, settings: Settings, route_list: list[FileRoute], source:
         any_failed = any_failed or not report.ok
         if not watch:
             return any_failed
+        if schedule is not None and schedule.due():
+            any_failed = not _transform(url, settings, as_of, None) or any_failed
+            err.print(f"next transform at {schedule.next_at:%Y-%m-%d %H:%M %Z}", highlight=False)
         if not queue:
-            time.sleep(interval)  # the poll interval the user asked for
+            # the poll interval the user asked for, shortened to meet the next scheduled transform
+            time.sleep(min(interval, schedule.seconds_until()) if schedule is not None else interval)
 
 
 @app.command()
@@ -325,6 +359,147 @@ def sample(
     out.print(f"done in {time.monotonic() - started:.1f}s", highlight=False)
 
 
+STEP_STYLE = {"error": "bold red", "fail": "bold red", "runtime error": "bold red", "warn": "yellow",
+              "skipped": "yellow"}
+
+
+def _step_summary(step: analytics_transform.StepResult) -> str:
+    if not step.nodes:
+        state = "[green]done[/]" if step.success else "[bold red]failed[/]"
+        return f"dbt {step.command}: {state} in {step.seconds:.1f}s"
+    ok = step.count("success", "pass")
+    warned, failed, skipped = step.count("warn"), sum(1 for n in step.nodes if n.failed), step.count("skipped")
+    parts = [f"[green]{ok} ok[/]", f"[yellow]{warned} warned[/]" if warned else "0 warned",
+             f"[bold red]{failed} failed[/]" if failed else "0 failed",
+             f"[yellow]{skipped} skipped[/]" if skipped else "0 skipped"]
+    return f"dbt {step.command}: {', '.join(parts)} in {step.seconds:.1f}s"
+
+
+def _problems_table(steps: list[analytics_transform.StepResult]) -> Table | None:
+    bad = [n for s in steps for n in s.nodes
+           if n.failed or n.status == "warn" or (n.status == "skipped" and n.resource_type == "model")]
+    if not bad:
+        return None
+    t = Table(title="dbt problems", title_justify="left")
+    for col in ("node", "type", "status", "message"):
+        t.add_column(col)
+    for n in bad:
+        detail = n.message or ("not built: something it depends on failed" if n.status == "skipped" else "")
+        if n.failures:
+            detail = f"{n.failures} failing row(s)" + (f": {detail}" if detail and "Got" not in detail else "")
+        t.add_row(n.name, n.resource_type, f"[{STEP_STYLE.get(n.status, '')}]{n.status}[/]", detail)
+    return t
+
+
+def _cell(value: object) -> str:
+    return "" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _analytics_table(table: analytics_transform.AnalyticsTable) -> Table:
+    """One analytics table's rows of this run, transposed (a column per row): they are wide, and short."""
+    t = Table(title=f"{table.schema}.{table.name}", title_justify="left")
+    t.add_column("column")
+    for _ in table.rows or [()]:
+        t.add_column("value", justify="right")
+    for i, col in enumerate(table.columns):
+        values = [_cell(row[i]) for row in table.rows] if table.rows else ["(no row)"]
+        t.add_row(col, *values)
+    return t
+
+
+def _transform(url: str, settings: Settings, as_of: str | None, ingestion_date: str | None) -> bool:
+    """Run the transform with a progress line, print its outcome and the analytics rows; True when ok."""
+    done = 0
+
+    try:
+        with Progress(TextColumn("{task.description}"), console=err, transient=True) as progress:
+            task = progress.add_task("transform: preparing")
+
+            def on_step(name: str) -> None:
+                progress.update(task, description=f"transform: {name}")
+
+            def on_node(name: str, status: str) -> None:
+                nonlocal done
+                done += 1
+                progress.update(task, description=f"transform: dbt build, {done} node(s) done, last {name} ({status})")
+
+            report = analytics_transform.transform(url, settings, as_of=as_of, ingestion_date=ingestion_date,
+                                                    on_step=on_step, on_node=on_node)
+    except analytics_transform.TransformError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        return False
+    out.print(f"transform: as_of_date {report.as_of}, ingestion_date {report.ingestion_date}"
+              + (f"; {report.dim_dates}" if report.dim_dates else ""), highlight=False)
+    for step in report.steps:
+        out.print(_step_summary(step), highlight=False)
+        if step.error:
+            out.print(f"[bold red]error:[/] {step.error}", highlight=False)
+    problems = _problems_table(report.steps)
+    if problems is not None:
+        out.print(problems)
+    if not report.ok and report.log_file:
+        out.print(f"dbt log: {report.log_file}", highlight=False, soft_wrap=True)
+    if report.docs:
+        out.print(f"docs: {report.docs}", highlight=False, soft_wrap=True)
+    if report.tables:
+        out.print(Columns([_analytics_table(t) for t in report.tables], padding=(0, 2)))
+    return report.ok
+
+
+@app.command("transform")
+def transform_cmd(
+    as_of: AsOfOpt = None,
+    ingestion_date: Annotated[Optional[str], typer.Option(
+        "--ingestion-date", help="The day the analytics rows are written for, YYYY-MM-DD (default: today); "
+        "a rerun on the same day replaces that day's rows.", show_default=False)] = None,
+    warehouse: WarehouseOpt = None,
+) -> None:
+    """Build the analytics schema with dbt (seeds, models, tests), generate the docs site, print the rows.
+
+    Exits 1 when a model or a data test failed.
+    """
+    settings = Settings()
+    try:
+        analytics_transform.parse_date(as_of, "--as-of")
+        analytics_transform.parse_date(ingestion_date, "--ingestion-date")
+    except analytics_transform.TransformError as exc:
+        raise _fail(str(exc)) from None
+    ok = _transform(_url(settings, warehouse), settings, as_of, ingestion_date)
+    raise typer.Exit(0 if ok else 1)
+
+
+@app.command("export")
+def export_cmd(
+    to: Annotated[str, typer.Option("--to", help="s3://bucket/prefix to write analytics_export/<id>/ under.")],
+    export_id: Annotated[Optional[str], typer.Option(
+        "--id", help="The <id> path segment (default $FILEDROP_EXPORT_ID, else the analytics schema "
+        "without its _analytics suffix).", show_default=False)] = None,
+    warehouse: WarehouseOpt = None,
+) -> None:
+    """Write each analytics table as <table>.csv with a header to <to>/analytics_export/<id>/.
+
+    Replaces the previous export under that prefix.
+    """
+    settings = Settings()
+    try:
+        schema = analytics_transform.TransformConfig.from_settings(settings).analytics_schema
+    except analytics_transform.TransformError as exc:
+        raise _fail(str(exc)) from None
+    url = _url(settings, warehouse)
+    t = Table(title="export", title_justify="left")
+    for col, just in (("table", "left"), ("object", "left"), ("rows", "right"), ("bytes", "right")):
+        t.add_column(col, justify=just)  # type: ignore[arg-type]
+    try:
+        report = analytics_export.export(url, to, schema, export_id)
+    except analytics_export.ExportError as exc:
+        raise _fail(str(exc)) from None
+    for item in report.tables:
+        t.add_row(item.table, item.uri, f"{item.rows:,}", f"{item.bytes:,}")
+    out.print(t)
+    for uri in report.removed:
+        out.print(f"removed {uri} (not part of this export)", highlight=False)
+
+
 @warehouse_app.command("url")
 def warehouse_url() -> None:
     """Print the warehouse URL (starting the embedded server if that is the warehouse)."""
@@ -341,6 +516,10 @@ def warehouse_stop() -> None:
 from filedrop import cli_cluster  # noqa: E402 - the cluster runtime's commands
 
 cli_cluster.register(app)
+
+from filedrop.cli_workflows import workflows_app  # noqa: E402 - the Argo workflows' commands
+
+app.add_typer(workflows_app, name="workflows")
 
 
 def main() -> None:

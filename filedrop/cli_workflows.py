@@ -1,0 +1,330 @@
+"""``filedrop workflows``: the Argo workflows of the cluster runtime (DESIGN §4).
+
+``render`` writes the manifests :mod:`filedrop.workflows` defines (``workflows/`` and the chart's
+templates), ``apply`` submits them to an Argo server with Hera's client, ``step ...`` are the commands the
+workflow's steps run, and ``serve-docs`` is the chart's docs server.
+
+Hera is imported only by the commands that need it (it takes a second or two to import, and every
+``filedrop`` command, e.g. each load Job, would pay for it).
+
+Exit statuses of the steps: 0 done, 1 dbt reported failures (a retry would fail the same way), 2 bad
+arguments, 75 the warehouse, S3 or the docs server could not be reached (the workflow retries those).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Optional
+
+import typer
+import yaml
+from rich.console import Console
+
+if TYPE_CHECKING:
+    from filedrop.workflows import WorkflowConfig
+
+out = Console(width=160, highlight=False, soft_wrap=True, markup=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
+log = logging.getLogger(__name__)
+
+EXIT_TEMPFAIL = 75
+
+workflows_app = typer.Typer(no_args_is_help=True, help="The dbt workflows on Argo: render, apply, and their steps.")
+step_app = typer.Typer(no_args_is_help=True, help=(
+    "The commands the workflow's steps run (one per Argo task). Empty option values mean 'not given', "
+    "which is what Argo passes for empty parameters."))
+workflows_app.add_typer(step_app, name="step")
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    err.print(f"error: {message}")
+    return typer.Exit(code)
+
+
+# --- render and apply --------------------------------------------------------------------------------
+
+def _default_root() -> Path:
+    """The repository when filedrop runs from a source checkout, else the working directory."""
+    repo = Path(__file__).resolve().parent.parent
+    return repo if (repo / "helm" / "filedrop" / "Chart.yaml").is_file() else Path.cwd()
+
+
+def rendered_files(root: Path) -> dict[Path, str]:
+    """Every file ``render`` writes, by path: the plain manifests and the chart's templates."""
+    from filedrop import workflows as wf
+
+    files = {root / "workflows" / name: text for name, text in wf.render_plain().items()}
+    files.update({root / "helm" / "filedrop" / rel: text for rel, text in wf.render_chart().items()})
+    return files
+
+
+@workflows_app.command("render")
+def render(
+    root: Annotated[Optional[Path], typer.Option(
+        "--root", help="Repository root holding workflows/ and helm/filedrop/ (default: this checkout).")] = None,
+    check: Annotated[bool, typer.Option(
+        "--check", help="Write nothing; exit 1 if a committed file differs from what the Hera code renders.")] = False,
+) -> None:
+    """Write the Argo manifests from the Hera definitions: workflows/*.yaml and the chart's templates."""
+    base = root or _default_root()
+    stale = []
+    for path, text in rendered_files(base).items():
+        current = path.read_text() if path.is_file() else None
+        if current == text:
+            continue
+        stale.append(path)
+        if not check:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+    for path in stale:
+        out.print(f"{'differs' if check else 'wrote'}: {path.relative_to(base)}")
+    if check and stale:
+        err.print("the committed manifests drifted from filedrop/workflows.py: run `filedrop workflows render`")
+        raise typer.Exit(1)
+    if not stale:
+        out.print("up to date")
+
+
+def _config(path: Path | None, namespace: str, image: str | None) -> WorkflowConfig:
+    from filedrop import workflows as wf
+
+    values: dict[str, Any] = {}
+    if path is not None:
+        loaded = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise _fail(f"{path}: expected a mapping of workflow settings")
+        values.update(loaded)
+    values["namespace"] = namespace
+    if image:
+        values["image"] = image
+    try:
+        return wf.config_from_mapping(values)
+    except (TypeError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+
+
+@workflows_app.command("apply")
+def apply(
+    argo_server: Annotated[str, typer.Option(
+        "--argo-server", envvar="ARGO_SERVER_URL", help="Argo server URL, e.g. https://argo.example.com:2746.")],
+    namespace: Annotated[str, typer.Option("--namespace", "-n", envvar="ARGO_NAMESPACE",
+                                           help="Namespace of the WorkflowTemplate and CronWorkflow.")],
+    token: Annotated[Optional[str], typer.Option(
+        "--token", envvar="ARGO_TOKEN", help="Bearer token for the Argo server ($ARGO_TOKEN).",
+        show_default=False)] = None,
+    config: Annotated[Optional[Path], typer.Option(
+        "--config", help="YAML of workflow settings (image, service_account, warehouse_secret, schedule, "
+        "timezone, export_to, docs_to ...; see filedrop.workflows.WorkflowConfig).")] = None,
+    image: Annotated[Optional[str], typer.Option("--image", help="The filedrop image the steps run.")] = None,
+    insecure: Annotated[bool, typer.Option(
+        "--insecure-skip-verify", help="Do not verify the Argo server's TLS certificate.")] = False,
+) -> None:
+    """Create or update the WorkflowTemplate and the CronWorkflow through the Argo server (Hera's client)."""
+    from hera.workflows import WorkflowsService
+    from hera.exceptions import HeraException
+
+    from filedrop import workflows as wf
+
+    cfg = _config(config, namespace, image)
+    service = WorkflowsService(host=argo_server, token=token, verify_ssl=not insecure, namespace=namespace)
+    # the template first: the CronWorkflow refers to it
+    for obj in (wf.workflow_template(cfg), wf.cron_workflow(cfg)):
+        obj.workflows_service = service
+        try:
+            done = obj.update()  # creates it when it does not exist yet
+        except HeraException as exc:  # the server answered no
+            raise _fail(f"{obj.kind} {obj.name}: {type(exc).__name__}: {exc}", 1) from None
+        except OSError as exc:  # requests' connection errors: no answer at all
+            raise _fail(f"{obj.kind} {obj.name}: cannot reach {argo_server}: {exc}", EXIT_TEMPFAIL) from None
+        out.print(f"{obj.kind} {namespace}/{done.metadata.name} applied "
+                  f"(resourceVersion {done.metadata.resource_version})")
+
+
+# --- the steps ---------------------------------------------------------------------------------------
+
+def _given(value: str | None) -> str | None:
+    return value if value not in (None, "") else None
+
+
+def _prepare(warehouse: str | None) -> tuple[str, Any, Any]:
+    """(warehouse URL, Settings, TransformConfig); exit 75 when the warehouse cannot be reached."""
+    from filedrop.config import Settings
+    from filedrop.transform import TransformConfig, TransformError
+    from filedrop.warehouse import WarehouseError, connect, resolve_url
+
+    settings = Settings()
+    try:
+        cfg = TransformConfig.from_settings(settings)
+        url = resolve_url(settings, warehouse)
+        with connect(url) as conn:
+            conn.execute("SELECT 1")
+    except TransformError as exc:
+        raise _fail(str(exc)) from None
+    except WarehouseError as exc:
+        raise _fail(str(exc), EXIT_TEMPFAIL) from None
+    return url, settings, cfg
+
+
+def _variables(as_of: str | None, ingestion_date: str | None) -> dict[str, str]:
+    from filedrop.transform import TransformError, dbt_vars, parse_date
+
+    try:
+        return dbt_vars(parse_date(_given(as_of), "--as-of"), parse_date(_given(ingestion_date), "--ingestion-date"))
+    except TransformError as exc:
+        raise _fail(str(exc)) from None
+
+
+def _run(command: list[str], url: str, cfg: Any, variables: dict[str, str] | None) -> Any:
+    from filedrop.transform import TransformError, connection_env, dbt_args, dbt_env, run_dbt
+
+    try:
+        env = {**connection_env(url), **dbt_env(cfg)}
+        step = run_dbt(dbt_args(command, cfg, variables), env)
+    except TransformError as exc:
+        raise _fail(str(exc)) from None
+    counts: dict[str, int] = {}
+    for n in step.nodes:
+        counts[n.status] = counts.get(n.status, 0) + 1
+    summary = ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) or "no nodes"
+    out.print(f"dbt {step.command}: {'ok' if step.success else 'FAILED'} in {step.seconds:.1f}s ({summary})")
+    for n in step.nodes:
+        if n.failed or n.status in ("warn", "skipped"):
+            detail = f"{n.failures} failing row(s)" if n.failures else (n.message or "")
+            out.print(f"  {n.status}: {n.resource_type} {n.name}: {detail}")
+    if step.error:
+        err.print(f"error: {step.error}")
+    log_file = cfg.log_path / "dbt.log"
+    if not step.success and log_file.is_file():
+        # the pod's log is all a reader of the Argo UI gets: the end of dbt's own log goes there too
+        err.print("".join(log_file.read_text(errors="replace").splitlines(keepends=True)[-40:]))
+    return step
+
+
+WarehouseOpt = Annotated[Optional[str], typer.Option(
+    "--warehouse", help="PostgreSQL URL; default $FILEDROP_WAREHOUSE_URL.", show_default=False)]
+AsOfOpt = Annotated[Optional[str], typer.Option("--as-of", help="as_of_date YYYY-MM-DD; empty: today.")]
+IngestionOpt = Annotated[Optional[str], typer.Option(
+    "--ingestion-date", help="ingestion_date YYYY-MM-DD; empty: today.")]
+
+
+@step_app.command("freshness")
+def step_freshness(warehouse: WarehouseOpt = None) -> None:
+    """dbt source freshness of the staging tables (a warning passes, an error fails the step)."""
+    url, _settings, cfg = _prepare(warehouse)
+    step = _run(["source", "freshness"], url, cfg, None)
+    raise typer.Exit(0 if step.success else 1)
+
+
+@step_app.command("build")
+def step_build(
+    as_of: AsOfOpt = None,
+    ingestion_date: IngestionOpt = None,
+    select: Annotated[Optional[str], typer.Option("--select", help="dbt node selection; empty: all.")] = None,
+    full_refresh: Annotated[str, typer.Option(
+        "--full-refresh", help="true: rebuild incremental models from scratch.")] = "false",
+    warehouse: WarehouseOpt = None,
+) -> None:
+    """dbt build: seeds (local target), models, unit and data tests."""
+    from filedrop.transform import TransformError, ensure_dim_dates
+
+    if full_refresh.lower() not in ("", "true", "false"):
+        raise _fail(f"--full-refresh must be true or false, not {full_refresh!r}")
+    variables = _variables(as_of, ingestion_date)
+    url, _settings, cfg = _prepare(warehouse)
+    if cfg.builds_if_common:
+        try:
+            out.print(ensure_dim_dates(url, cfg))
+        except (TransformError, ImportError) as exc:
+            raise _fail(f"cannot generate dim_dates: {exc}") from None
+    command = ["build"]
+    if _given(select):
+        command += ["--select", str(select)]
+    if full_refresh.lower() == "true":
+        command.append("--full-refresh")
+    out.print(f"as_of_date {variables['as_of_date']}, ingestion_date {variables['ingestion_date']}")
+    step = _run(command, url, cfg, variables)
+    raise typer.Exit(0 if step.success else 1)
+
+
+@step_app.command("docs")
+def step_docs(
+    out_dir: Annotated[Path, typer.Option("--out", help="Directory to write index.html into.")],
+    as_of: AsOfOpt = None,
+    ingestion_date: IngestionOpt = None,
+    warehouse: WarehouseOpt = None,
+) -> None:
+    """dbt docs generate --static: one self-contained index.html in --out."""
+    import shutil
+
+    variables = _variables(as_of, ingestion_date)
+    url, _settings, cfg = _prepare(warehouse)
+    step = _run(["docs", "generate", "--static"], url, cfg, variables)
+    static = cfg.target_path / "static_index.html"
+    if not step.success or not static.is_file():
+        raise typer.Exit(1)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(static, out_dir / "index.html")
+    out.print(f"docs: {out_dir / 'index.html'} ({(out_dir / 'index.html').stat().st_size:,} bytes)")
+
+
+@step_app.command("publish-docs")
+def step_publish_docs(
+    source: Annotated[Path, typer.Option("--from", help="Directory with the docs site (index.html).")],
+    to: Annotated[str, typer.Option("--to", help="s3://bucket/prefix to publish to.")],
+    notify: Annotated[Optional[str], typer.Option(
+        "--notify", help="Docs server reload URL to call afterwards; empty: none.")] = None,
+) -> None:
+    """Upload the docs site to S3, then ask the docs server (if any) to serve the new one."""
+    from filedrop.docs_site import DocsError, DocsUnavailable, publish, split_uri
+    from filedrop.docs_site import notify as notify_server
+
+    try:
+        split_uri(to)
+    except DocsError as exc:
+        raise _fail(str(exc)) from None
+    try:
+        for item in publish(source, to):
+            out.print(f"published {item.uri} ({item.bytes:,} bytes)")
+    except DocsError as exc:
+        raise _fail(str(exc), EXIT_TEMPFAIL if isinstance(exc, DocsUnavailable) else 1) from None
+    if _given(notify):
+        try:
+            out.print(f"docs server: {notify_server(str(notify))}")
+        except DocsError as exc:
+            raise _fail(str(exc), EXIT_TEMPFAIL) from None
+
+
+@workflows_app.command("serve-docs")
+def serve_docs(
+    source: Annotated[str, typer.Option("--from", help="s3://bucket/prefix the docs are published to.")],
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "0.0.0.0",  # noqa: S104
+    port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8080,
+    refresh: Annotated[float, typer.Option(
+        "--refresh", help="Re-read S3 at most this often (seconds) without a reload call.")] = 300.0,
+) -> None:
+    """Serve the published dbt docs (the chart's docs server): GET pages, POST /-/reload, GET /healthz."""
+    from filedrop.docs_site import DocsError, DocsSite, make_server
+
+    try:
+        site = DocsSite(source)
+    except DocsError as exc:
+        raise _fail(str(exc)) from None
+    try:
+        site.reload()
+    except DocsError as exc:
+        err.print(f"warning: {exc} (serving once it can be read)")
+    server = make_server(site, host, port, refresh)
+
+    def stop(signum: int, _frame: object) -> None:
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    out.print(f"serving {source} on http://{host}:{server.server_address[1]}/")
+    sys.stdout.flush()
+    server.serve_forever()
+    server.server_close()

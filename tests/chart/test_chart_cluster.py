@@ -1,0 +1,306 @@
+"""The chart against the real control plane (with Argo's and spark-operator's real CRDs): lint, render,
+server-side validation, install into a namespace that enforces the restricted Pod Security profile, RBAC both
+ways, and the Argo manifests (as the chart renders them, as committed, and as `filedrop workflows apply`
+submits them through Hera's client)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from filedrop import workflows as wf
+from filedrop.cli import app
+from tests.chart.conftest import ALL_ON, CHART, REPO, by_kind, dump, helm_template
+
+pytestmark = pytest.mark.k8s
+
+PLAIN_DEFAULTS = ["--set", "argo.enabled=true", "--set", f"argo.exportTo={wf.WorkflowConfig.export_to}",
+                  "--set", f"docs.s3Uri={wf.WorkflowConfig.docs_to}"]
+
+
+def _no_warnings(stderr: str) -> None:
+    lines = [ln for ln in stderr.splitlines() if "warning" in ln.lower() or ln.startswith("W1") or ln.startswith("W0")]
+    assert lines == [], "\n".join(lines)
+
+
+def test_helm_lint(k8s_cluster: Any) -> None:
+    for args in ([], ["-f", str(ALL_ON)]):
+        res = k8s_cluster.helm("lint", "--strict", str(CHART), *args)
+        assert "1 chart(s) linted, 0 chart(s) failed" in res.stdout, res.stdout
+    # the schema stops a typo and a missing required value before anything reaches the cluster
+    res = k8s_cluster.helm("template", "x", str(CHART), "--set", "operator.maxLoad=2", check=False)
+    assert res.returncode != 0 and "additional properties 'maxLoad' not allowed" in res.stderr
+    res = k8s_cluster.helm("template", "x", str(CHART), "--set", "bridge.enabled=true", check=False)
+    assert res.returncode != 0 and "queueUrl" in res.stderr
+
+
+@pytest.mark.parametrize("values", [[], ["-f", str(ALL_ON)]], ids=["defaults", "all-on"])
+def test_rendered_chart_is_valid_for_the_server(k8s_cluster: Any, chart_crds: list[str],
+                                                restricted_namespace: str, values: list[str]) -> None:
+    """Server-side dry-run apply: the API server checks every object against its (CRD) schema,
+    including CEL rules, and Pod Security warns about any pod template the profile would refuse."""
+    docs = helm_template(k8s_cluster, restricted_namespace, *values)
+    kinds = {d["kind"] for d in docs}
+    expected = {"ConfigMap", "ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding",
+                "Deployment", "Service", "NetworkPolicy", "FileRoute", "KopfPeering"}
+    if values:
+        expected |= {"PodDisruptionBudget", "WorkflowTemplate", "CronWorkflow", "Ingress"}
+    assert kinds == expected
+    res = k8s_cluster.kubectl("apply", "--server-side", "--dry-run=server", "--field-manager=helm", "-n",
+                              restricted_namespace, "-f", "-", input=dump(docs))
+    _no_warnings(res.stderr)
+    assert res.stdout.count("serverside-applied (server dry run)") == len(docs), res.stdout
+
+
+def _values_file(tmp_path: Path, values: dict[str, Any]) -> str:
+    path = tmp_path / "values.yaml"
+    path.write_text(yaml.safe_dump(values))
+    return str(path)
+
+
+def test_install_into_restricted_namespace(k8s_cluster: Any, chart_crds: list[str], restricted_namespace: str,
+                                           tmp_path: Path) -> None:
+    ns = restricted_namespace
+    res = k8s_cluster.helm("install", "filedrop", str(CHART), "--namespace", ns, "-f", str(ALL_ON))
+    _no_warnings(res.stderr)
+    assert "STATUS: deployed" in res.stdout
+    assert f"kubectl -n {ns} get filedrops" in res.stdout  # NOTES.txt
+    # Pod Security admitted the pods the ReplicaSets created (nothing schedules them here)
+    for component, replicas in (("operator", 1), ("bridge", 2), ("docs", 1)):
+        def pods(component: str = component) -> list[Any]:
+            return k8s_cluster.kubectl_json("get", "pods", "-n", ns, "-l",
+                                            f"app.kubernetes.io/component={component}")["items"]
+        k8s_cluster.wait_for(lambda r=replicas, p=pods: len(p()) == r, 60, f"{component} pods")
+    events = k8s_cluster.kubectl("get", "events", "-n", ns, "--field-selector", "reason=FailedCreate").stdout
+    assert "violates PodSecurity" not in events
+    got = {d["kind"] for d in k8s_cluster.kubectl_json("get", "fileroutes,workflowtemplates,cronworkflows,kopfpeerings",
+                                                       "-n", ns)["items"]}
+    assert got == {"FileRoute", "WorkflowTemplate", "CronWorkflow", "KopfPeering"}
+    # an upgrade with the same values changes nothing and warns about nothing
+    res = k8s_cluster.helm("upgrade", "filedrop", str(CHART), "--namespace", ns, "-f", str(ALL_ON))
+    _no_warnings(res.stderr)
+    res = k8s_cluster.helm("uninstall", "filedrop", "--namespace", ns)
+    # CRDs (crds/) stay, and with them every FileDrop: Helm never deletes what crds/ installed
+    assert k8s_cluster.kubectl("get", "crd", "filedrops.filedrop.dev", check=False).returncode == 0
+
+
+def test_rbac_is_operator_rbac_yaml(k8s_cluster: Any) -> None:
+    """The chart's Roles are the least-privilege rules of operator/rbac.yaml (which the e2e tests use)."""
+    ns = "data"
+    reference = [d for d in yaml.safe_load_all((REPO / "operator" / "rbac.yaml").read_text().replace(
+        "__NAMESPACE__", ns)) if d]
+    chart = helm_template(k8s_cluster, ns, "-f", str(ALL_ON))
+    for kind in ("Role", "ClusterRole"):
+        ours = {n.removeprefix("filedrop-"): d["rules"] for n, d in by_kind(chart, kind).items()}
+        theirs = {n.removeprefix("filedrop-"): d["rules"] for n, d in by_kind(reference, kind).items()}
+        ours.pop("workflows", None)  # Argo's executor; not part of operator/rbac.yaml
+        assert ours == theirs, kind
+    sas = by_kind(chart, "ServiceAccount")
+    assert set(sas) >= {n for n in by_kind(reference, "ServiceAccount")}
+    assert sas["filedrop-loader"]["automountServiceAccountToken"] is False
+    assert sas["filedrop-bridge"]["metadata"]["annotations"] == {
+        "eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/filedrop-bridge"}
+
+
+def test_chart_sets_only_settings_filedrop_reads(k8s_cluster: Any) -> None:
+    """Every FILEDROP_* variable the chart gives a container is one the package reads (no typo goes unnoticed),
+    and the Spark engine is wired when a Spark image is given."""
+    import re
+
+    read = set(re.findall(r"FILEDROP_[A-Z_]+", "".join(p.read_text() for p in (REPO / "filedrop").rglob("*.py"))))
+    chart = helm_template(k8s_cluster, "data", "-f", str(ALL_ON))
+    given: set[str] = set(by_kind(chart, "ConfigMap")["filedrop-config"]["data"])
+    for d in chart:
+        spec = d.get("spec", {})
+        pods = [spec["template"]["spec"]] if d["kind"] == "Deployment" else []
+        containers = [c for p in pods for c in p["containers"]]
+        containers += [t["container"] for t in spec.get("templates", []) if "container" in t]
+        given |= {e["name"] for c in containers for e in c.get("env", [])}
+    assert {g for g in given if g.startswith("FILEDROP_")} - read == set()
+    [operator] = [d for d in chart if d["kind"] == "Deployment" and d["metadata"]["name"] == "filedrop-operator"]
+    env = {e["name"]: e.get("value") for e in operator["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["FILEDROP_SPARK_IMAGE"].endswith("filedrop-spark:0.1.0")
+    assert env["FILEDROP_SPARK_SERVICE_ACCOUNT"] == "filedrop-spark"
+    from filedrop.sizing import parse_tiers
+
+    assert [t.name for t in parse_tiers(env["FILEDROP_SPARK_TIERS"])] == ["small", "large"]
+    defaults = helm_template(k8s_cluster, "data")
+    [operator] = [d for d in defaults if d["kind"] == "Deployment"]
+    assert "FILEDROP_SPARK_IMAGE" not in {e["name"] for e in operator["spec"]["template"]["spec"]["containers"][0]["env"]}
+
+
+def test_service_accounts_are_denied_what_they_do_not_need(k8s_cluster: Any, chart_crds: list[str],
+                                                           restricted_namespace: str) -> None:
+    ns = restricted_namespace
+    k8s_cluster.helm("install", "filedrop", str(CHART), "--namespace", ns, "-f", str(ALL_ON))
+
+    def can(sa: str, verb: str, resource: str, sub: str = "") -> bool:
+        extra = ["--subresource", sub] if sub else []
+        res = k8s_cluster.kubectl("auth", "can-i", verb, resource, "-n", ns, *extra,
+                                  f"--as=system:serviceaccount:{ns}:filedrop-{sa}", check=False)
+        return res.stdout.strip() == "yes"
+
+    allowed = [("bridge", "create", "filedrops.filedrop.dev"), ("bridge", "list", "fileroutes.filedrop.dev"),
+               ("operator", "create", "jobs.batch"), ("operator", "create", "sparkapplications.sparkoperator.k8s.io"),
+               ("operator", "patch", "filedrops.filedrop.dev", "status"), ("operator", "patch", "kopfpeerings.kopf.dev"),
+               ("operator", "watch", "fileroutes.filedrop.dev"), ("spark", "create", "pods"),
+               ("workflows", "create", "workflowtaskresults.argoproj.io")]
+    denied = [("bridge", "delete", "filedrops.filedrop.dev"), ("bridge", "get", "filedrops.filedrop.dev"),
+              ("bridge", "patch", "filedrops.filedrop.dev", "status"), ("bridge", "get", "secrets"),
+              ("bridge", "create", "jobs.batch"), ("bridge", "create", "fileroutes.filedrop.dev"),
+              ("bridge", "list", "pods"), ("operator", "delete", "jobs.batch"), ("operator", "get", "secrets"),
+              ("operator", "create", "filedrops.filedrop.dev"), ("operator", "create", "pods"),
+              ("operator", "update", "fileroutes.filedrop.dev"), ("loader", "list", "pods"),
+              ("loader", "get", "filedrops.filedrop.dev"), ("workflows", "get", "secrets"),
+              ("workflows", "list", "filedrops.filedrop.dev"), ("workflows", "create", "workflows.argoproj.io"),
+              ("docs", "get", "configmaps"), ("spark", "get", "secrets")]
+    assert [a for a in allowed if not can(*a)] == []
+    assert [d for d in denied if can(*d)] == []
+    # nothing outside the namespace either
+    res = k8s_cluster.kubectl("auth", "can-i", "list", "filedrops.filedrop.dev", "-n", "default",
+                              f"--as=system:serviceaccount:{ns}:filedrop-operator", check=False)
+    assert res.stdout.strip() == "no"
+
+
+def _normalized(doc: dict[str, Any]) -> dict[str, Any]:
+    """What the chart sets from its own conventions (labels, namespace, envFrom) left out."""
+    doc = json.loads(json.dumps(doc))
+    for key in ("labels", "namespace", "annotations", "creationTimestamp", "generation", "managedFields",
+                "resourceVersion", "uid"):
+        doc["metadata"].pop(key, None)
+    spec = doc["spec"]
+    spec.get("workflowMetadata", {}).pop("labels", None)
+    spec.get("podMetadata", {}).pop("labels", None)
+    for t in spec.get("templates", []):
+        t.get("container", {}).pop("envFrom", None)
+    return doc
+
+
+def test_chart_argo_manifests_are_the_hera_ones(k8s_cluster: Any) -> None:
+    """With values equal to the Hera defaults, the chart renders the committed manifests: the escaping of
+    Argo's {{...}} survives Helm, and chart values land where the defaults are."""
+    chart = helm_template(k8s_cluster, "data", *PLAIN_DEFAULTS)
+    for kind, key in (("WorkflowTemplate", "template"), ("CronWorkflow", "cron")):
+        [rendered] = by_kind(chart, kind).values()
+        committed = yaml.safe_load((REPO / "workflows" / wf.PLAIN_FILES[key]).read_text())
+        assert _normalized(rendered) == _normalized(committed), kind
+    text = k8s_cluster.helm("template", "filedrop", str(CHART), *PLAIN_DEFAULTS).stdout
+    assert "'{{workflow.parameters.as_of_date}}'" in text and "{{`" not in text
+
+
+def test_committed_argo_manifests_are_accepted_by_the_server(k8s_cluster: Any, chart_crds: list[str],
+                                                             k8s_namespace: str) -> None:
+    for name in wf.PLAIN_FILES.values():
+        res = k8s_cluster.kubectl("apply", "--server-side", "-n", k8s_namespace, "-f", str(REPO / "workflows" / name))
+        _no_warnings(res.stderr)
+        assert "serverside-applied" in res.stdout
+    stored = k8s_cluster.kubectl_json("get", "workflowtemplate", "filedrop-transform", "-n", k8s_namespace)
+    committed = yaml.safe_load((REPO / "workflows" / wf.PLAIN_FILES["template"]).read_text())
+    assert stored["spec"] == committed["spec"]  # nothing pruned: every field is in Argo's schema
+
+
+class _ArgoServer:
+    """The part of the Argo server API that Hera's WorkflowsService uses to create, get and update
+    WorkflowTemplates and CronWorkflows, storing them in the test API server (as argo-server does)."""
+
+    ROUTES = {"workflow-templates": ("workflowtemplates", "template"),
+              "cron-workflows": ("cronworkflows", "cronWorkflow")}
+
+    def __init__(self, kube: Any, token: str) -> None:
+        self.kube, self.token, self.calls = kube, token, []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _reply(self, status: int, obj: Any) -> None:
+                body = json.dumps(obj).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def _handle(self, method: str) -> None:
+                from kube import ApiError
+
+                outer.calls.append((method, self.path))
+                if self.headers.get("Authorization") != f"Bearer {outer.token}":
+                    self._reply(401, {"code": 16, "message": "token not valid"})
+                    return
+                parts = self.path.strip("/").split("/")  # api v1 <kind> <ns> [<name>]
+                plural, body_key = outer.ROUTES[parts[2]]
+                base = f"/apis/argoproj.io/v1alpha1/namespaces/{parts[3]}/{plural}"
+                length = int(self.headers.get("Content-Length") or 0)
+                body = json.loads(self.rfile.read(length)) if length else {}
+                try:
+                    if method == "GET":
+                        self._reply(200, outer.kube.get(f"{base}/{parts[4]}"))
+                    elif method == "POST":
+                        self._reply(200, outer.kube.create(base, body[body_key]))
+                    else:
+                        self._reply(200, outer.kube.request("PUT", f"{base}/{parts[4]}", body[body_key]))
+                except ApiError as exc:
+                    self._reply(exc.status, {"code": 5 if exc.status == 404 else 3, "message": exc.message})
+
+            def do_GET(self) -> None:  # noqa: N802
+                self._handle("GET")
+
+            def do_POST(self) -> None:  # noqa: N802
+                self._handle("POST")
+
+            def do_PUT(self) -> None:  # noqa: N802
+                self._handle("PUT")
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def __enter__(self) -> _ArgoServer:
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def argo_server(k8s_cluster: Any, chart_crds: list[str]) -> Iterator[_ArgoServer]:
+    with _ArgoServer(k8s_cluster.kube, "s3cr3t") as server:
+        yield server
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning:hera")  # Hera 7.1 calls pydantic's deprecated .json()
+def test_workflows_apply_submits_through_hera(k8s_cluster: Any, k8s_namespace: str, argo_server: _ArgoServer,
+                                              tmp_path: Path) -> None:
+    ns = k8s_namespace
+    config = _values_file(tmp_path, {"schedule": "15 4 * * *", "export_to": "s3://acme/exports",
+                                     "docs_to": "s3://acme/docs"})
+    args = ["workflows", "apply", "--argo-server", argo_server.url, "--namespace", ns, "--token", "s3cr3t",
+            "--config", config, "--image", "registry.example.com/filedrop:1.0"]
+    first = CliRunner().invoke(app, args)
+    assert first.exit_code == 0, first.output
+    assert f"WorkflowTemplate {ns}/filedrop-transform applied" in first.output
+    assert f"CronWorkflow {ns}/filedrop-transform-daily applied" in first.output
+    second = CliRunner().invoke(app, args)  # again: an update of what is there
+    assert second.exit_code == 0, second.output
+    assert ("PUT", f"/api/v1/cron-workflows/{ns}/filedrop-transform-daily") in argo_server.calls
+    cfg = wf.config_from_mapping({"schedule": "15 4 * * *", "export_to": "s3://acme/exports",
+                                  "docs_to": "s3://acme/docs", "image": "registry.example.com/filedrop:1.0",
+                                  "namespace": ns})
+    expected = wf.manifests(cfg)
+    tmpl = k8s_cluster.kubectl_json("get", "workflowtemplate", "filedrop-transform", "-n", ns)
+    cron = k8s_cluster.kubectl_json("get", "cronworkflow", "filedrop-transform-daily", "-n", ns)
+    assert tmpl["spec"] == expected["template"]["spec"]
+    assert cron["spec"] == expected["cron"]["spec"] and cron["spec"]["schedules"] == ["15 4 * * *"]
+    bad = CliRunner().invoke(app, [*args[:-6], "--token", "wrong"])
+    assert bad.exit_code == 1 and "WorkflowTemplate filedrop-transform: Unauthorized" in bad.output
