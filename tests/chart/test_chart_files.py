@@ -18,7 +18,6 @@ from filedrop.routes import load_routes, parse_route
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "filedrop"
-THIRDPARTY = Path(os.environ.get("FILEDROP_THIRDPARTY") or REPO.parent / "shared" / "thirdparty")
 
 
 def _values() -> dict[str, Any]:
