@@ -197,7 +197,8 @@ def test_manifest_contents() -> None:
     assert spec["hadoopConf"]["fs.s3a.path.style.access"] == "true"
     assert spec["sparkConf"]["spark.task.maxFailures"] == "1"
     env = {e["name"]: e for e in spec["driver"]["env"]}
-    assert env["PGPASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "filedrop-warehouse", "key": "password"}
+    assert env["PGPASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "filedrop-warehouse", "key": "password",
+                                                             "optional": True}  # the URL may carry it
     assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "aws-keys"
     assert all("value" not in e for n, e in env.items() if "PASSWORD" in n or "SECRET" in n or n == "AWS_ACCESS_KEY_ID")
     assert "FILEDROP_SPARK_MASTER" not in env
