@@ -76,8 +76,8 @@ class ExportReport:
 class _CopyReader(io.RawIOBase):
     """A read-only stream over the chunks (about a row each) of a ``COPY ... TO STDOUT``.
 
-    ``readinto`` fills the caller's buffer as far as the data goes: boto3 takes one ``read`` as one
-    upload part, and S3 wants parts of at least 5 MiB.
+    ``readinto`` fills the caller's buffer as far as the data goes: one ``read`` is one upload part,
+    and S3 wants parts of at least 5 MiB.
     """
 
     def __init__(self, chunks: Iterator[Any]) -> None:
@@ -124,21 +124,42 @@ def analytics_tables(conn: psycopg.Connection[Any], schema: str) -> dict[str, li
 def export(url: str, to: str, analytics_schema: str = "analytics", ident: str | None = None, *,
            client: Any = None, on_table: Callable[[ExportedTable], None] | None = None) -> ExportReport:
     """Write every analytics table to ``<to>/analytics_export/<id>/<table>.csv`` (with a header row)."""
-    from boto3.s3.transfer import TransferConfig
     from botocore.exceptions import BotoCoreError, ClientError
 
     bucket, prefix = export_prefix(to, export_id(analytics_schema, ident))
     client = client or s3_client()
-    # A few parts in memory at most: memory stays flat whatever the table size.
-    transfer = TransferConfig(multipart_threshold=_PART, multipart_chunksize=_PART, max_concurrency=2)
-    transfer.max_in_memory_upload_chunks = 3  # s3transfer's knob; boto3's constructor does not take it
     try:
-        return _export(url, analytics_schema, bucket, prefix, client, transfer, on_table)
+        return _export(url, analytics_schema, bucket, prefix, client, on_table)
     except (BotoCoreError, ClientError) as exc:
         raise ExportError(f"cannot write to s3://{bucket}/{prefix}: {exc}") from None
 
 
-def _export(url: str, analytics_schema: str, bucket: str, prefix: str, client: Any, transfer: Any,
+def _upload(client: Any, reader: io.RawIOBase, bucket: str, key: str) -> None:
+    """Upload a stream part by part, one part in memory at a time.
+
+    boto3's ``upload_fileobj`` reads a non-seekable stream ahead of its uploads (measured: the peak grew
+    from ~30 MB to ~44 MB between a 39 MB and a 78 MB table), so the multipart calls are made here.
+    """
+    extra = {"ContentType": "text/csv; charset=utf-8"}
+    data = reader.read(_PART) or b""
+    if len(data) < _PART:
+        client.put_object(Bucket=bucket, Key=key, Body=data, **extra)
+        return
+    upload_id = client.create_multipart_upload(Bucket=bucket, Key=key, **extra)["UploadId"]
+    parts = []
+    try:
+        while data:
+            number = len(parts) + 1
+            etag = client.upload_part(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=data)["ETag"]
+            parts.append({"ETag": etag, "PartNumber": number})
+            data = reader.read(_PART) or b""
+        client.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts})
+    except BaseException:
+        client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+        raise
+
+
+def _export(url: str, analytics_schema: str, bucket: str, prefix: str, client: Any,
             on_table: Callable[[ExportedTable], None] | None) -> ExportReport:
     written: list[ExportedTable] = []
     with connect(url) as conn:
@@ -150,8 +171,7 @@ def _export(url: str, analytics_schema: str, bucket: str, prefix: str, client: A
             with conn.cursor() as cur:
                 with cur.copy(select_sql(analytics_schema, table, columns)) as copy:
                     reader = _CopyReader(iter(copy))
-                    client.upload_fileobj(reader, bucket, key, Config=transfer,
-                                          ExtraArgs={"ContentType": "text/csv; charset=utf-8"})
+                    _upload(client, reader, bucket, key)
                 rows = max(cur.rowcount, 0)
             item = ExportedTable(table, f"s3://{bucket}/{key}", rows, reader.size)
             written.append(item)

@@ -92,10 +92,13 @@ def test_export_paths_follow_the_brief() -> None:
 
 
 def test_a_big_table_streams_in_parts_with_flat_memory(warehouse: str, db: DB, aws: str) -> None:
-    """~39 MB of CSV goes up as a multipart upload while Python holds a few 8 MiB parts at most."""
+    """~78 MB of CSV goes up as a multipart upload while Python holds a few 8 MiB parts, not the table.
+
+    One 8 MiB part is read, uploaded, then the next: the peak does not grow with the table.
+    """
     db.execute("CREATE SCHEMA analytics")
     db.execute("CREATE TABLE analytics.big AS SELECT i AS id, md5(i::text) || md5((-i)::text) AS payload, "
-               "i % 2 = 0 AS even FROM generate_series(1, 500000) AS i")
+               "i % 2 = 0 AS even FROM generate_series(1, 1000000) AS i")
     _s3().create_bucket(Bucket="big-export")
     tracemalloc.start()
     try:
@@ -104,12 +107,12 @@ def test_a_big_table_streams_in_parts_with_flat_memory(warehouse: str, db: DB, a
     finally:
         tracemalloc.stop()
     [item] = report.tables
-    assert (item.table, item.rows) == ("big", 500000)
-    assert item.bytes > 38_000_000
+    assert (item.table, item.rows) == ("big", 1000000)
+    assert item.bytes > 77_000_000
     head = _s3().head_object(Bucket="big-export", Key="x/analytics_export/analytics/big.csv")
     assert head["ContentLength"] == item.bytes
     assert "-" in head["ETag"]  # a multipart upload
-    assert peak < 26 * 1024 * 1024, peak  # about three parts, well under the table's size
+    assert peak < 32 * 1024 * 1024, peak  # one part and its copies (measured 25.7 MB), not the 78 MB table
     body = _s3().get_object(Bucket="big-export", Key="x/analytics_export/analytics/big.csv", Range="bytes=0-200")
     first = body["Body"].read().decode().splitlines()
     assert first[0] == "id,payload,even" and first[1].startswith("1,") and first[1].endswith(",false")
