@@ -57,6 +57,7 @@ test: venv test-deps k8s-tools spark-jars
 BENCH_ORDERS ?= 3000000
 bench: venv spark-jars
 	$(PY) bench/spark_vs_direct.py --orders $(BENCH_ORDERS)
+	$(PY) bench/latency.py --files 20 --size-mb 1
 
 unit: venv
 	$(PY) -m pytest tests/unit
