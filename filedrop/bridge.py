@@ -20,7 +20,7 @@ from filedrop import history
 from filedrop.config import Settings
 from filedrop.events import EventParseError, parse_message
 from filedrop.kube import Kube
-from filedrop.resources import filedrop_manifest, route_from_object
+from filedrop.resources import filedrop_manifest
 from filedrop.routes import FileRoute, RouteError, route_for
 from filedrop.sources import Location, list_objects
 from filedrop.warehouse import connect, ensure_meta
@@ -41,12 +41,9 @@ class BridgeStats:
 
 
 def _routes(kube: Kube, namespace: str) -> list[FileRoute]:
-    routes = []
-    for obj in kube.list_routes(namespace):
-        try:
-            routes.append(route_from_object(obj))
-        except RouteError as exc:
-            log.warning("ignoring invalid FileRoute: %s", exc)
+    routes, errors = kube.routes(namespace)
+    for error in errors:
+        log.warning("ignoring invalid FileRoute: %s", error)
     return routes
 
 

@@ -22,7 +22,7 @@ from filedrop.sizing import DEFAULT_TIERS, Tier, tier_for, tiers_from_env
 from filedrop.kube import Kube
 from filedrop.protocol import choose_engine, decide
 from filedrop.reconcile import Facts, Limits, Outcome, Step, step
-from filedrop.resources import REPLAY_ANNOTATION, TERMINAL_PHASES, now_iso, route_from_object, source_object
+from filedrop.resources import REPLAY_ANNOTATION, TERMINAL_PHASES, now_iso, source_object
 from filedrop.routes import FileRoute, RouteError, route_for
 from filedrop.sql import ident
 from filedrop.warehouse import connect, ensure_meta
@@ -156,12 +156,7 @@ class Controller:
     # --- facts ----------------------------------------------------------------------------------------
     def _route(self, fd: dict[str, Any]) -> tuple[FileRoute | None, str | None]:
         ns = fd["metadata"]["namespace"]
-        routes, errors = [], []
-        for obj in self.kube.list_routes(ns):
-            try:
-                routes.append(route_from_object(obj))
-            except RouteError as exc:
-                errors.append(str(exc))
+        routes, errors = self.kube.routes(ns)
         try:
             route = route_for(routes, fd["spec"]["bucket"], fd["spec"]["key"])
         except RouteError as exc:

@@ -12,7 +12,8 @@ from typing import Any
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from filedrop.resources import FILEDROPS, FILEROUTES, GROUP, VERSION
+from filedrop.resources import FILEDROPS, FILEROUTES, GROUP, VERSION, route_from_object
+from filedrop.routes import FileRoute, RouteError
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,16 @@ class Kube:
     def list_routes(self, namespace: str) -> list[dict[str, Any]]:
         res = self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, FILEROUTES)
         return list(res.get("items", []))
+
+    def routes(self, namespace: str) -> tuple[list[FileRoute], list[str]]:
+        """The namespace's FileRoutes as validated models, and the errors of those that do not validate."""
+        routes, errors = [], []
+        for obj in self.list_routes(namespace):
+            try:
+                routes.append(route_from_object(obj))
+            except RouteError as exc:
+                errors.append(str(exc))
+        return routes, errors
 
     def patch_route_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         try:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import json
 import os
 import subprocess
 import sys
@@ -30,6 +29,9 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 sys.path.insert(0, str(HERE))
 from controlplane import ControlPlane, _start_time, free_port, stop_pidfile, tail, write_pidfile  # noqa: E402
+
+sys.path.insert(0, str(REPO / "tests" / "k8s"))  # the local runner and its small client live there
+from kube import token_kubeconfig  # noqa: E402
 
 BUCKET = "d2b-internal-assessment-bucket"
 QUEUE = "filedrop-events"
@@ -94,11 +96,7 @@ def _token_kubeconfig(cp: ControlPlane, d: Path, ns: str, sa: str) -> str:
     ca = admin.get("certificate-authority-data") or base64.b64encode(
         Path(admin["certificate-authority"]).read_bytes()).decode()
     path = d / f"{sa}.kubeconfig"
-    path.write_text(json.dumps({
-        "apiVersion": "v1", "kind": "Config", "current-context": "c",
-        "clusters": [{"name": "c", "cluster": {"server": cp.server, "certificate-authority-data": ca}}],
-        "users": [{"name": "u", "user": {"token": token}}],
-        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u", "namespace": ns}}]}))
+    path.write_text(token_kubeconfig(cp.server, ca, token, ns))
     path.chmod(0o600)
     return str(path)
 
