@@ -37,6 +37,7 @@ DEFAULT_RESULTS = CACHE / "bench-results"
 COLUMNS = [("order_id", "integer"), ("customer_id", "integer"), ("order_date", "date"), ("product_id", "integer"),
            ("unit_price", "integer"), ("quantity", "integer"), ("total_price", "integer")]
 COLUMN_LIST = ", ".join(n for n, _ in COLUMNS)
+TYPED_COLUMNS = ", ".join(f"{n} {t}" for n, t in COLUMNS)
 
 _T0 = time.monotonic()
 
