@@ -54,10 +54,35 @@ test: venv test-deps k8s-tools spark-jars
 	$(PY) -m pytest
 
 # Benchmarks (never part of `make test`): docs/benchmarks.md records the results and the command lines.
-BENCH_ORDERS ?= 3000000
+# File sizes are in orders (~38.7 bytes a row): 2600000 ~ 100 MB, 13000000 ~ 500 MB, 27000000 ~ 1 GB.
+# Quick run: make bench BENCH_REPEAT=1 BENCH_ORDERS=2600000 BENCH_MEMORY_ORDERS=2600000 BENCH_SMALL_FILES=200
+BENCH_ORDERS ?= 2600000,27000000
+BENCH_UPSERT_ORDERS ?= 2600000
+BENCH_MEMORY_ORDERS ?= 2600000,13000000,27000000
+BENCH_REPEAT ?= 3
+BENCH_LARGE_REPEAT ?= 1
+BENCH_METHODS ?= copy,copy-lineage,direct,spark,jdbc,pandas
+BENCH_PANDAS_FRACTION ?= 0.05
+BENCH_SMALL_FILES ?= 1000
+BENCH_TRANSFORM_ORDERS ?= 100000
+BENCH_WAREHOUSE ?=
+BENCH_DATA ?= $(CACHE_DIR)/bench-data
+BENCH_RESULTS ?= $(CACHE_DIR)/bench-results
+BENCH_ARGS = $(if $(BENCH_WAREHOUSE),--warehouse $(BENCH_WAREHOUSE)) --results $(BENCH_RESULTS)
 bench: venv spark-jars
-	$(PY) bench/spark_vs_direct.py --orders $(BENCH_ORDERS)
-	$(PY) bench/latency.py --files 20 --size-mb 1
+	@mkdir -p $(BENCH_RESULTS); echo "load average before: $$(uptime)" | tee $(BENCH_RESULTS)/uptime.txt
+	set -o pipefail; $(PY) bench/throughput.py --orders $(BENCH_ORDERS) --upsert-orders "$(BENCH_UPSERT_ORDERS)" \
+		--repeat $(BENCH_REPEAT) --large-repeat $(BENCH_LARGE_REPEAT) --methods $(BENCH_METHODS) \
+		--pandas-fraction $(BENCH_PANDAS_FRACTION) --data $(BENCH_DATA) $(BENCH_ARGS) | tee $(BENCH_RESULTS)/throughput.md
+	set -o pipefail; $(PY) bench/memory.py --orders $(BENCH_MEMORY_ORDERS) --data $(BENCH_DATA) $(BENCH_ARGS) \
+		| tee $(BENCH_RESULTS)/memory.md
+	$(PY) bench/chart.py --results $(BENCH_RESULTS) --out docs/benchmarks-throughput-memory.png
+	set -o pipefail; $(PY) bench/small_files.py --files $(BENCH_SMALL_FILES) --repeat $(BENCH_REPEAT) \
+		--data $(BENCH_DATA) $(BENCH_ARGS) | tee $(BENCH_RESULTS)/small_files.md
+	set -o pipefail; $(PY) bench/transform_scaling.py --orders $(BENCH_TRANSFORM_ORDERS) --repeat $(BENCH_REPEAT) \
+		$(BENCH_ARGS) | tee $(BENCH_RESULTS)/transform.md
+	set -o pipefail; $(PY) bench/latency.py --files 20 --size-mb 1 | tee $(BENCH_RESULTS)/latency.md
+	@echo "load average after: $$(uptime)" | tee -a $(BENCH_RESULTS)/uptime.txt
 
 unit: venv
 	$(PY) -m pytest tests/unit
