@@ -357,7 +357,10 @@ def main() -> int:
     s = facts.get("settings", {})
     print(f"\nPostgreSQL {facts['postgres']} (shared_buffers {s.get('shared_buffers')}, max_wal_size "
           f"{s.get('max_wal_size')}, fsync {s.get('fsync')}); {facts['cores']} cores, {facts['ram_gb']} GiB"
-          + (f"; Spark {facts['spark']}" if "spark" in facts else "") + "\n")
+          + (f"; Spark {facts['spark']}" if "spark" in facts else "")
+          + f"; filedrop at {facts['git']}"
+          + (f" with uncommitted changes in {', '.join(facts['uncommitted_engine_changes'])}"
+             if facts["uncommitted_engine_changes"] else "") + "\n")
     for f in out["files"]:
         print(report_file(f) + "\n")
     for u in out["upsert"]:
