@@ -29,7 +29,9 @@ Timings exclude the MD5 of the file (filedrop computes it before a load, as S3 r
 from __future__ import annotations
 
 import argparse
+import logging
 import os
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -39,8 +41,8 @@ from urllib.parse import urlparse
 from common import (COLUMN_LIST, COLUMNS, DEFAULT_DATA, DEFAULT_RESULTS, checkpoint, execute, md5sum, median, note,
                     orders_file, psql, save, server_facts, spread, table, warehouse)
 
+from filedrop import loader
 from filedrop.config import Settings
-from filedrop.loader import load_object
 from filedrop.routes import parse_routes_yaml
 from filedrop.sources import describe_uri
 
@@ -104,18 +106,79 @@ def _fresh_schemas(url: str, name: str) -> None:
     execute(url, f"DROP SCHEMA IF EXISTS bench_{name} CASCADE", f"DROP SCHEMA IF EXISTS bench_{name}_meta CASCADE")
 
 
+#: Per engine run, where the time went: ``parse`` (the engine fills the per-load table), ``apply`` (the final
+#: transaction: INSERT … SELECT into staging, drop the load table, history), and the Spark engine's own log lines.
+PHASES: dict[str, list[dict[str, float]]] = {}
+
+
+class _Phases(logging.Handler):
+    """Times ``Engine.parse`` and ``loader._finalize`` by wrapping them (no change to filedrop itself) and
+    collects the Spark engine's timing log lines (planning pass, parallel COPY)."""
+
+    PATTERNS = {"plan": re.compile(r"blocks planned in ([0-9.]+)s"), "copy": re.compile(r"blocks written in ([0-9.]+)s")}
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.current: dict[str, float] = {}
+        logging.getLogger("filedrop.spark.engine").addHandler(self)
+        logging.getLogger("filedrop.spark.engine").setLevel(logging.INFO)
+        finalize = loader._finalize
+
+        def timed_finalize(*a, **kw):  # type: ignore[no-untyped-def]
+            t0 = time.perf_counter()
+            try:
+                return finalize(*a, **kw)
+            finally:
+                self.current["apply"] = time.perf_counter() - t0
+
+        loader._finalize = timed_finalize  # type: ignore[assignment]
+
+    def wrap(self, engine_cls: type) -> None:
+        if getattr(engine_cls.parse, "_bench", False):
+            return
+        parse = engine_cls.parse
+
+        def timed_parse(engine_self, *a, **kw):  # type: ignore[no-untyped-def]
+            t0 = time.perf_counter()
+            try:
+                return parse(engine_self, *a, **kw)
+            finally:
+                self.current["parse"] = time.perf_counter() - t0
+
+        timed_parse._bench = True  # type: ignore[attr-defined]
+        engine_cls.parse = timed_parse  # type: ignore[method-assign]
+
+    def emit(self, record: logging.LogRecord) -> None:
+        for key, pattern in self.PATTERNS.items():
+            if m := pattern.search(record.getMessage()):
+                self.current[key] = float(m.group(1))
+
+
+_phases: _Phases | None = None
+
+
 def engine_load(url: str, path: Path, engine: str, route: object = APPEND, schemas: str = "",
                 fresh: bool = True) -> float:
+    global _phases
+    if _phases is None:
+        _phases = _Phases()
+    factory = loader.engine_factory(engine)
+    if factory is not None:
+        _phases.wrap(factory)  # type: ignore[arg-type]
+    _phases.current = {}
     schemas = schemas or engine
     if fresh:
         _fresh_schemas(url, schemas)
     obj = describe_uri(str(path))  # the MD5, outside the timing
     checkpoint(url)
     started = time.perf_counter()
-    result = load_object(url, _settings(schemas), route, obj, engine=engine)  # type: ignore[arg-type]
+    result = loader.load_object(url, _settings(schemas), route, obj, engine=engine)  # type: ignore[arg-type]
     elapsed = time.perf_counter() - started
     if result.status != "loaded":
         raise SystemExit(f"{engine} load of {path.name}: {result.status}: {result.first_error or result.message}")
+    phases = {"total": elapsed, **_phases.current}
+    PHASES.setdefault(f"{engine}/{route.spec.mode}/{path.name}", []).append(phases)  # type: ignore[attr-defined]
+    note("  phases: " + ", ".join(f"{k} {v:.2f}s" for k, v in phases.items()))
     return elapsed
 
 
@@ -283,6 +346,25 @@ def report_upsert(u: dict) -> str:
     return "\n".join(out)
 
 
+def report_phases() -> str:
+    """Medians of where each engine run's time went."""
+    body = []
+    for key, runs in PHASES.items():
+        engine, mode, name = key.split("/", 2)
+        med = {k: median([r[k] for r in runs if k in r]) for k in ("total", "parse", "plan", "copy", "apply")
+               if any(k in r for r in runs)}
+        other = med["total"] - med.get("parse", 0) - med.get("apply", 0)
+        body.append([f"{engine}, {mode}", name, f"{med['total']:.2f}", f"{med.get('parse', 0):.2f}",
+                     f"{med['plan']:.2f}" if "plan" in med else "", f"{med['copy']:.2f}" if "copy" in med else "",
+                     f"{med.get('apply', 0):.2f}", f"{other:.2f}"])
+    return ("### where the engines' time goes (medians, seconds)\n\n"
+            "parse = the engine fills the per-load table (Spark: planning pass + parallel COPY + session overhead); "
+            "apply = the final transaction (mode's statement into staging, drop the load table, history); "
+            "other = connection, DDL checks, history rows before the parse\n\n"
+            + table(["engine, mode", "file", "total", "parse", "Spark: plan", "Spark: COPY", "apply", "other"], body,
+                    "llrrrrrr"))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--orders", default="2600000,27000000", help="comma-separated file sizes in orders")
@@ -354,6 +436,8 @@ def main() -> int:
                 u["copy"] = median(same[0]["runs"]["copy"])
             out["upsert"].append(u)
             save(args.results, "throughput", out)
+        out["phases"] = PHASES
+        save(args.results, "throughput", out)
     s = facts.get("settings", {})
     print(f"\nPostgreSQL {facts['postgres']} (shared_buffers {s.get('shared_buffers')}, max_wal_size "
           f"{s.get('max_wal_size')}, fsync {s.get('fsync')}); {facts['cores']} cores, {facts['ram_gb']} GiB"
@@ -365,6 +449,8 @@ def main() -> int:
         print(report_file(f) + "\n")
     for u in out["upsert"]:
         print(report_upsert(u) + "\n")
+    if PHASES:
+        print(report_phases() + "\n")
     return 0
 
 
