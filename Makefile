@@ -16,13 +16,14 @@ export FILEDROP_D2B_DIR ?= $(SHARED)/data/d2b
 export FILEDROP_THIRDPARTY ?= $(SHARED)/thirdparty
 PG15_BIN := /usr/lib/postgresql/15/bin
 
-.PHONY: help demo test test-deps unit venv clean-venv bench
+.PHONY: help demo test test-deps unit venv clean-venv bench soak
 
 help:
 	@echo "make demo    - load the d2b files into an embedded PostgreSQL and show what happened"
 	@echo "make test    - run the test suite (installs what it needs)"
 	@echo "make unit    - only the fast tests that need no server"
 	@echo "make bench   - load benchmarks (docs/benchmarks.md); not part of make test"
+	@echo "make soak    - the fault-injection suite, long: SOAK_FILES files (docs/reliability.md)"
 	@echo "make cluster - a local Kubernetes control plane for kubectl get filedrops (make cluster-down stops it)"
 
 # The virtualenv is rebuilt when pyproject.toml changes; pip's own cache keeps that fast.
@@ -83,6 +84,13 @@ bench: venv spark-jars
 		$(BENCH_ARGS) | tee $(BENCH_RESULTS)/transform.md
 	set -o pipefail; $(PY) bench/latency.py --files 20 --size-mb 1 | tee $(BENCH_RESULTS)/latency.md
 	@echo "load average after: $$(uptime)" | tee -a $(BENCH_RESULTS)/uptime.txt
+
+# The fault-injection suite runs in `make test` with 200 files; this is its long version.
+SOAK_FILES ?= 1000
+SOAK_SEED ?= $(shell date +%s)
+soak: venv test-deps k8s-tools
+	FILEDROP_SOAK_FILES=$(SOAK_FILES) FILEDROP_SOAK_SEED=$(SOAK_SEED) FILEDROP_SOAK_REPORT=$(CACHE_DIR)/soak-report.json \
+		$(PY) -m pytest -m soak -s tests/k8s/test_soak.py
 
 unit: venv
 	$(PY) -m pytest tests/unit

@@ -127,7 +127,8 @@ def step(f: Facts, limits: Limits, now_iso: str) -> Step:
     if f.job_state == "running":
         return Step("wait", delay=2.0)
     o = f.outcome
-    if f.job_state == "succeeded" and o is not None and o.status in ("loaded", "skipped_duplicate", "skipped_superseded"):
+    # History is the truth: a loader killed after its final transaction committed has still loaded the file.
+    if o is not None and o.status in ("loaded", "skipped_duplicate", "skipped_superseded"):
         rows = {"rowsParsed": o.rows_parsed, "rowsLoaded": o.rows_loaded, "rowsRejected": o.rows_rejected,
                 "loadId": o.load_id, "finishedAt": now_iso}
         if o.status == "loaded":

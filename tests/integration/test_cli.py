@@ -111,6 +111,7 @@ def test_watch_picks_up_a_file_dropped_later(warehouse: str, db: DB, tmp_path: P
     import signal
     import subprocess
     import sys
+    import threading
 
     from tests.support.servers import wait_until
 
@@ -120,6 +121,9 @@ def test_watch_picks_up_a_file_dropped_later(warehouse: str, db: DB, tmp_path: P
     proc = subprocess.Popen([sys.executable, "-m", "filedrop", "run", "--source", str(src), "--warehouse", warehouse,
                              "--watch", "--interval", "0.2"], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)  # type: ignore[union-attr]
+    reader.start()
     try:
         wait_until(lambda: bool(db.rows("SELECT 1 FROM pg_tables WHERE schemaname = 'filedrop' "
                                         "AND tablename = 'ingest_history'")), 60, "the watcher's first pass")
@@ -127,8 +131,12 @@ def test_watch_picks_up_a_file_dropped_later(warehouse: str, db: DB, tmp_path: P
         wait_until(lambda: db.rows("SELECT status FROM filedrop.ingest_history") == [("loaded",)], 60,
                    "the dropped file to be loaded")
         assert db.one("SELECT count(*) FROM staging.reviews") == 7236
+        # the pass's report is printed after its loads commit
+        wait_until(lambda: any("reviews.csv" in line for line in lines), 30, "the watcher to report the file")
     finally:
         proc.send_signal(signal.SIGINT)
-        output, _ = proc.communicate(timeout=30)
+        proc.wait(30)
+        reader.join(10)
+    output = "".join(lines)
     assert proc.returncode == 0, output
     assert "reviews.csv" in output and "stopped" in output

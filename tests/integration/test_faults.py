@@ -5,7 +5,6 @@ no leftovers, history tells the truth."""
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -23,7 +22,7 @@ from filedrop.loader import load_object
 from filedrop.history import object_lock_key
 from tests.conftest import DB
 from tests.support.loads import items_route
-from tests.support.servers import PG15_BIN, _pg_ready, free_port, wait_until
+from tests.support.servers import RestartablePostgres, wait_until
 
 ORDERS = 1_000_000
 
@@ -66,39 +65,11 @@ def test_killed_inside_the_final_transaction(warehouse: str, db: DB, tmp_path: P
 
 
 @pytest.fixture
-def restartable_pg(tmp_path: Path) -> Iterator[tuple[str, object]]:
+def restartable_pg() -> Iterator[tuple[str, object]]:
     """A private PostgreSQL 15 that the test can restart on the same port."""
-    import tempfile
-
-    base = Path(tempfile.mkdtemp(prefix="filedrop-pg15-restart-"))  # traversable by the postgres user
-    data = base / "data"
-    as_user: list[str] = []
-    if os.geteuid() == 0:
-        shutil.chown(base, "postgres", "postgres")
-        as_user = ["runuser", "-u", "postgres", "--"]
-    subprocess.run(as_user + [str(PG15_BIN / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust"],
-                   check=True, capture_output=True)
-    port = free_port()
-    url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
-    procs: list[subprocess.Popen[bytes]] = []
-
-    def start() -> None:
-        procs.append(subprocess.Popen(as_user + [str(PG15_BIN / "postgres"), "-D", str(data), "-h", "127.0.0.1",
-                                                 "-p", str(port), "-k", str(base)],
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        wait_until(lambda: _pg_ready(url), 60, "PostgreSQL to accept connections")
-
-    def restart() -> None:
-        postmaster = int((data / "postmaster.pid").read_text().split()[0])
-        os.kill(postmaster, signal.SIGINT)  # fast shutdown: active sessions are cut
-        procs[-1].wait(60)
-        start()
-
-    start()
-    yield url, restart
-    procs[-1].terminate()
-    procs[-1].wait(60)
-    shutil.rmtree(base, ignore_errors=True)
+    server = RestartablePostgres().start()
+    yield server.url, server.restart
+    server.stop()
 
 
 def test_postgres_restarted_in_the_middle_of_a_copy(restartable_pg: tuple[str, object], tmp_path: Path) -> None:

@@ -13,25 +13,20 @@ import os
 import signal
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
-import yaml
 
-from filedrop.resources import filedrop_manifest, route_manifest
+from filedrop.resources import filedrop_manifest
 from filedrop.routes import load_routes, parse_routes_yaml
 from tests.conftest import D2B, DB
 from tests.support.servers import free_port
+from topology import AWS_SECRET, DB_PASSWORD, Stack, s3_event  # tests/k8s (on sys.path via conftest)
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.k8s, pytest.mark.parametrize("pg_server", ["pg18-embedded"], indirect=True)]
-
-AWS_SECRET = "aws-secret-Zq8v1x"  # moto accepts any keys; a distinctive one can be searched for
-DB_PASSWORD = "pg-pass-Hy7c2w"
 
 ITEMS_ROUTE = parse_routes_yaml("""
 apiVersion: filedrop.dev/v1alpha1
@@ -45,121 +40,6 @@ spec:
     - {name: name, type: text}
   mode: replace_source
 """)[0]
-
-
-class Stack:
-    """One namespace with filedrop installed: CRDs, RBAC, secrets, routes, bucket, queue, operator, bridge."""
-
-    def __init__(self, cluster: Any, ns: str, warehouse: str, endpoint: str, tmp: Path, env: dict[str, str]) -> None:
-        self.cluster, self.ns, self.warehouse, self.endpoint, self.tmp = cluster, ns, warehouse, endpoint, tmp
-        self.env = env
-        self.bucket = f"drop-{uuid.uuid4().hex[:8]}"
-        self.s3 = boto3.client("s3")
-        self.sqs = boto3.client("sqs")
-        self.queue = self.sqs.create_queue(QueueName=f"events-{uuid.uuid4().hex[:8]}",
-                                           Attributes={"VisibilityTimeout": "5"})["QueueUrl"]
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-
-    def kubectl(self, *args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
-        return self.cluster.kubectl(*args, **kw)
-
-    def apply(self, docs: list[dict[str, Any]] | str) -> None:
-        text = docs if isinstance(docs, str) else yaml.safe_dump_all(docs)
-        self.kubectl("apply", "-n", self.ns, "-f", "-", input=text)
-
-    def setup(self, routes: list[Any], notify: bool = True) -> None:
-        self.apply((REPO / "operator" / "rbac.yaml").read_text().replace("__NAMESPACE__", self.ns))
-        self.kubectl("create", "secret", "generic", "filedrop-warehouse", "-n", self.ns,
-                     f"--from-literal=url={self.warehouse}")
-        self.kubectl("create", "secret", "generic", "aws-creds", "-n", self.ns,
-                     "--from-literal=AWS_ACCESS_KEY_ID=testing", f"--from-literal=AWS_SECRET_ACCESS_KEY={AWS_SECRET}",
-                     "--from-literal=AWS_DEFAULT_REGION=us-east-1")
-        self.apply([{"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": "filedrop"}}])
-        self.apply([route_manifest(r) for r in routes])
-        self.s3.create_bucket(Bucket=self.bucket)
-        if notify:
-            arn = self.sqs.get_queue_attributes(QueueUrl=self.queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-            self.s3.put_bucket_notification_configuration(Bucket=self.bucket, NotificationConfiguration={
-                "QueueConfigurations": [{"QueueArn": arn, "Events": ["s3:ObjectCreated:*"]}]})
-
-    def token_kubeconfig(self, service_account: str) -> str:
-        from kube import token_kubeconfig  # tests/k8s/kube.py
-
-        token = self.kubectl("create", "token", service_account, "-n", self.ns, "--duration=2h").stdout.strip()
-        admin = yaml.safe_load(Path(self.cluster.kubeconfig).read_text())
-        cluster = admin["clusters"][0]["cluster"]
-        ca = cluster.get("certificate-authority-data")
-        if ca is None and cluster.get("certificate-authority"):
-            import base64
-
-            ca = base64.b64encode(Path(cluster["certificate-authority"]).read_bytes()).decode()
-        path = self.tmp / f"{service_account}.kubeconfig"
-        path.write_text(token_kubeconfig(self.cluster.server, ca, token, self.ns))
-        return str(path)
-
-    def start(self, name: str, args: list[str], service_account: str, extra_env: dict[str, str] | None = None) -> None:
-        env = {**self.env, "KUBECONFIG": self.token_kubeconfig(service_account), **(extra_env or {})}
-        log = open(self.tmp / f"{name}.log", "ab")
-        self.procs[name] = subprocess.Popen([sys.executable, "-m", "filedrop", *args], env=env, stdout=log,
-                                            stderr=subprocess.STDOUT)
-
-    def start_operator(self, **limits: str) -> None:
-        self.metrics_port, self.liveness_port = free_port(), free_port()
-        env = {"FILEDROP_WAREHOUSE_URL": self.warehouse, "FILEDROP_LOADER_ENV_SECRET": "aws-creds",
-               "AWS_ENDPOINT_URL": self.endpoint, "FILEDROP_BACKOFF_SECONDS": "1",
-               "FILEDROP_METRICS_PORT": str(self.metrics_port), "FILEDROP_PEERING_LIFETIME": "10", **limits}
-        self.start("operator", ["-v", "operator", "--namespace", self.ns,
-                                "--liveness", f"http://127.0.0.1:{self.liveness_port}/healthz"],
-                   "filedrop-operator", env)
-
-    def http(self, port: int, path: str) -> str:
-        import urllib.request
-
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
-            return str(resp.read().decode())
-
-    def start_bridge(self) -> None:
-        self.start("bridge", ["bridge", "--queue", self.queue, "--namespace", self.ns, "--wait", "1",
-                              "--visibility", "5", "--allowed-bucket", self.bucket], "filedrop-bridge",
-                   {"AWS_ENDPOINT_URL": self.endpoint})
-
-    def stop(self, name: str, sig: int = signal.SIGTERM) -> None:
-        proc = self.procs.pop(name, None)
-        if proc and proc.poll() is None:
-            proc.send_signal(sig)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
-
-    def logs(self) -> str:
-        return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-4000:]}" for p in sorted(self.tmp.glob("*.log")))
-
-    def filedrops(self) -> list[dict[str, Any]]:
-        return list(json.loads(self.kubectl("get", "filedrops", "-n", self.ns, "-o", "json").stdout)["items"])
-
-    def phases(self) -> dict[str, str]:
-        return {fd["spec"]["key"]: (fd.get("status") or {}).get("phase", "") for fd in self.filedrops()}
-
-    def wait(self, check: Any, what: str, timeout: float = 120) -> Any:
-        for name, proc in self.procs.items():
-            assert proc.poll() is None, f"{name} exited with {proc.returncode}\n{self.logs()}"
-        try:
-            return self.cluster.wait_for(check, timeout, what)
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}\nFileDrops: {self.phases()}\n{self.logs()}") from None
-
-    def put(self, key: str, body: bytes) -> dict[str, Any]:
-        return dict(self.s3.put_object(Bucket=self.bucket, Key=key, Body=body))
-
-    def send(self, body: str) -> None:
-        self.sqs.send_message(QueueUrl=self.queue, MessageBody=body)
-
-    def queue_depth(self) -> int:
-        attrs = self.sqs.get_queue_attributes(QueueUrl=self.queue, AttributeNames=[
-            "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
-        return sum(int(v) for v in attrs.values())
 
 
 @pytest.fixture(scope="session")
@@ -177,17 +57,6 @@ def stack(k8s_cluster: Any, filedrop_crds: list[str], local_runner: Any, k8s_nam
     finally:
         for name in list(s.procs):
             s.stop(name)
-
-
-def _event(bucket: str, key: str, etag: str, size: int, sequencer: str, version_id: str | None = None) -> str:
-    from urllib.parse import quote_plus
-
-    obj: dict[str, Any] = {"key": quote_plus(key), "size": size, "eTag": etag, "sequencer": sequencer}
-    if version_id:
-        obj["versionId"] = version_id
-    return json.dumps({"Records": [{"eventVersion": "2.1", "eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
-                                    "eventTime": "2026-11-26T10:00:00.000Z",
-                                    "s3": {"bucket": {"name": bucket}, "object": obj}}]})
 
 
 def test_d2b_files_flow_from_s3_to_staging(stack: Stack, db: DB, local_runner: Any) -> None:
@@ -251,19 +120,19 @@ def test_duplicates_reordering_and_odd_messages(stack: Stack, db: DB) -> None:
     stack.start_bridge()
     v1 = stack.put("in/items.csv", b"id,name\n1,old\n")
     v2 = stack.put("in/items.csv", b"id,name\n1,new\n2,new\n")
-    e1 = _event(stack.bucket, "in/items.csv", v1["ETag"].strip('"'), 14, "0A", v1["VersionId"])
-    e2 = _event(stack.bucket, "in/items.csv", v2["ETag"].strip('"'), 22, "0B", v2["VersionId"])
+    e1 = s3_event(stack.bucket, "in/items.csv", v1["ETag"].strip('"'), 14, "0A", v1["VersionId"])
+    e2 = s3_event(stack.bucket, "in/items.csv", v2["ETag"].strip('"'), 22, "0B", v2["VersionId"])
     stack.send(e2)
     stack.send(e2)  # delivered twice
     stack.wait(lambda: list(stack.phases().values()) == ["Loaded"], "the newer version Loaded")
     stack.send(e1)  # the older version arrives late
     stack.put("in/items extra.csv", b"id,name\n9,x\n")
-    stack.send(json.dumps({"Type": "Notification", "Message": _event(stack.bucket, "in/items extra.csv",
+    stack.send(json.dumps({"Type": "Notification", "Message": s3_event(stack.bucket, "in/items extra.csv",
                                                                     "abc", 3, "01")}))  # SNS-wrapped, own key
     stack.send(json.dumps({"Service": "Amazon S3", "Event": "s3:TestEvent", "Bucket": stack.bucket}))
-    stack.send(_event(stack.bucket, "in/unrouted.json", "abc", 3, "01"))
+    stack.send(s3_event(stack.bucket, "in/unrouted.json", "abc", 3, "01"))
     stack.send("{this is not json")
-    stack.send(_event("someone-elses-bucket", "in/items.csv", "abc", 3, "0F"))  # refused: not our bucket
+    stack.send(s3_event("someone-elses-bucket", "in/items.csv", "abc", 3, "0F"))  # refused: not our bucket
 
     def settled() -> bool:
         p = stack.phases()

@@ -133,3 +133,50 @@ def start_moto() -> tuple[str, Callable[[], None]]:
             proc.kill()
 
     return endpoint, stop
+
+
+class RestartablePostgres:
+    """A private PostgreSQL 15 that a test can restart (fast shutdown: sessions are cut) on the same port."""
+
+    def __init__(self) -> None:
+        self.base = Path(tempfile.mkdtemp(prefix="filedrop-pg15-restart-"))  # traversable by the postgres user
+        self.data = self.base / "data"
+        self.as_user: list[str] = []
+        if os.geteuid() == 0:
+            shutil.chown(self.base, "postgres", "postgres")
+            self.as_user = ["runuser", "-u", "postgres", "--"]
+        subprocess.run(self.as_user + [str(PG15_BIN / "initdb"), "-D", str(self.data), "-U", "postgres",
+                                       "--auth=trust", "--encoding=UTF8", "--locale=C"],
+                       check=True, capture_output=True)
+        self.port = free_port()
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.restarts = 0
+
+    def start(self) -> RestartablePostgres:
+        log = open(self.base / "server.log", "ab")
+        self.proc = subprocess.Popen(
+            self.as_user + [str(PG15_BIN / "postgres"), "-D", str(self.data), "-h", "127.0.0.1", "-p",
+                            str(self.port), "-k", str(self.base), "-c", "fsync=off", "-c", "max_connections=200"],
+            stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+        wait_until(lambda: _pg_ready(self.url), 60, "PostgreSQL to accept connections")
+        return self
+
+    def restart(self) -> None:
+        import signal
+
+        assert self.proc is not None
+        postmaster = int((self.data / "postmaster.pid").read_text().split()[0])
+        os.kill(postmaster, signal.SIGINT)  # fast shutdown: active sessions are cut
+        self.proc.wait(60)
+        self.restarts += 1
+        self.start()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        shutil.rmtree(self.base, ignore_errors=True)

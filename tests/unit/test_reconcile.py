@@ -68,6 +68,10 @@ def test_loading_outcomes() -> None:
     dup = step(facts(phase="Loading", attempts=1, job_state="succeeded",
                      outcome=Outcome("skipped_duplicate", "L1", message="same content")), LIMITS, "t")
     assert dup.status["phase"] == "Skipped"
+    # the loader was killed after its final transaction committed: the Job failed, history says loaded
+    late_kill = step(facts(phase="Loading", attempts=1, job_state="failed", job_message="Error (exit code 137)",
+                           outcome=Outcome("loaded", "L1", 10, 10, 0, message="10 rows applied")), LIMITS, "t")
+    assert (late_kill.status["phase"], late_kill.status["rowsLoaded"]) == ("Loaded", 10)
 
 
 def test_permanent_failure_stops_transient_retries_with_backoff_then_gives_up() -> None:
