@@ -205,9 +205,11 @@ class Chaos:
             return "in the final transaction"
         return "before COPY"
 
-    def kill_random(self) -> None:
-        """Kill one running loader; half the time prefer one whose COPY is streaming (most of a small
-        load's life is process start-up, so uniform picks would rarely hit a COPY)."""
+    def tick(self, budget: int, p_random: float) -> None:
+        """Kill a loader caught in its COPY (up to half the budget), else now and then a random one
+        (most of a small load's life is process start-up, so random picks rarely hit a COPY)."""
+        if sum(self.figures.kills.values()) >= budget:
+            return
         procs = self.loaders()
         if not procs:
             return
@@ -217,7 +219,12 @@ class Chaos:
             state = [sessions[port] for port in self.ports(p) if port in sessions]
             phases[p.pid] = self.phase(*state[0][1:]) if state else "before COPY"
         copying = [p for p in procs if phases[p.pid] == "during COPY"]
-        victim = self.rng.choice(copying if copying and self.rng.random() < 0.5 else procs)
+        if copying and self.figures.kills["during COPY"] < budget // 2:
+            victim = self.rng.choice(copying)
+        elif self.rng.random() < p_random:
+            victim = self.rng.choice(procs)
+        else:
+            return
         try:
             victim.send_signal(signal.SIGKILL)
         except psutil.NoSuchProcess:
@@ -327,15 +334,23 @@ def test_exactly_once_under_faults(soak_stack: Stack, soak_pg: RestartablePostgr
         figures.overwritten += 1
         manual.append([v1, v2])
 
-    def killed_in_final_transaction(i: int) -> None:
+    forced: list[tuple[str, bool]] = []
+
+    def killed_in_final_transaction(i: int) -> threading.Thread:
+        """In the background: the file waits its turn in the operator's queue like any other."""
         v = corpus.version(f"manual/{PREFIX['append']}_finalkill_{i}.csv", "append", 2_000)
         manual.append([v])
 
         def go() -> None:
             put(v)
             announce(v)
-        assert chaos.kill_in_final_transaction(soak_pg.url, stack.bucket, v.key, go, time.monotonic() + 180), (
-            f"no loader of {v.key} reached its final transaction\n{stack.logs()}")
+
+        def run() -> None:
+            forced.append((v.key, chaos.kill_in_final_transaction(soak_pg.url, stack.bucket, v.key, go,
+                                                                   time.monotonic() + 600 + 2 * FILES)))
+        t = threading.Thread(target=run, daemon=True)
+        t.start()
+        return t
 
     stealing = threading.Event()
 
@@ -350,12 +365,17 @@ def test_exactly_once_under_faults(soak_stack: Stack, soak_pg: RestartablePostgr
     thief = threading.Thread(target=rogue_consumer, daemon=True)
     thief.start()
 
-    def chaos_tick() -> None:
-        if rng.random() < 0.35 and sum(figures.kills.values()) < max(8, FILES // 10):
-            chaos.kill_random()
+    calm = threading.Event()
+
+    def chaos_loop() -> None:
+        budget = max(8, FILES // 10)
+        while not calm.wait(0.2):  # poll interval
+            chaos.tick(budget, p_random=0.03)
+
+    threading.Thread(target=chaos_loop, daemon=True).start()
 
     # --- the flow: uploads paced over the run, with the big faults at fixed points -----------------
-    killed_in_final_transaction(0)
+    forcing = [killed_in_final_transaction(0)]
     milestones = {FILES // 4: "operator", FILES // 2: "bridge", (3 * FILES) // 4: "postgres"}
     for n, versions in enumerate(corpus.auto):
         for v in versions:
@@ -368,6 +388,8 @@ def test_exactly_once_under_faults(soak_stack: Stack, soak_pg: RestartablePostgr
         if n % 50 == 11:
             deleted(n)
             overwritten(n)
+        if n == FILES // 3:
+            forcing.append(killed_in_final_transaction(1))
         what = milestones.get(n)
         if what == "operator":
             stack.stop("operator", signal.SIGKILL)
@@ -378,16 +400,18 @@ def test_exactly_once_under_faults(soak_stack: Stack, soak_pg: RestartablePostgr
             stack.start_bridge()
             figures.bridge_restarts += 1
         elif what == "postgres":
+            for t in forcing:  # their lock-holding sessions would not survive the restart
+                t.join()
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline and not db_copying(soak_pg.url):
-                chaos_tick()
                 time.sleep(0.2)  # poll interval
             figures.postgres_restart_during_copy = db_copying(soak_pg.url)
             soak_pg.restart()
             figures.postgres_restarts += 1
-        chaos_tick()
         time.sleep(0.1)  # upload pace: files keep arriving while loads run (and get killed)
-    killed_in_final_transaction(1)
+    for t in forcing:
+        t.join()
+    assert len(forced) == 2 and all(ok for _, ok in forced), f"no loader reached its final transaction: {forced}"
 
     versions = corpus.auto + manual
     announced = {(v.key, v.etag) for chain in versions for v in chain}
@@ -403,10 +427,9 @@ def test_exactly_once_under_faults(soak_stack: Stack, soak_pg: RestartablePostgr
             f"{len(announced)} versions announced; FileDrops: {Counter(phases.values())}\n{stack.logs()}")
         for name, proc in stack.procs.items():
             assert proc.poll() is None, f"{name} exited with {proc.returncode}\n{stack.logs()}"
-        if len(phases) < 0.9 * len(announced):
-            chaos_tick()
         time.sleep(2)  # poll interval
     stealing.set()
+    calm.set()
     figures.seconds = time.monotonic() - started
 
     # --- what the next run does first: clean up after loaders that died -------------------------
