@@ -443,7 +443,7 @@ def main() -> int:
           f"{s.get('max_wal_size')}, fsync {s.get('fsync')}); {facts['cores']} cores, {facts['ram_gb']} GiB"
           + (f"; Spark {facts['spark']}" if "spark" in facts else "")
           + f"; filedrop at {facts['git']}"
-          + (f" with uncommitted changes in {', '.join(facts['uncommitted_engine_changes'])}"
+          + (f" with uncommitted changes in {', '.join(x.split()[-1] for x in facts['uncommitted_engine_changes'] if x.strip())}"
              if facts["uncommitted_engine_changes"] else "") + "\n")
     for f in out["files"]:
         print(report_file(f) + "\n")
