@@ -304,3 +304,38 @@ def test_workflows_apply_submits_through_hera(k8s_cluster: Any, k8s_namespace: s
     assert cron["spec"] == expected["cron"]["spec"] and cron["spec"]["schedules"] == ["15 4 * * *"]
     bad = CliRunner().invoke(app, [*args[:-6], "--token", "wrong"])
     assert bad.exit_code == 1 and "WorkflowTemplate filedrop-transform: Unauthorized" in bad.output
+
+
+def _env_vars(node: Any) -> Iterator[dict[str, Any]]:
+    """Every container env entry anywhere in a manifest (Deployments, Argo templates, ...)."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "env" and isinstance(value, list):
+                yield from (v for v in value if isinstance(v, dict))
+            else:
+                yield from _env_vars(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _env_vars(item)
+
+
+def test_rendered_manifests_carry_no_credentials(k8s_cluster: Any) -> None:
+    """Secrets are only ever referenced: no Secret object, no literal credential in any env value."""
+    import re
+
+    docs = helm_template(k8s_cluster, "data", "-f", str(ALL_ON))
+    docs += [d for f in sorted((REPO / "workflows").glob("*.yaml")) for d in yaml.safe_load_all(f.read_text()) if d]
+    assert not [d["metadata"]["name"] for d in docs if d["kind"] == "Secret"]
+    env = [e for d in docs for e in _env_vars(d)]
+    assert len(env) > 10  # the scan really sees the containers' environments
+    secretish = re.compile(r"PASSWORD|SECRET|TOKEN|WAREHOUSE_URL|PGPASS", re.I)
+    # FILEDROP_*_SECRET(_KEY) name a Secret (and a key in it) for the operator's Jobs: names, not content
+    naming = re.compile(r"FILEDROP_\w*SECRET(_KEY)?")
+    literal = [e["name"] for e in env if secretish.search(e["name"]) and "value" in e
+               and not (naming.fullmatch(e["name"]) and re.fullmatch(r"[a-z0-9.-]*", str(e["value"])))]
+    assert literal == [], f"credentials as literal values: {literal}"
+    userinfo = re.compile(r"://[^/@\s:]+:[^/@\s]+@")  # scheme://user:password@host
+    text = dump(docs)
+    assert not userinfo.search(text), userinfo.search(text)
+    refs = [e for e in env if secretish.search(e["name"]) and not naming.fullmatch(e["name"])]
+    assert refs and all("secretKeyRef" in (e.get("valueFrom") or {}) for e in refs)
