@@ -266,28 +266,79 @@ def engine_factory(name: str) -> EngineFactory | None:
 
 # --- the protocol ------------------------------------------------------------------------------------
 
+class LoadSession:
+    """Loads that share one warehouse connection (the local runtime's passes over many files).
+
+    The bookkeeping tables and each route's staging table are created or checked once per session
+    instead of once per file; a lost connection is dropped and the next load opens a new one.
+    """
+
+    def __init__(self, url: str, settings: Settings) -> None:
+        self.url, self.settings = url, settings
+        self._conn: Conn | None = None
+        self._meta_ready = False
+        self._staging_ready: set[str] = set()
+
+    def __enter__(self) -> LoadSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+        self._conn = None
+
+    def _connection(self) -> Conn:
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            self.close()
+            self._conn = connect(self.url)
+            self._meta_ready, self._staging_ready = False, set()
+        return self._conn
+
+    def ensure_meta(self, conn: Conn) -> None:
+        if not self._meta_ready:
+            ensure_meta(conn, self.settings)
+            self._meta_ready = True
+
+    def ensure_staging(self, conn: Conn, route: FileRoute) -> None:
+        key = route.model_dump_json()
+        if key not in self._staging_ready:
+            ensure_staging(conn, self.settings, route)
+            self._staging_ready.add(key)
+
+    def load(self, route: FileRoute, obj: SourceObject, *, engine: str | None = None, filedrop: str | None = None,
+             on_bytes: Callable[[int], None] | None = None, replay: str = "") -> LoadResult:
+        """Load one object version exactly once; every outcome is written to ``ingest_history``."""
+        conn = self._connection()
+        try:
+            return _load(self, conn, self.settings, route, obj, engine, filedrop, on_bytes, replay)
+        except BaseException:  # connection lost, or left in an unknown state: the next load starts afresh
+            self.close()
+            raise
+
+
 def load_object(url: str, settings: Settings, route: FileRoute, obj: SourceObject, *, engine: str | None = None,
                 filedrop: str | None = None, on_bytes: Callable[[int], None] | None = None,
                 replay: str = "") -> LoadResult:
-    """Load one object version exactly once; every outcome is written to ``ingest_history``.
+    """Load one object version exactly once on a connection of its own (see :class:`LoadSession`).
 
     ``filedrop`` names the FileDrop the load is for (cluster runtime); ``replay`` is its replay token.
     """
-    conn = connect(url)
-    try:
-        return _load(conn, settings, route, obj, engine, filedrop, on_bytes, replay)
-    finally:
-        conn.close()
+    with LoadSession(url, settings) as session:
+        return session.load(route, obj, engine=engine, filedrop=filedrop, on_bytes=on_bytes, replay=replay)
 
 
-def _load(conn: Conn, settings: Settings, route: FileRoute, obj: SourceObject, engine_override: str | None,
-          filedrop: str | None, on_bytes: Callable[[int], None] | None, replay: str = "") -> LoadResult:
+def _load(session: LoadSession, conn: Conn, settings: Settings, route: FileRoute, obj: SourceObject,
+          engine_override: str | None, filedrop: str | None, on_bytes: Callable[[int], None] | None,
+          replay: str = "") -> LoadResult:
     meta, spec = settings.meta_schema, route.spec
-    ensure_meta(conn, settings)
+    session.ensure_meta(conn)
     engine = choose_engine(spec.engine, engine_override, obj.size, settings.spark_threshold_bytes)
     common = dict(obj=obj, route=route.name, table=spec.table, mode=spec.mode, engine=engine, replay=replay)
     try:
-        ensure_staging(conn, settings, route)
+        session.ensure_staging(conn, route)
     except WarehouseError as exc:  # the table does not fit the route: permanent until someone migrates it
         history.insert(conn, meta, load_id=uuid.uuid4().hex, status="failed", filedrop=filedrop,
                        first_error=str(exc), finished=True, **common)  # type: ignore[arg-type]
@@ -329,6 +380,7 @@ def _load(conn: Conn, settings: Settings, route: FileRoute, obj: SourceObject, e
                 f"{spec.max_bad_rows_percent:g}); first: line {parsed.first_error_line}: {parsed.first_error}",
                 line=parsed.first_error_line)
         _finalize(conn, settings, route, obj, result, note, replay)
+        _unlock(conn, load_id)  # the session may load more files: no lock outlives its load
         return result
     except LoadFailed as exc:
         result.status, result.retryable = "failed", exc.retryable
@@ -352,7 +404,7 @@ def _load(conn: Conn, settings: Settings, route: FileRoute, obj: SourceObject, e
 def _finalize(conn: Conn, settings: Settings, route: FileRoute, obj: SourceObject, result: LoadResult,
               note: str, replay: str = "") -> None:
     """The one short transaction: re-check under the key's lock, apply by mode, record ``loaded``."""
-    meta, schema = settings.meta_schema, settings.staging_schema
+    meta = settings.meta_schema
     load_id = result.load_id
     assert load_id is not None
     with conn.transaction():
@@ -419,4 +471,8 @@ def _abandon(conn: Conn, settings: Settings, result: LoadResult) -> None:
     history.finish(conn, meta, result.load_id, status="failed", rows_parsed=result.rows_parsed or None,
                    rows_loaded=0, rows_rejected=result.rows_rejected or None, first_error=result.first_error,
                    first_error_line=result.first_error_line, message=result.message, retryable=result.retryable)
-    conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (history.load_lock_key(result.load_id),))
+    _unlock(conn, result.load_id)
+
+
+def _unlock(conn: Conn, load_id: str) -> None:
+    conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (history.load_lock_key(load_id),))

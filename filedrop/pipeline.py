@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from filedrop import history
 from filedrop.config import Settings
 from filedrop.events import EventParseError, S3Event, parse_message
-from filedrop.loader import LoadResult, load_object
+from filedrop.loader import LoadResult, LoadSession
 from filedrop.objects import SourceObject
 from filedrop.routes import FileRoute, RouteError, route_for
 from filedrop.sources import Listed, Location, SourceError, describe, list_objects
@@ -90,13 +90,14 @@ def run_once(url: str, settings: Settings, routes: list[FileRoute], source: str,
     report.errors = errors
     if on_discovered:
         on_discovered(matched)
-    for item, route in matched:
-        report.results.append(_load_one(url, settings, route, item, engine, progress))
+    with LoadSession(url, settings) as session:
+        for item, route in matched:
+            report.results.append(_load_one(session, route, item, engine, progress))
     report.seconds = time.monotonic() - started
     return report
 
 
-def _load_one(url: str, settings: Settings, route: FileRoute, item: Listed, engine: str | None,
+def _load_one(session: LoadSession, route: FileRoute, item: Listed, engine: str | None,
               progress: Progress, sequencer: str | None = None) -> LoadResult:
     try:
         obj = describe(item, sequencer=sequencer)
@@ -107,12 +108,12 @@ def _load_one(url: str, settings: Settings, route: FileRoute, item: Listed, engi
         progress.end_file(result)
         return result
     on_bytes = progress.start_file(obj, route)
-    result = load_object(url, settings, route, obj, engine=engine, on_bytes=on_bytes)
+    result = session.load(route, obj, engine=engine, on_bytes=on_bytes)
     progress.end_file(result)
     return result
 
 
-def load_event(url: str, settings: Settings, routes: list[FileRoute], event: S3Event, *,
+def load_event(session: LoadSession, routes: list[FileRoute], event: S3Event, *,
                engine: str | None = None, progress: Progress | None = None) -> LoadResult | None:
     """Load the object version an S3 ObjectCreated event names; None when no route matches."""
     route = route_for(routes, event.bucket, event.key)
@@ -121,7 +122,7 @@ def load_event(url: str, settings: Settings, routes: list[FileRoute], event: S3E
         return None
     item = Listed(event.bucket, event.key, event.size, event.event_time or _now(), etag=event.etag,
                   version_id=event.version_id, is_s3=True)
-    return _load_one(url, settings, route, item, engine, progress or _Quiet(), sequencer=event.sequencer)
+    return _load_one(session, route, item, engine, progress or _Quiet(), sequencer=event.sequencer)
 
 
 def _now() -> Any:
@@ -144,7 +145,15 @@ def drain_queue(url: str, settings: Settings, routes: list[FileRoute], queue_url
     report = RunReport()
     started = time.monotonic()
     resp = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=wait_seconds)
-    for msg in resp.get("Messages", []):
+    with LoadSession(url, settings) as session:
+        _load_messages(session, sqs, queue_url, routes, resp.get("Messages", []), engine, progress, report)
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _load_messages(session: LoadSession, sqs: Any, queue_url: str, routes: list[FileRoute], messages: list[Any],
+                   engine: str | None, progress: Progress | None, report: RunReport) -> None:
+    for msg in messages:
         try:
             events = parse_message(msg["Body"])
         except EventParseError as exc:
@@ -155,7 +164,7 @@ def drain_queue(url: str, settings: Settings, routes: list[FileRoute], queue_url
             if not ev.is_create:
                 continue
             try:
-                result = load_event(url, settings, routes, ev, engine=engine, progress=progress)
+                result = load_event(session, routes, ev, engine=engine, progress=progress)
             except RouteError as exc:
                 report.errors.append(str(exc))
                 continue
@@ -166,8 +175,6 @@ def drain_queue(url: str, settings: Settings, routes: list[FileRoute], queue_url
             done = done and not (result.status == "failed" and result.retryable)
         if done:
             sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=msg["ReceiptHandle"])
-    report.seconds = time.monotonic() - started
-    return report
 
 
 def summarize(results: Iterable[LoadResult]) -> dict[str, int]:

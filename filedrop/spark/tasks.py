@@ -21,7 +21,6 @@ import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from filedrop import sql
 from filedrop.config import Settings
 from filedrop.loader import DirectEngine, LoadFailed, Parsed
 from filedrop.objects import SourceObject
