@@ -51,7 +51,8 @@ def main() -> int:
     left.set_ylabel("throughput, MB/s (median)")
     left.set_title("Load throughput, generated orders files")
     left.grid(True, which="both", alpha=0.3)
-    left.legend(fontsize=7)
+    left.set_ylim(0, left.get_ylim()[1] * 1.45)  # room for the legend above the lines
+    left.legend(fontsize=7, loc="upper center", ncol=2)
     if mem:
         pts = sorted((r["bytes"] / 1e6, r["peak_rss"] / 2**20) for r in mem["runs"])
         right.plot([p[0] for p in pts], [p[1] for p in pts], marker="s", color="tab:blue",
