@@ -29,10 +29,11 @@ from common import (COLUMN_LIST, DEFAULT_DATA, DEFAULT_RESULTS, TYPED_COLUMNS, e
 #: filedrop functions whose cumulative time the profile summary names, with what they stand for.
 STEPS = [
     ("pipeline.py", "run_once", "the whole run"),
-    ("loader.py", "load_object", "one load, everything below"),
-    ("warehouse.py", "connect", "open a connection (one per file)"),
-    ("warehouse.py", "ensure_meta", "bookkeeping DDL, each file (CREATE … IF NOT EXISTS, CREATE OR REPLACE FUNCTION)"),
-    ("warehouse.py", "ensure_staging", "staging DDL + catalog check, each file"),
+    ("loader.py", "load_object", "one load, everything below (one connection per call)"),
+    ("loader.py", "_load", "one load, everything below"),
+    ("warehouse.py", "connect", "open a connection"),
+    ("warehouse.py", "ensure_meta", "bookkeeping DDL (CREATE … IF NOT EXISTS, CREATE OR REPLACE FUNCTION)"),
+    ("warehouse.py", "ensure_staging", "staging DDL + catalog check"),
     ("history.py", "loaded_versions", "history: loaded versions of the key (twice per file)"),
     ("history.py", "next_attempt", "history: attempt number"),
     ("history.py", "insert", "history: insert the running row"),
