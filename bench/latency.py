@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -86,6 +87,8 @@ def main() -> int:
         runner.wait(30)
         warehouse.stop()
         stop_moto()
+        log.close()
+        shutil.rmtree(home, ignore_errors=True)
     q = statistics.quantiles(latencies, n=20)
     print(f"\n{args.files} files of ~{args.size_mb} MB: p50 {statistics.median(latencies):.2f} s, "
           f"p95 {q[18]:.2f} s, max {max(latencies):.2f} s (target p50 <= 2 s)")
