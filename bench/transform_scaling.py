@@ -43,15 +43,11 @@ def cli(args: list[str], env: dict[str, str]) -> tuple[float, str]:
     return elapsed, text
 
 
-def rewrite(path: Path, shift: dict[str, int] | None = None, fold: dict[str, int] | None = None) -> None:
-    """Add ``shift[c]`` to id column ``c``; fold ids of column ``c`` onto 1..``fold[c]`` (``(id - 1) % n + 1``)."""
+def rewrite(path: Path, shift: dict[str, int]) -> None:
+    """Add ``shift[c]`` to id column ``c``."""
     t = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(strings_can_be_null=True))
-    for c, by in (shift or {}).items():
+    for c, by in shift.items():
         t = t.set_column(t.column_names.index(c), c, pc.add(t.column(c), by))
-    for c, n in (fold or {}).items():
-        zero_based = pc.subtract(t.column(c), 1)
-        folded = pc.subtract(zero_based, pc.multiply(pc.divide(zero_based, n), n))  # integer division
-        t = t.set_column(t.column_names.index(c), c, pc.add(folded, 1))
     pacsv.write_csv(t, path, pacsv.WriteOptions(quoting_style="none"))
     # pyarrow quotes the header names; filedrop accepts quoted headers, but keep the file d2b-shaped
     lines = path.read_text().split("\n", 1)
@@ -59,12 +55,10 @@ def rewrite(path: Path, shift: dict[str, int] | None = None, fold: dict[str, int
 
 
 def fit_seeds(directory: Path, shift: int = 0) -> None:
-    """Make a ``filedrop sample`` fit the if_common seeds (customers and products 1..25, as in the real d2b
-    files; the generator draws customers from 1..orders/10 and products from 1..30, which fails dbt's
-    relationship tests and skips best_performing_product), and move order/shipment ids up by ``shift``."""
-    rewrite(directory / "orders.csv", {"order_id": shift} if shift else None, {"customer_id": 25, "product_id": 25})
-    rewrite(directory / "reviews.csv", None, {"product_id": 25})
+    """Move a ``filedrop sample``'s order/shipment ids up by ``shift`` (new orders that do not collide).
+    Its customer and product ids already fit the if_common seeds (1..25, as in the real d2b files)."""
     if shift:
+        rewrite(directory / "orders.csv", {"order_id": shift})
         rewrite(directory / "shipment_deliveries.csv", {"shipment_id": shift, "order_id": shift})
 
 
@@ -131,7 +125,7 @@ def main() -> int:
     inc, full = median(runs["incremental"]), median(runs["full-refresh"])
     print(f"\n### Transform: {args.orders:,} orders ({args.orders / 10_000:g}× d2b) + {new_orders:,} new ({args.new_percent:g}%), "
           f"{args.repeat} run{'s' if args.repeat > 1 else ''} each\n")
-    print(f"staging rows after the new files: " + ", ".join(f"{t} {n:,}" for t, n in counts.items()) + "\n")
+    print("staging rows after the new files: " + ", ".join(f"{t} {n:,}" for t, n in counts.items()) + "\n")
     print(table(["step", "seconds, median (min–max)"], [
         [f"load the {args.orders:,}-order sample (`filedrop run --no-transform`)", f"{load_s:.1f}"],
         ["first `filedrop transform` (seeds, models, tests, docs)", f"{first_s:.1f}"],

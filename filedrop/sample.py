@@ -17,7 +17,9 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 CHUNK_ROWS = 1_000_000
-PRODUCTS = 30  # product ids 1..30; 22 is the Scooter, 23 the Screwdriver (DESIGN §6)
+# Ids as in the real d2b files and the if_common dimensions (dbt's relationship tests hold them to it):
+PRODUCTS = 25  # product ids 1..25; 22 is the Scooter, 23 the Screwdriver (DESIGN §6)
+CUSTOMERS = 25  # customer ids 1..25
 _EPOCH = date(1970, 1, 1)
 
 
@@ -53,12 +55,11 @@ def _order_dates(spec: SampleSpec, chunk: int, n: int) -> pa.Array:
 
 def orders_chunk(spec: SampleSpec, chunk: int, start: int, n: int) -> pa.Table:
     seed = spec.seed
-    customers = max(100, spec.orders // 10)
     unit = _ints(n, seed, 10 * chunk + 2, 10, 1000)
     qty = _ints(n, seed, 10 * chunk + 3, 1, 10)
     return pa.table({
         "order_id": pa.array(range(start + 1, start + n + 1), pa.int64()),
-        "customer_id": _ints(n, seed, 10 * chunk + 4, 1, customers),
+        "customer_id": _ints(n, seed, 10 * chunk + 4, 1, CUSTOMERS),
         "order_date": _order_dates(spec, chunk, n),
         "product_id": _ints(n, seed, 10 * chunk + 5, 1, PRODUCTS),
         "unit_price": unit,

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from filedrop.sample import SampleSpec, write_sample
 
+REPO = Path(__file__).resolve().parents[2]
+
 
 def digest(paths: list[Path]) -> list[str]:
     return [hashlib.md5(p.read_bytes()).hexdigest() for p in paths]
@@ -39,6 +41,12 @@ def test_shape_and_consistent_keys(tmp_path: Path) -> None:
     assert all("2021-09-06" <= o["order_date"] <= "2022-09-05" for o in orders)
     assert {r["review"] for r in reviews} == {"1", "2", "3", "4", "5"}
     assert {"22", "23"} <= {r["product_id"] for r in reviews}
+    # the ids of the if_common dimensions (dbt's relationship tests), as in the real d2b files
+    seeds = REPO / "dbt" / "seeds" / "if_common"
+    products = {r["product_id"] for r in csv.DictReader((seeds / "dim_products.csv").open())}
+    customers = {r["customer_id"] for r in csv.DictReader((seeds / "dim_customers.csv").open())}
+    assert {o["product_id"] for o in orders} | {r["product_id"] for r in reviews} <= products
+    assert {o["customer_id"] for o in orders} <= customers
 
 
 def test_gzip(tmp_path: Path) -> None:
