@@ -28,7 +28,7 @@ from filedrop.config import Settings
 from filedrop.objects import SourceObject
 from filedrop.protocol import choose_engine, decide, too_many_bad_rows
 from filedrop.routes import FileRoute
-from filedrop.sources import CHUNK, ObjectChanged, SourceError, open_stream
+from filedrop.sources import CHUNK, ObjectChanged, ObjectSuperseded, SourceError, open_stream
 from filedrop.warehouse import WarehouseError, connect, ensure_meta, ensure_staging
 
 log = logging.getLogger(__name__)
@@ -387,6 +387,12 @@ def _load(session: LoadSession, conn: Conn, settings: Settings, route: FileRoute
         result.first_error = str(exc)
         result.first_error_line = exc.line if exc.line is not None else result.first_error_line
         result.message = str(exc)
+    except ObjectSuperseded as exc:  # a newer version replaced this one before it was read: not a failure
+        result.status, result.message = "skipped_superseded", str(exc)
+        result.rows_parsed = result.rows_loaded = result.rows_rejected = 0
+        result.first_error = result.first_error_line = None
+        _abandon(conn, settings, result, status="skipped_superseded")
+        return result
     except SourceError as exc:
         result.status, result.first_error = "failed", str(exc)
         result.retryable = not isinstance(exc, ObjectChanged)
@@ -460,15 +466,16 @@ def _apply(conn: Conn, settings: Settings, route: FileRoute, load_id: str, param
     return changed
 
 
-def _abandon(conn: Conn, settings: Settings, result: LoadResult) -> None:
-    """Record a failed attempt; the staging table is untouched, the load tables are dropped."""
+def _abandon(conn: Conn, settings: Settings, result: LoadResult, status: str = "failed") -> None:
+    """Record an attempt that applied nothing (``failed``, or skipped after it started); the staging
+    table is untouched, the load tables are dropped."""
     meta = settings.meta_schema
     assert result.load_id is not None
     if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
         conn.rollback()
     for stmt in sql.drop_load_tables(meta, result.load_id):
         conn.execute(stmt)  # type: ignore[arg-type]
-    history.finish(conn, meta, result.load_id, status="failed", rows_parsed=result.rows_parsed or None,
+    history.finish(conn, meta, result.load_id, status=status, rows_parsed=result.rows_parsed or None,
                    rows_loaded=0, rows_rejected=result.rows_rejected or None, first_error=result.first_error,
                    first_error_line=result.first_error_line, message=result.message, retryable=result.retryable)
     _unlock(conn, result.load_id)

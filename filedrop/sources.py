@@ -29,7 +29,11 @@ class SourceError(RuntimeError):
 
 
 class ObjectChanged(SourceError):
-    """The object was overwritten after its version was described; that version is gone."""
+    """The object version named is gone (deleted, or overwritten): retrying cannot load it."""
+
+
+class ObjectSuperseded(ObjectChanged):
+    """The object was overwritten after its version was described: a newer version replaced it."""
 
 
 @dataclass(frozen=True)
@@ -214,8 +218,8 @@ def open_stream(obj: SourceObject, compression: str = "auto",
         except ClientError as exc:
             code = exc.response["Error"].get("Code", "")
             if code in ("PreconditionFailed", "412"):
-                raise ObjectChanged(
-                    f"{obj.display}: the object was overwritten after this version (ETag {obj.etag}) arrived; "
+                raise ObjectSuperseded(
+                    f"{obj.display}: overwritten by a newer version before this one (ETag {obj.etag}) was read; "
                     "the newer version is loaded on its own") from None
             if code in ("NoSuchKey", "NoSuchVersion", "404"):
                 raise ObjectChanged(f"{obj.display}: the object (version) no longer exists") from None

@@ -41,7 +41,7 @@ from filedrop.config import Settings
 from filedrop.loader import ENGINES, LoadFailed, Parsed, read_header
 from filedrop.objects import SourceObject
 from filedrop.routes import FileRoute
-from filedrop.sources import GZIP_MAGIC, SourceError
+from filedrop.sources import GZIP_MAGIC, ObjectChanged, ObjectSuperseded, SourceError
 from filedrop.spark import plan as planning
 from filedrop.spark import tasks
 from filedrop.spark.conf import hadoop_uri
@@ -94,7 +94,8 @@ class SparkEngine:
         status = _wrap(lambda: fs.getFileStatus(path))
         etag = str(status.getEtag() or "").strip('"') if hasattr(status, "getEtag") else ""
         if etag and etag != self.obj.etag:
-            raise SourceError(f"{self.obj.display}: the object changed (ETag {etag}, expected {self.obj.etag})")
+            raise ObjectSuperseded(f"{self.obj.display}: overwritten by a newer version (ETag {etag}) before this "
+                                   f"one (ETag {self.obj.etag}) was read; the newer version is loaded on its own")
 
     def _lines(self, spark: SparkSession) -> DataFrame:
         return (spark.read.option("lineSep", "\n").text(self.src)
@@ -229,8 +230,10 @@ def _wrap(call: Callable[[], Any]) -> Any:
             raise LoadFailed(f"truncated gzip file: {short}") from None
         if "ZipException" in text or "Not in GZIP format" in text or "incorrect header check" in text:
             raise LoadFailed(f"cannot decompress: {short}") from None
-        if "RemoteFileChangedException" in text or "FileNotFoundException" in text:
-            raise SourceError(short) from None
+        if "RemoteFileChangedException" in text:  # S3A change detection: overwritten while being read
+            raise ObjectSuperseded(f"overwritten by a newer version while being read: {short}") from None
+        if "FileNotFoundException" in text:
+            raise ObjectChanged(f"the object (version) no longer exists: {short}") from None
         if "LoadFailed" in text or "PythonException" in text:
             raise LoadFailed(f"Spark task failed: {short}", retryable=True) from None
         raise LoadFailed(f"Spark job failed: {short}", retryable=True) from None

@@ -104,3 +104,18 @@ def test_object_deleted_between_event_and_load(aws: str, warehouse: str, db: DB)
     assert "no longer exists" in (result.first_error or "")
     [h] = db.history()
     assert (h["status"], h["retryable"]) == ("failed", False)
+
+
+def test_object_overwritten_between_event_and_load_is_superseded(aws: str, warehouse: str, db: DB) -> None:
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket="rewritten")
+    put = s3.put_object(Bucket="rewritten", Key="items.csv", Body=b"id,name,qty,day\n1,a,1,\n")
+    obj = pinned_object("s3://rewritten/items.csv", etag=put["ETag"], size=24)
+    s3.put_object(Bucket="rewritten", Key="items.csv", Body=b"id,name,qty,day\n1,a,1,\n2,b,2,\n")
+    result = load_object(warehouse, Settings(warehouse_url=warehouse), items_route("append"), obj)
+    assert result.status == "skipped_superseded" and not result.retryable
+    assert "overwritten by a newer version" in result.message
+    [h] = db.history()
+    assert (h["status"], h["rows_loaded"], h["first_error"]) == ("skipped_superseded", 0, None)
+    assert db.one("SELECT count(*) FROM staging.items") == 0
+    assert db.leftover_tables() == []

@@ -11,7 +11,8 @@ while the test injects, during the flow:
 - loaders SIGKILLed at random moments (classified by what their PostgreSQL session was doing),
   and some killed for certain inside their final transaction;
 - the operator and the bridge SIGKILLed and restarted mid-stream; PostgreSQL restarted mid-load;
-- objects deleted, or overwritten, between their event and their load;
+- objects deleted (Failed: "no longer exists"), or overwritten (Skipped: superseded), between their
+  event and their load;
 - a slow S3: the loaders read through a throttling proxy.
 
 At the end, after the cleanup the next load run does: staging equals the contents computed from the
@@ -82,7 +83,7 @@ class Version:
     bad: int  # rows PostgreSQL must quarantine
     body: bytes = b""
     etag: str = ""
-    expect: str = "Loaded"  # Loaded | Failed | Superseded (Skipped, or Failed because overwritten)
+    expect: str = "Loaded"  # Loaded | Failed (deleted) | Superseded (Skipped: a newer version won)
 
 
 @dataclass
@@ -328,7 +329,7 @@ def test_exactly_once_under_faults(soak_stack: Stack, soak_pg: RestartablePostgr
         v2 = corpus.version(v1.key, "append", 20)
         put(v1)
         put(v2)
-        v1.expect = "Failed"  # its bytes were replaced before anything read them
+        v1.expect = "Superseded"  # its bytes were replaced before anything read them
         announce(v1)
         announce(v2)
         figures.overwritten += 1
@@ -446,10 +447,9 @@ def test_exactly_once_under_faults(soak_stack: Stack, soak_pg: RestartablePostgr
             st = by_version[(v.key, v.etag)]["status"]
             ok = {
                 "Loaded": st["phase"] == "Loaded",
-                "Failed": st["phase"] == "Failed" and any(
-                    w in (st.get("firstError") or "") for w in ("no longer exists", "overwritten")),
-                "Superseded": (st["phase"] == "Skipped" and "skipped_superseded" in st.get("message", ""))
-                or (st["phase"] == "Failed" and "overwritten" in (st.get("firstError") or "")),
+                "Failed": st["phase"] == "Failed" and "no longer exists" in (st.get("firstError") or ""),
+                # a newer version was loaded first, or overwrote this one before it was read
+                "Superseded": st["phase"] == "Skipped" and "skipped_superseded" in st.get("message", ""),
             }[v.expect]
             if not ok:
                 wrong.append((v.key, v.expect, st.get("phase"), st.get("message")))
@@ -510,8 +510,8 @@ def db_copying(url: str) -> bool:
 
 def _settle_auto_chains(corpus: Corpus, by_version: dict[tuple[str, str], Any]) -> None:
     """An auto version overwritten milliseconds later may have been read in time (Loaded), or not
-    (Skipped as superseded, or Failed as overwritten): either is right, as long as staging ends up
-    with the newest version, which is always loaded."""
+    (Skipped as superseded): either is right, as long as staging ends up with the newest version,
+    which is always loaded."""
     for chain in corpus.auto:
         for v in chain[:-1]:
             v.expect = "Loaded" if by_version[(v.key, v.etag)]["status"]["phase"] == "Loaded" else "Superseded"

@@ -48,8 +48,10 @@ def test_object_changed_after_it_was_described_is_not_loaded(spark: Any, aws: st
     obj = describe_uri("s3://drops2/items_1.csv")
     s3.put_object(Bucket="drops2", Key="items_1.csv", Body=b"id,name,qty,day\n1,a,1,\n2,b,2,\n")
     result = load_object(warehouse, SPARK, items_route("append"), obj, engine="spark")
-    assert result.status == "failed" and result.retryable, result
-    assert "changed" in (result.first_error or "")
+    # the version asked for is gone and a newer one replaced it: superseded, nothing loaded, no retry
+    assert result.status == "skipped_superseded" and not result.retryable, result
+    assert "overwritten by a newer version" in result.message
+    assert db.rows("SELECT status FROM fd_spark.ingest_history") == [("skipped_superseded",)]
     assert db.one("SELECT count(*) FROM stg_spark.items") == 0
 
 
