@@ -313,7 +313,7 @@ class LoadSession:
         """Load one object version exactly once; every outcome is written to ``ingest_history``."""
         conn = self._connection()
         try:
-            return _load(self, conn, self.settings, route, obj, engine, filedrop, on_bytes, replay)
+            return _load(self, conn, route, obj, engine, filedrop, on_bytes, replay)
         except BaseException:  # connection lost, or left in an unknown state: the next load starts afresh
             self.close()
             raise
@@ -330,9 +330,9 @@ def load_object(url: str, settings: Settings, route: FileRoute, obj: SourceObjec
         return session.load(route, obj, engine=engine, filedrop=filedrop, on_bytes=on_bytes, replay=replay)
 
 
-def _load(session: LoadSession, conn: Conn, settings: Settings, route: FileRoute, obj: SourceObject,
-          engine_override: str | None, filedrop: str | None, on_bytes: Callable[[int], None] | None,
-          replay: str = "") -> LoadResult:
+def _load(session: LoadSession, conn: Conn, route: FileRoute, obj: SourceObject, engine_override: str | None,
+          filedrop: str | None, on_bytes: Callable[[int], None] | None, replay: str = "") -> LoadResult:
+    settings = session.settings
     meta, spec = settings.meta_schema, route.spec
     session.ensure_meta(conn)
     engine = choose_engine(spec.engine, engine_override, obj.size, settings.spark_threshold_bytes)
