@@ -22,7 +22,7 @@ from filedrop.loader import load_object
 from filedrop.history import object_lock_key
 from tests.conftest import DB
 from tests.support.loads import items_route
-from tests.support.servers import RestartablePostgres, wait_until
+from tests.support.servers import DebianPostgres, wait_until
 
 ORDERS = 1_000_000
 
@@ -67,7 +67,7 @@ def test_killed_inside_the_final_transaction(warehouse: str, db: DB, tmp_path: P
 @pytest.fixture
 def restartable_pg() -> Iterator[tuple[str, object]]:
     """A private PostgreSQL 15 that the test can restart on the same port."""
-    server = RestartablePostgres().start()
+    server = DebianPostgres().start()
     yield server.url, server.restart
     server.stop()
 

@@ -44,7 +44,7 @@ from filedrop.history import object_lock_key
 from filedrop.pipeline import cleanup
 from filedrop.routes import parse_routes_yaml
 from tests.conftest import DB
-from tests.support.servers import RestartablePostgres
+from tests.support.servers import DebianPostgres
 from tests.support.slowproxy import SlowProxy
 from topology import Stack, s3_event  # tests/k8s (on sys.path via conftest)
 
@@ -255,8 +255,8 @@ class Chaos:
 
 
 @pytest.fixture
-def soak_pg() -> Iterator[RestartablePostgres]:
-    server = RestartablePostgres().start()
+def soak_pg() -> Iterator[DebianPostgres]:
+    server = DebianPostgres().start()
     try:
         yield server
     finally:
@@ -264,7 +264,7 @@ def soak_pg() -> Iterator[RestartablePostgres]:
 
 
 @pytest.fixture
-def soak_stack(k8s_cluster: Any, local_runner: Any, k8s_namespace: str, soak_pg: RestartablePostgres, aws: str,
+def soak_stack(k8s_cluster: Any, local_runner: Any, k8s_namespace: str, soak_pg: DebianPostgres, aws: str,
                tmp_path: Path) -> Iterator[Stack]:
     k8s_cluster.install_crds([REPO / "crds"])
     env = {k: v for k, v in os.environ.items() if not k.startswith("KUBECONFIG")}
@@ -276,7 +276,7 @@ def soak_stack(k8s_cluster: Any, local_runner: Any, k8s_namespace: str, soak_pg:
             s.stop(name)
 
 
-def test_exactly_once_under_faults(soak_stack: Stack, soak_pg: RestartablePostgres, local_runner: Any,
+def test_exactly_once_under_faults(soak_stack: Stack, soak_pg: DebianPostgres, local_runner: Any,
                                    tmp_path: Path) -> None:
     stack, db = soak_stack, DB(soak_pg.url)
     started = time.monotonic()

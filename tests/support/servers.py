@@ -52,41 +52,8 @@ def _pg_ready(url: str) -> bool:
 
 def start_debian_postgres() -> tuple[str, Callable[[], None]]:
     """A throwaway PostgreSQL 15 cluster from Debian's packages, run as the ``postgres`` user."""
-    if not (PG15_BIN / "postgres").exists():
-        raise RuntimeError(
-            f"PostgreSQL 15 server binaries not found in {PG15_BIN}: install Debian's postgresql-15 "
-            "(`.ci/run` and `make test-deps` do)"
-        )
-    base = Path(tempfile.mkdtemp(prefix="filedrop-pg15-"))
-    data = base / "data"
-    as_user: list[str] = []
-    if os.geteuid() == 0:
-        shutil.chown(base, "postgres", "postgres")
-        as_user = ["runuser", "-u", "postgres", "--"]
-    subprocess.run(as_user + [str(PG15_BIN / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
-                              "--encoding=UTF8", "--locale=C"], check=True, capture_output=True)
-    port = free_port()
-    proc = subprocess.Popen(
-        as_user + [str(PG15_BIN / "postgres"), "-D", str(data), "-h", "127.0.0.1", "-p", str(port),
-                   "-k", str(base), "-c", "fsync=off", "-c", "max_connections=200"],
-        stdout=open(base / "server.log", "wb"), stderr=subprocess.STDOUT, preexec_fn=_die_with_parent,
-    )
-    url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
-    try:
-        wait_until(lambda: proc.poll() is None and _pg_ready(url), 60, "PostgreSQL 15 to accept connections")
-    except TimeoutError:
-        proc.kill()
-        raise RuntimeError((base / "server.log").read_text(errors="replace")[-3000:]) from None
-
-    def stop() -> None:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        shutil.rmtree(base, ignore_errors=True)
-
-    return url, stop
+    server = DebianPostgres().start()
+    return server.url, server.stop
 
 
 def start_embedded_postgres() -> tuple[str, Callable[[], None]]:
@@ -135,11 +102,17 @@ def start_moto() -> tuple[str, Callable[[], None]]:
     return endpoint, stop
 
 
-class RestartablePostgres:
-    """A private PostgreSQL 15 that a test can restart (fast shutdown: sessions are cut) on the same port."""
+class DebianPostgres:
+    """A private PostgreSQL 15 from Debian's packages, run as the ``postgres`` user on a free loopback
+    port; a test can restart it (fast shutdown: sessions are cut) on the same port."""
 
     def __init__(self) -> None:
-        self.base = Path(tempfile.mkdtemp(prefix="filedrop-pg15-restart-"))  # traversable by the postgres user
+        if not (PG15_BIN / "postgres").exists():
+            raise RuntimeError(
+                f"PostgreSQL 15 server binaries not found in {PG15_BIN}: install Debian's postgresql-15 "
+                "(`.ci/run` and `make test-deps` do)"
+            )
+        self.base = Path(tempfile.mkdtemp(prefix="filedrop-pg15-"))  # traversable by the postgres user
         self.data = self.base / "data"
         self.as_user: list[str] = []
         if os.geteuid() == 0:
@@ -153,13 +126,17 @@ class RestartablePostgres:
         self.proc: subprocess.Popen[bytes] | None = None
         self.restarts = 0
 
-    def start(self) -> RestartablePostgres:
+    def start(self) -> DebianPostgres:
         log = open(self.base / "server.log", "ab")
-        self.proc = subprocess.Popen(
+        proc = self.proc = subprocess.Popen(
             self.as_user + [str(PG15_BIN / "postgres"), "-D", str(self.data), "-h", "127.0.0.1", "-p",
                             str(self.port), "-k", str(self.base), "-c", "fsync=off", "-c", "max_connections=200"],
             stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
-        wait_until(lambda: _pg_ready(self.url), 60, "PostgreSQL to accept connections")
+        try:
+            wait_until(lambda: proc.poll() is None and _pg_ready(self.url), 60, "PostgreSQL 15 to accept connections")
+        except TimeoutError:
+            proc.kill()
+            raise RuntimeError((self.base / "server.log").read_text(errors="replace")[-3000:]) from None
         return self
 
     def restart(self) -> None:
