@@ -159,7 +159,7 @@ def backfill(kube: Kube, settings: Settings, warehouse_url: str, namespace: str,
                 stats.unmatched += 1
                 continue
             loaded = history.loaded_versions(conn, settings.meta_schema, item.bucket, item.key)
-            if any(v.etag == item.etag for v in loaded):
+            if loaded and loaded[-1].etag == item.etag:  # older bytes again are a rollback: a new version
                 stats.existing += 1
                 continue
             body = filedrop_manifest(bucket=item.bucket, key=item.key, etag=item.etag or "", size=item.size,

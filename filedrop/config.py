@@ -37,3 +37,5 @@ class Settings:
     spark_threshold_bytes: int = field(
         default_factory=lambda: _env_int("FILEDROP_SPARK_THRESHOLD_BYTES", 256 * 1024 * 1024)
     )
+    #: largest CSV record (or header line) read, in bytes (DESIGN §3 "Limits").
+    max_record_bytes: int = field(default_factory=lambda: _env_int("FILEDROP_MAX_RECORD_BYTES", 16 * 1024 * 1024))

@@ -31,9 +31,10 @@ def object_lock_key(bucket: str, key: str) -> str:
 
 
 def loaded_versions(conn: Conn, meta: str, bucket: str, key: str) -> list[LoadedVersion]:
+    """The loaded versions of one (bucket, key), in the order they were applied (the latest last)."""
     rows = conn.execute(
         f"""SELECT load_id, etag, version_id, sequencer, last_modified, replay FROM {ident(meta)}.ingest_history
-            WHERE bucket = %s AND key = %s AND status = 'loaded'""",
+            WHERE bucket = %s AND key = %s AND status = 'loaded' ORDER BY finished_at, load_id""",
         (bucket, key),
     ).fetchall()
     return [LoadedVersion(*r) for r in rows]
@@ -64,14 +65,15 @@ def insert(conn: Conn, meta: str, *, load_id: str, obj: SourceObject, route: str
 
 def finish(conn: Conn, meta: str, load_id: str, *, status: str, rows_parsed: int | None = None,
            rows_loaded: int | None = None, rows_rejected: int | None = None, first_error: str | None = None,
-           first_error_line: int | None = None, message: str | None = None, retryable: bool = False) -> None:
+           first_error_line: int | None = None, message: str | None = None, retryable: bool = False,
+           previous_load_id: str | None = None) -> None:
     conn.execute(
         f"""UPDATE {ident(meta)}.ingest_history SET status = %s, rows_parsed = %s, rows_loaded = %s,
                 rows_rejected = %s, first_error = %s, first_error_line = %s, message = %s, retryable = %s,
-                finished_at = clock_timestamp()
+                previous_load_id = %s, finished_at = clock_timestamp()
             WHERE load_id = %s""",
         (status, rows_parsed, rows_loaded, rows_rejected, first_error, first_error_line, message, retryable,
-         load_id),
+         previous_load_id, load_id),
     )
 
 

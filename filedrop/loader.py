@@ -23,7 +23,7 @@ from typing import Any, Protocol
 import psycopg
 from psycopg import errors as pgerrors
 
-from filedrop import history, sql
+from filedrop import csvscan, history, sql
 from filedrop.config import Settings
 from filedrop.objects import SourceObject
 from filedrop.protocol import choose_engine, decide, too_many_bad_rows
@@ -37,6 +37,12 @@ Conn = psycopg.Connection[Any]
 #: Largest header line or CSV field we accept (a runaway quote otherwise swallows a whole file).
 MAX_FIELD = 16 << 20
 csv.field_size_limit(MAX_FIELD)
+
+#: ``rejected_rows.raw_line`` keeps at most this many characters of a record.
+RAW_LINE_CAP = 8192
+
+#: Route column types whose text PostgreSQL reads according to DateStyle.
+DATE_TYPES = ("date", "timestamp", "timestamptz")
 
 
 class LoadFailed(Exception):
@@ -149,6 +155,8 @@ class DirectEngine:
                 diag = exc.diag
                 log.info("%s: COPY stopped at bad data (%s; %s), quarantining bad rows",
                          self.obj.display, diag.message_primary, diag.context)
+            except csvscan.NeedsTolerant as exc:  # COPY was aborted: the load table is still empty
+                log.info("%s: %s; reading it record by record", self.obj.display, exc)
             return self._tolerant()
         except EOFError as exc:  # gzip: "Compressed file ended before the end-of-stream marker was reached"
             raise LoadFailed(f"truncated gzip file: {exc}") from None
@@ -158,54 +166,48 @@ class DirectEngine:
     def _fast(self) -> Parsed:
         with self._open(self.on_bytes) as stream:
             file_columns = read_header(stream, self.route)
+            check = fast_path_check(self.route)
             stmt = sql.copy_csv(self.meta, self.load_id, self.route, file_columns)
             with self.conn.cursor() as cur:
                 with cur.copy(stmt) as copy:  # type: ignore[arg-type]
                     while chunk := stream.read(CHUNK):
+                        check.feed(chunk)
                         copy.write(chunk)
+                    check.finish()
                 rows = cur.rowcount
         return Parsed(rows, rows, 0)
 
     def _tolerant(self) -> Parsed:
-        """Re-read the file with Python's CSV reader (C) for structure and encoding; PostgreSQL types
-        each value (``input_error``) so accepted values are exactly what COPY accepts."""
+        """Re-read the file record by record (:class:`~filedrop.csvscan.RecordReader`, RFC 4180, the
+        record's bytes kept as written); PostgreSQL types each value (``input_error``) so accepted values
+        are exactly what COPY accepts."""
         fmt = self.route.spec.format
         meta, load_id = self.meta, self.load_id
         self.conn.execute(sql.raw_table_ddl(meta, load_id, self.route))  # type: ignore[arg-type]
-        ncols = len(self.route.column_names)
         rejects: list[tuple[str, int, str, str, str | None]] = []
         rownum = 0
         stop_error: str | None = None
         with self._open(None) as stream:
             file_columns = read_header(stream, self.route)
-            text = io.TextIOWrapper(stream, encoding=fmt.encoding, errors="surrogateescape", newline="")
-            reader = csv.reader(text, delimiter=fmt.delimiter, quotechar=fmt.quote, strict=False)
+            reader = csvscan.RecordReader(stream, delimiter=fmt.delimiter, quote=fmt.quote, null=fmt.null_value,
+                                          encoding=fmt.encoding, columns=len(file_columns),
+                                          max_record=self.settings.max_record_bytes, chunk=CHUNK)
             with self.conn.cursor() as cur, cur.copy(sql.copy_raw(meta, load_id, file_columns)) as copy:  # type: ignore[arg-type]
-                null = fmt.null_value
+                records = iter(reader)
                 while True:
                     try:
-                        record = next(reader)
+                        record = next(records)
                     except StopIteration:
                         break
-                    except (csv.Error, UnicodeError) as exc:
+                    except csvscan.RecordTooLong as exc:
                         stop_error = f"unreadable CSV after data record {rownum}: {exc}"
                         break
-                    if not record:
-                        continue  # blank line
                     rownum += 1
-                    joined = fmt.delimiter.join(record)
-                    if len(record) != ncols:
-                        rejects.append((load_id, rownum, _printable(joined, fmt.encoding),
-                                        f"expected {ncols} columns, found {len(record)}", None))
+                    raw = csvscan.printable(record.raw, fmt.encoding, RAW_LINE_CAP)
+                    if record.values is None:
+                        rejects.append((load_id, rownum, raw, record.error or "malformed record", None))
                         continue
-                    try:
-                        joined.encode(fmt.encoding)
-                    except UnicodeEncodeError as exc:
-                        bad = joined[exc.start:exc.end].encode(fmt.encoding, "surrogateescape")
-                        rejects.append((load_id, rownum, _printable(joined, fmt.encoding),
-                                        f"invalid {fmt.encoding} byte(s) 0x{bad.hex()}", None))
-                        continue
-                    copy.write_row([rownum] + [None if v == null else v for v in record])
+                    copy.write_row([rownum, raw, *record.values])
         m = sql.ident(meta)
         with self.conn.transaction():
             if rejects:
@@ -232,8 +234,14 @@ class DirectEngine:
         return out
 
 
-def _printable(text: str, encoding: str) -> str:
-    return text.encode(encoding, "surrogateescape").decode(encoding, "backslashreplace")
+def fast_path_check(route: FileRoute) -> csvscan.FastPathCheck:
+    """The check that keeps COPY (the fast path) to the RFC 4180 reading (:mod:`filedrop.csvscan`)."""
+    fmt = route.spec.format
+    pair = csvscan.single_bytes(fmt.delimiter, fmt.quote, fmt.encoding)
+    if pair is None:  # a multi-byte delimiter or quote: only the tolerant reader handles it
+        raise csvscan.NeedsTolerant("a delimiter or quote of more than one byte")
+    dates = any(c.type in DATE_TYPES for c in route.spec.columns)
+    return csvscan.FastPathCheck(*pair, dates=dates)
 
 
 class Engine(Protocol):
@@ -395,7 +403,7 @@ def _load(session: LoadSession, conn: Conn, route: FileRoute, obj: SourceObject,
         return result
     except SourceError as exc:
         result.status, result.first_error = "failed", str(exc)
-        result.retryable = not isinstance(exc, ObjectChanged)
+        result.retryable = not isinstance(exc, ObjectChanged)  # ContentChanged (a local file) is retryable
         result.message = str(exc)
     except (psycopg.OperationalError, WarehouseError):
         raise  # connection lost: the running row is cleaned up as a dead load by the next run
@@ -416,7 +424,8 @@ def _finalize(conn: Conn, settings: Settings, route: FileRoute, obj: SourceObjec
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
                      (history.object_lock_key(obj.bucket, obj.key),))
-        decision = decide(obj, history.loaded_versions(conn, meta, obj.bucket, obj.key), replay)
+        loaded = history.loaded_versions(conn, meta, obj.bucket, obj.key)
+        decision = decide(obj, loaded, replay)
         if decision.verdict != "load":  # another loader won the race while we parsed
             for stmt in sql.drop_load_tables(meta, load_id):
                 conn.execute(stmt)  # type: ignore[arg-type]
@@ -425,7 +434,7 @@ def _finalize(conn: Conn, settings: Settings, route: FileRoute, obj: SourceObjec
             result.status, result.message = decision.verdict, decision.reason
             result.rows_loaded = 0
             return
-        params = {"key": obj.key, "etag": obj.etag, "load_id": load_id}
+        params = {"bucket": obj.bucket, "key": obj.key, "etag": obj.etag, "load_id": load_id}
         conn.execute("SET LOCAL work_mem = '256MB'")
         changed = _apply(conn, settings, route, load_id, params)
         for stmt in sql.drop_load_tables(meta, load_id):
@@ -442,7 +451,7 @@ def _finalize(conn: Conn, settings: Settings, route: FileRoute, obj: SourceObjec
         history.finish(conn, meta, load_id, status="loaded", rows_parsed=result.rows_parsed,
                        rows_loaded=result.rows_loaded, rows_rejected=result.rows_rejected,
                        first_error=result.first_error, first_error_line=result.first_error_line,
-                       message=result.message)
+                       message=result.message, previous_load_id=loaded[-1].load_id if loaded else None)
         result.status = "loaded"
 
 

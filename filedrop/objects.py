@@ -27,13 +27,24 @@ class SourceObject:
     is_s3: bool = False
 
     @property
+    def from_event(self) -> bool:
+        """Named by an S3 event notification (which always carries a sequencer). Only such versions can
+        be superseded: events arrive out of order, while a listed object is the current version."""
+        return self.sequencer is not None
+
+    @property
     def display(self) -> str:
         return self.uri or f"{self.bucket}/{self.key}"
 
 
-def sequencer_value(sequencer: str) -> int:
-    """S3 event sequencers are hexadecimal; compare them as numbers (shorter ones are zero-padded)."""
-    return int(sequencer, 16)
+def sequencer_newer(a: str, b: str) -> bool:
+    """Is sequencer ``a`` later than ``b``? The Amazon S3 User Guide's rule for events of one key:
+    right-pad the shorter value with zeros, then compare the two as strings (case-insensitively:
+    sequencers are hexadecimal). Comparing them as numbers is the same as left-padding, which orders
+    values of different lengths wrongly."""
+    a, b = a.strip().upper(), b.strip().upper()
+    width = max(len(a), len(b))
+    return a.ljust(width, "0") > b.ljust(width, "0")
 
 
 def is_newer(candidate_seq: str | None, candidate_modified: datetime | None,
@@ -43,7 +54,7 @@ def is_newer(candidate_seq: str | None, candidate_modified: datetime | None,
     The S3 ``sequencer`` orders events for one key; when either side lacks it, LastModified decides.
     """
     if candidate_seq and other_seq:
-        return sequencer_value(candidate_seq) > sequencer_value(other_seq)
+        return sequencer_newer(candidate_seq, other_seq)
     if candidate_modified is not None and other_modified is not None:
         return candidate_modified > other_modified
     return None

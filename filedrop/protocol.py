@@ -34,23 +34,43 @@ class Decision:
     reason: str = ""
 
 
-def decide(obj: SourceObject, loaded: list[LoadedVersion], replay: str = "") -> Decision:
-    """Should this object version be loaded, given the versions of its key already loaded?
+def _same_version(obj: SourceObject, prior: LoadedVersion) -> bool:
+    """Both name one S3 object version (VersionId), or neither has one and the content is the same."""
+    if obj.version_id and prior.version_id:
+        return obj.version_id == prior.version_id
+    return obj.etag == prior.etag
 
-    A ``replay`` token (the FileDrop's replay annotation) asks for one more load of this version:
-    only an earlier load under the same token makes it a duplicate, and order is not checked.
+
+def decide(obj: SourceObject, loaded: list[LoadedVersion], replay: str = "") -> Decision:
+    """Should this object version be loaded, given the loaded versions of its (bucket, key)?
+
+    ``loaded`` is in load order, the latest last (:func:`filedrop.history.loaded_versions`).
+
+    - A duplicate is the same object version: the same S3 VersionId, or the etag of the **latest**
+      loaded version. Bytes of an older version dropped again (a rollback) are a new version.
+    - Only a version named by an event can be superseded (events arrive out of order); a listed
+      object is the current version by definition.
+    - A ``replay`` token (the FileDrop's replay annotation) asks for one more load of this version:
+      only an earlier load of it under the same token makes it a duplicate, and order is not checked.
     """
-    for prior in loaded:
-        if prior.etag == obj.etag and prior.replay == replay:
-            return Decision("skipped_duplicate", f"same content already loaded by load {prior.load_id[:12]}")
     if replay:
+        for prior in loaded:
+            if prior.replay == replay and _same_version(obj, prior):
+                return Decision("skipped_duplicate", f"already loaded under this replay token by load {prior.load_id[:12]}")
         return Decision("load")
-    for prior in loaded:
-        if is_newer(prior.sequencer, prior.last_modified, obj.sequencer, obj.last_modified):
-            return Decision(
-                "skipped_superseded",
-                f"a newer version of this key was already loaded by load {prior.load_id[:12]}",
-            )
+    if obj.version_id:
+        for prior in loaded:
+            if prior.version_id == obj.version_id:
+                return Decision("skipped_duplicate", f"this object version was already loaded by load {prior.load_id[:12]}")
+    if loaded and loaded[-1].etag == obj.etag:
+        return Decision("skipped_duplicate", f"same content as the latest loaded version (load {loaded[-1].load_id[:12]})")
+    if obj.from_event:
+        for prior in loaded:
+            if is_newer(prior.sequencer, prior.last_modified, obj.sequencer, obj.last_modified):
+                return Decision(
+                    "skipped_superseded",
+                    f"a newer version of this key was already loaded by load {prior.load_id[:12]}",
+                )
     return Decision("load")
 
 

@@ -1,7 +1,9 @@
 """FileDrop and FileRoute resources (DESIGN §2): names, manifests and conversions. Pure.
 
-A FileDrop's name is derived from (bucket, key, versionId or ETag), so a redelivered S3 event or a
-second backfill can never create a twin: the API server answers 409 and that means "already there".
+A FileDrop's name is derived from (bucket, key, version), so a redelivered S3 event or a second
+backfill can never create a twin: the API server answers 409 and that means "already there". The
+version is the VersionId; in an unversioned bucket it is the ETag plus the event's sequencer, because
+the same bytes uploaded again later (a rollback to an earlier file) are a new version that must load.
 """
 
 from __future__ import annotations
@@ -48,7 +50,8 @@ def filedrop_manifest(*, bucket: str, key: str, etag: str, size: int, version_id
         spec["sequencer"] = sequencer
     if event_time:
         spec["eventTime"] = event_time.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    metadata: dict[str, Any] = {"name": filedrop_name(bucket, key, version_id or etag)}
+    version = version_id or (f"{etag}@{sequencer}" if sequencer else etag)
+    metadata: dict[str, Any] = {"name": filedrop_name(bucket, key, version)}
     if route:
         metadata["labels"] = {ROUTE_LABEL: _label_value(route)}
     if namespace:

@@ -24,7 +24,7 @@ KIND = "FileRoute"
 IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 #: Lineage columns every staging row carries (DESIGN §3); route columns may not use these names.
-LINEAGE_COLUMNS = ("_source_key", "_source_etag", "_load_id", "_row_number", "_loaded_at")
+LINEAGE_COLUMNS = ("_source_bucket", "_source_key", "_source_etag", "_load_id", "_row_number", "_loaded_at")
 
 ColumnType = Literal[
     "integer", "bigint", "smallint", "numeric", "text", "date", "timestamp", "timestamptz", "boolean"

@@ -36,6 +36,10 @@ class ObjectSuperseded(ObjectChanged):
     """The object was overwritten after its version was described: a newer version replaced it."""
 
 
+class ContentChanged(SourceError):
+    """A local file's bytes changed while it was being read: this attempt loads nothing; retry."""
+
+
 @dataclass(frozen=True)
 class Location:
     """A parsed ``--source``: ``s3://bucket/prefix`` or a local directory/file."""
@@ -172,11 +176,17 @@ def describe_uri(uri: str) -> SourceObject:
 
 
 class _Counting(io.RawIOBase):
-    """Counts bytes read from a raw stream (for progress on the compressed size)."""
+    """Counts bytes read from a raw stream (for progress on the compressed size).
 
-    def __init__(self, raw: IO[bytes] | Any, on_bytes: Callable[[int], None] | None) -> None:
+    With ``expect_md5`` it also hashes what it reads and, at the end of the stream, refuses content
+    whose MD5 is not the etag the load was decided on (a local file written to while it loads)."""
+
+    def __init__(self, raw: IO[bytes] | Any, on_bytes: Callable[[int], None] | None,
+                 expect_md5: str | None = None, name: str = "") -> None:
         self._raw = raw
         self._on_bytes = on_bytes
+        self._md5 = hashlib.md5(usedforsecurity=False) if expect_md5 else None
+        self._expect, self._name = expect_md5, name
 
     def readable(self) -> bool:
         return True
@@ -185,6 +195,14 @@ class _Counting(io.RawIOBase):
         data = self._raw.read(len(b))
         n = len(data)
         b[:n] = data
+        if self._md5 is not None:
+            if n:
+                self._md5.update(data)
+            elif self._md5.hexdigest() != self._expect:
+                got, self._md5 = self._md5.hexdigest(), None
+                raise ContentChanged(
+                    f"{self._name}: the file changed while it was being read (MD5 {got}, expected {self._expect}); "
+                    "nothing from this attempt is applied, the next run loads the new content")
         if n and self._on_bytes:
             self._on_bytes(n)
         return n
@@ -202,7 +220,9 @@ def open_stream(obj: SourceObject, compression: str = "auto",
 
     ``compression: auto`` decides by the ``.gz`` extension or the gzip magic bytes. S3 reads are
     pinned to the version described (VersionId, else If-Match on the ETag), so an object overwritten
-    after listing is reported, not silently mixed up with the newer version.
+    after listing is reported, not silently mixed up with the newer version. A local file is hashed
+    while it is read; if its bytes are not the ones its etag names, the end of the stream raises
+    :class:`ContentChanged` (only a stream read to its end is checked).
     """
     if obj.is_s3:
         client = client or s3_client()
@@ -229,7 +249,9 @@ def open_stream(obj: SourceObject, compression: str = "auto",
             body = open(obj.uri, "rb")  # noqa: SIM115 - closed by the returned stream
         except OSError as exc:
             raise SourceError(f"{obj.display}: {exc.strerror}") from None
-    raw = io.BufferedReader(_Counting(body, on_bytes), CHUNK)
+    # A local file's etag is the MD5 of its bytes: every read of it is hashed and checked at its end.
+    expect = None if obj.is_s3 else obj.etag
+    raw = io.BufferedReader(_Counting(body, on_bytes, expect, obj.display), CHUNK)
     gz = compression == "gzip" or (
         compression == "auto" and (obj.key.endswith(".gz") or raw.peek(2)[:2] == GZIP_MAGIC)
     )

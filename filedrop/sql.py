@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from filedrop.csvscan import AMBIGUOUS_DATE_SQL
 from filedrop.routes import IDENTIFIER, FileRoute
 
 #: Route column types to PostgreSQL types.
@@ -34,6 +35,10 @@ PG_ENCODINGS: dict[str, str] = {
 }
 
 _LOAD_ID = re.compile(r"^[0-9a-f]{32}$")
+
+#: Run on every warehouse session: values are read the same whatever the client's environment
+#: (PGDATESTYLE, PGTZ, a role's or database's defaults). A naive ``timestamptz`` is UTC.
+SESSION_SETUP = "SET DateStyle = 'ISO, YMD'; SET TimeZone = 'UTC'"
 
 
 def ident(name: str) -> str:
@@ -105,16 +110,22 @@ def meta_ddl(meta: str, server_version_num: int) -> list[str]:
             retryable boolean NOT NULL DEFAULT false,
             filedrop text,
             replay text NOT NULL DEFAULT '',
+            previous_load_id text,
             started_at timestamptz NOT NULL DEFAULT now(),
             finished_at timestamptz
         )""",
         # Columns added after the first release of the table.
         f"ALTER TABLE {m}.ingest_history ADD COLUMN IF NOT EXISTS retryable boolean NOT NULL DEFAULT false",
         f"ALTER TABLE {m}.ingest_history ADD COLUMN IF NOT EXISTS replay text NOT NULL DEFAULT ''",
+        f"ALTER TABLE {m}.ingest_history ADD COLUMN IF NOT EXISTS previous_load_id text",
         f"DROP INDEX IF EXISTS {m}.ingest_history_loaded_once",
-        # The hard guarantee behind "exactly once": one loaded row per object version (and replay token).
-        f"""CREATE UNIQUE INDEX IF NOT EXISTS ingest_history_loaded_once_v2
-            ON {m}.ingest_history (bucket, key, etag, replay) WHERE status = 'loaded'""",
+        f"DROP INDEX IF EXISTS {m}.ingest_history_loaded_once_v2",
+        # The hard guarantee behind "exactly once": a version is applied once on top of a given state of
+        # its (bucket, key) — the latest load before it (previous_load_id). The same bytes may load again
+        # later on top of another state: that is a rollback, a new version (DESIGN §3).
+        f"""CREATE UNIQUE INDEX IF NOT EXISTS ingest_history_loaded_once_v3
+            ON {m}.ingest_history (bucket, key, etag, replay, coalesce(previous_load_id, ''))
+            WHERE status = 'loaded'""",
         f"CREATE INDEX IF NOT EXISTS ingest_history_filedrop ON {m}.ingest_history (filedrop, started_at)",
         f"CREATE INDEX IF NOT EXISTS ingest_history_object ON {m}.ingest_history (bucket, key)",
         f"CREATE INDEX IF NOT EXISTS ingest_history_running ON {m}.ingest_history (status) WHERE status = 'running'",
@@ -154,6 +165,7 @@ def meta_ddl(meta: str, server_version_num: int) -> list[str]:
 # --- staging -------------------------------------------------------------------------------------
 
 LINEAGE_DDL = (
+    ('"_source_bucket"', "text NOT NULL"),
     ('"_source_key"', "text NOT NULL"),
     ('"_source_etag"', "text NOT NULL"),
     ('"_load_id"', "text NOT NULL"),
@@ -181,8 +193,24 @@ def staging_ddl(schema: str, route: FileRoute) -> list[str]:
         cols.append(f"PRIMARY KEY ({', '.join(ident(k) for k in s.primary_key)})")
     out = [f"CREATE SCHEMA IF NOT EXISTS {ident(schema)}", f"CREATE TABLE IF NOT EXISTS {table} ({', '.join(cols)})"]
     if s.mode == "replace_source":
-        out.append(f"CREATE INDEX IF NOT EXISTS {ident(s.table[:50] + '_source_key')} ON {table} (\"_source_key\")")
+        out.append(f"CREATE INDEX IF NOT EXISTS {ident(s.table[:47] + '_source_object')} ON {table} "
+                   '("_source_bucket", "_source_key")')
     return out
+
+
+def staging_bucket_migration(schema: str, meta: str, table: str) -> list[str]:
+    """Add ``_source_bucket`` to a staging table made before it existed, filled from the history rows
+    of the loads that wrote each row (every staging row's ``_load_id`` has one)."""
+    target = qualified(schema, table)
+    return [
+        f'ALTER TABLE {target} ADD COLUMN IF NOT EXISTS "_source_bucket" text',
+        f"""UPDATE {target} t SET "_source_bucket" = h.bucket FROM {ident(meta)}.ingest_history h
+            WHERE h.load_id = t."_load_id" AND t."_source_bucket" IS NULL""",
+        # rows whose load is no longer in the history (deleted by hand) keep an explicit marker
+        f"""UPDATE {target} SET "_source_bucket" = '(unknown: loaded before _source_bucket existed)'
+            WHERE "_source_bucket" IS NULL""",
+        f'ALTER TABLE {target} ALTER COLUMN "_source_bucket" SET NOT NULL',
+    ]
 
 
 # --- per-load tables and COPY --------------------------------------------------------------------
@@ -197,8 +225,9 @@ def load_table_ddl(meta: str, load_id: str, route: FileRoute) -> str:
 
 
 def raw_table_ddl(meta: str, load_id: str, route: FileRoute) -> str:
-    """All-text table for the tolerant pass: rows whose typing PostgreSQL checks one value at a time."""
-    cols = ['"_row_number" bigint NOT NULL'] + [f"{ident(c.name)} text" for c in route.spec.columns]
+    """All-text table for the tolerant pass: rows whose typing PostgreSQL checks one value at a time,
+    with each record's text as written (for ``rejected_rows.raw_line``)."""
+    cols = ['"_row_number" bigint NOT NULL', '"_raw_line" text'] + [f"{ident(c.name)} text" for c in route.spec.columns]
     return f"CREATE UNLOGGED TABLE {qualified(meta, raw_table_name(load_id))} ({', '.join(cols)})"
 
 
@@ -218,7 +247,7 @@ def copy_csv(meta: str, load_id: str, route: FileRoute, file_columns: Sequence[s
 
 def copy_raw(meta: str, load_id: str, file_columns: Sequence[str]) -> str:
     """COPY (text format, written by psycopg) of structurally sound records into the raw table."""
-    cols = ", ".join(['"_row_number"'] + [ident(c) for c in file_columns])
+    cols = ", ".join(['"_row_number"', '"_raw_line"'] + [ident(c) for c in file_columns])
     return f"COPY {qualified(meta, raw_table_name(load_id))} ({cols}) FROM STDIN"
 
 
@@ -230,17 +259,19 @@ def reject_typed_rows(meta: str, load_id: str, route: FileRoute) -> str:
         required = not c.nullable or c.name in route.spec.primary_key
         if required:
             checks.append(f"CASE WHEN {col} IS NULL THEN '{c.name}: missing value (column is not nullable)' END")
+        if c.type in ("date", "timestamp", "timestamptz"):
+            checks.append(
+                f"CASE WHEN {col} ~ {literal(AMBIGUOUS_DATE_SQL)} THEN '{c.name}: ambiguous date ' "
+                f"|| quote_literal({col}) || ': day, month and year order depend on DateStyle; "
+                "write dates as YYYY-MM-DD' END")
         if c.type != "text":
             checks.append(
                 f"'{c.name}: ' || {ident(meta)}.input_error({col}, {literal(PG_TYPES[c.type])})"
             )
     err = f"COALESCE({', '.join(checks)})" if checks else "NULL::text"
-    delim = literal(route.spec.format.delimiter)
-    null = route.spec.format.null_value
-    raw = f"concat_ws({delim}, {', '.join(f'coalesce(r.{ident(c)}, {literal(null)})' for c in route.column_names)})"
     return f"""INSERT INTO {ident(meta)}.rejected_rows (load_id, line_number, raw_line, error, column_name)
-        SELECT %(load_id)s, s._row_number, s.raw_line, s.err, split_part(s.err, ': ', 1)
-        FROM (SELECT r."_row_number", {raw} AS raw_line, {err} AS err
+        SELECT %(load_id)s, s._row_number, s."_raw_line", s.err, split_part(s.err, ': ', 1)
+        FROM (SELECT r."_row_number", r."_raw_line", {err} AS err
               FROM {qualified(meta, raw_table_name(load_id))} r) s
         WHERE s.err IS NOT NULL"""
 
@@ -261,7 +292,7 @@ def insert_typed_rows(meta: str, load_id: str, route: FileRoute) -> str:
 def apply_statements(schema: str, meta: str, load_id: str, route: FileRoute, *, dedup: bool = True) -> list[str]:
     """Statements of the one short transaction that makes a load visible, by ``mode``.
 
-    Parameters: ``key``, ``etag``, ``load_id``. The last statement's rowcount is the rows written.
+    Parameters: ``bucket``, ``key``, ``etag``, ``load_id``. The last statement's rowcount is the rows written.
     ``upsert`` leaves unchanged rows untouched, so a re-sent snapshot costs reads, not rewrites.
     With ``dedup`` it keeps the last row of the file per key (a sort); without, it assumes keys are
     unique in the file, and PostgreSQL refuses (cardinality_violation) if they are not.
@@ -269,16 +300,16 @@ def apply_statements(schema: str, meta: str, load_id: str, route: FileRoute, *, 
     s = route.spec
     target = qualified(schema, s.table)
     names = [ident(n) for n in route.column_names]
-    lineage = ['"_source_key"', '"_source_etag"', '"_load_id"', '"_row_number"', '"_loaded_at"']
+    lineage = ['"_source_bucket"', '"_source_key"', '"_source_etag"', '"_load_id"', '"_row_number"', '"_loaded_at"']
     select = ", ".join(
-        [f"l.{n}" for n in names] + ["%(key)s", "%(etag)s", "%(load_id)s", 'l."_row_number"', "now()"]
+        [f"l.{n}" for n in names] + ["%(bucket)s", "%(key)s", "%(etag)s", "%(load_id)s", 'l."_row_number"', "now()"]
     )
     source = qualified(meta, load_table_name(load_id))
     columns = f"({', '.join(names + lineage)})"
     if s.mode == "append":
         return [f"INSERT INTO {target} {columns} SELECT {select} FROM {source} l"]
     if s.mode == "replace_source":
-        return [f'DELETE FROM {target} WHERE "_source_key" = %(key)s',
+        return [f'DELETE FROM {target} WHERE "_source_bucket" = %(bucket)s AND "_source_key" = %(key)s',
                 f"INSERT INTO {target} {columns} SELECT {select} FROM {source} l"]
     if s.mode == "replace_table":
         return [f"TRUNCATE {target}", f"INSERT INTO {target} {columns} SELECT {select} FROM {source} l"]

@@ -12,6 +12,7 @@ import socket
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -151,11 +152,21 @@ def resolve_url(settings: Settings, override: str | None = None) -> str:
 
 
 def connect(url: str, *, autocommit: bool = True) -> psycopg.Connection[tuple[object, ...]]:
+    """A warehouse session with DateStyle and TimeZone pinned (:data:`filedrop.sql.SESSION_SETUP`)."""
     try:
-        return psycopg.connect(url, autocommit=autocommit, application_name="filedrop")
+        conn = psycopg.connect(url, autocommit=autocommit, application_name="filedrop")
     except psycopg.OperationalError as exc:
         # The message can contain the URL; never echo a password.
         raise WarehouseError(f"cannot connect to the warehouse: {str(exc).strip().splitlines()[0]}") from None
+    pin_session(conn)
+    return conn
+
+
+def pin_session(conn: psycopg.Connection[Any]) -> None:
+    """Make the session read values the same whatever its defaults (DESIGN §3, "Parsing rules")."""
+    conn.execute(sql.SESSION_SETUP)  # type: ignore[arg-type]
+    if not conn.autocommit:
+        conn.commit()
 
 
 def ensure_meta(conn: psycopg.Connection[tuple[object, ...]], settings: Settings) -> None:
@@ -171,16 +182,18 @@ def ensure_staging(conn: psycopg.Connection[tuple[object, ...]], settings: Setti
     schema = settings.staging_schema
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (_DDL_LOCK,))
-        for stmt in sql.staging_ddl(schema, route):
+        ddl = sql.staging_ddl(schema, route)
+        for stmt in ddl[:2]:  # schema and table
             conn.execute(stmt)  # type: ignore[arg-type]
-        rows = conn.execute(
-            """SELECT a.attname, format_type(a.atttypid, a.atttypmod)
-               FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
-               JOIN pg_namespace n ON n.oid = c.relnamespace
-               WHERE n.nspname = %s AND c.relname = %s AND a.attnum > 0 AND NOT a.attisdropped
-               ORDER BY a.attnum""",
-            (schema, route.spec.table),
-        ).fetchall()
+        rows = _columns(conn, schema, route.spec.table)
+        if "_source_key" in {n for n, _ in rows} and "_source_bucket" not in {n for n, _ in rows}:
+            log.info("adding _source_bucket to %s.%s (from the load history)", schema, route.spec.table)
+            for stmt in sql.staging_bucket_migration(schema, settings.meta_schema, route.spec.table):
+                conn.execute(stmt)  # type: ignore[arg-type]
+            rows = _columns(conn, schema, route.spec.table)
+        if "_source_bucket" in {n for n, _ in rows}:
+            for stmt in ddl[2:]:  # indexes
+                conn.execute(stmt)  # type: ignore[arg-type]
     have = {str(n): str(t) for n, t in rows}
     want = {n: t for n, t, _ in sql.staging_columns(route)}
     problems = []
@@ -194,3 +207,15 @@ def ensure_staging(conn: psycopg.Connection[tuple[object, ...]], settings: Setti
             f"table {schema}.{route.spec.table} exists but does not match FileRoute {route.name}: "
             + "; ".join(problems) + ". Migrate the table or drop it to let filedrop recreate it."
         )
+
+
+def _columns(conn: psycopg.Connection[tuple[object, ...]], schema: str, table: str) -> list[tuple[str, str]]:
+    rows = conn.execute(
+        """SELECT a.attname, format_type(a.atttypid, a.atttypmod)
+           FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+           JOIN pg_namespace n ON n.oid = c.relnamespace
+           WHERE n.nspname = %s AND c.relname = %s AND a.attnum > 0 AND NOT a.attisdropped
+           ORDER BY a.attnum""",
+        (schema, table),
+    ).fetchall()
+    return [(str(n), str(t)) for n, t in rows]

@@ -38,10 +38,11 @@ from pyspark.sql import functions as F
 
 from filedrop import sql
 from filedrop.config import Settings
-from filedrop.loader import ENGINES, LoadFailed, Parsed, read_header
+from filedrop.csvscan import NeedsTolerant
+from filedrop.loader import ENGINES, LoadFailed, Parsed, fast_path_check, read_header
 from filedrop.objects import SourceObject
 from filedrop.routes import FileRoute
-from filedrop.sources import GZIP_MAGIC, ObjectChanged, ObjectSuperseded, SourceError
+from filedrop.sources import GZIP_MAGIC, ContentChanged, ObjectChanged, ObjectSuperseded, SourceError, local_md5
 from filedrop.spark import plan as planning
 from filedrop.spark import tasks
 from filedrop.spark.conf import hadoop_uri
@@ -115,6 +116,11 @@ class SparkEngine:
         hadoop_gz = self.src.endswith(".gz")
         copy_stmt = sql.copy_csv(self.meta, self.load_id, self.route, file_columns)
         reason = _unsplittable(fmt.quote, text_head, gz, hadoop_gz, self.src)
+        if reason is None:
+            try:
+                fast_path_check(self.route)
+            except NeedsTolerant as exc:  # a multi-byte delimiter: only the reference parser reads it
+                reason = str(exc)
         parsed: Parsed | None = None
         if reason is None:
             try:
@@ -127,6 +133,9 @@ class SparkEngine:
         if self.obj.is_s3:  # every split was read from the version we were asked to load
             fs, path = _wrap(lambda: self._hadoop(spark))
             self._check_etag(fs, path)
+        elif local_md5(self.obj.uri) != self.obj.etag:  # a local file's etag is the MD5 of its bytes
+            raise ContentChanged(f"{self.obj.display}: the file changed while it was being read; nothing from "
+                                 "this attempt is applied, the next run loads the new content")
         if self.on_bytes:
             self.on_bytes(self.obj.size)
         log.info("%s: spark %s, %d rows in %.1fs", self.obj.display, self.path, parsed.rows_good,
@@ -147,9 +156,10 @@ class SparkEngine:
         t0 = time.monotonic()
         self.conn.execute(planning.load_table_ddl(self.meta, self.load_id, self.route))  # type: ignore[arg-type]
         by_start = {p.start: p for p in plans}
+        check = fast_path_check(self.route)
         results = _wrap(lambda: lines.mapInArrow(
             partial(tasks.write_blocks, conninfo=self.conninfo, copy_stmt=copy_stmt, plans=by_start,
-                    header=fmt.header), tasks.WRITE_SCHEMA).collect())
+                    header=fmt.header, check=(check.d, check.q, check.dates)), tasks.WRITE_SCHEMA).collect())
         log.info("%s: blocks written in %.1fs", self.obj.display, time.monotonic() - t0)
         errors = sorted((r.start, r.error) for r in results if r.error)
         written = {r.start for r in results}

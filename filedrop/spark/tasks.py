@@ -22,10 +22,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from filedrop.config import Settings
+from filedrop.csvscan import FastPathCheck, NeedsTolerant
 from filedrop.loader import DirectEngine, LoadFailed, Parsed
 from filedrop.objects import SourceObject
 from filedrop.routes import FileRoute
 from filedrop.sources import CHUNK
+from filedrop.sql import SESSION_SETUP
 from filedrop.spark.plan import (
     MAX_CONTINUATION,
     ROW_SEQUENCE_DDL,
@@ -133,18 +135,22 @@ def block_stats(batches: Iterable[pa.RecordBatch], *, quote: str, header: bool) 
 
 
 def write_blocks(batches: Iterable[pa.RecordBatch], *, conninfo: str, copy_stmt: str, plans: dict[int, BlockPlan],
-                 header: bool) -> Iterator[pa.RecordBatch]:
+                 header: bool, check: tuple[int, int, bool]) -> Iterator[pa.RecordBatch]:
     """COPY the records each block owns into the per-load table, numbered from the block's plan.
 
     One COPY (one transaction) per block; bad data ends that block's COPY and is reported, not raised:
-    the engine then re-reads the file with the reference parser.
+    the engine then re-reads the file with the reference parser. ``check`` (delimiter byte, quote byte,
+    dates) configures the :class:`~filedrop.csvscan.FastPathCheck` every block's bytes pass, as in the
+    direct engine: bytes COPY would read differently from RFC 4180 are reported like bad data.
     """
     out: dict[str, list[Any]] = {"start": [], "rows": [], "error": []}
     with psycopg.connect(conninfo, autocommit=True, application_name="filedrop-spark") as conn:
+        conn.execute(SESSION_SETUP)  # type: ignore[arg-type]
         conn.execute(ROW_SEQUENCE_DDL)  # type: ignore[arg-type]
         for start, segs in groupby(segments(batches), key=lambda s: s[0]):
             plan = plans[start]
             rows, error = 0, None
+            scan = FastPathCheck(check[0], check[1], dates=check[2])
             try:
                 with conn.cursor() as cur:
                     cur.execute(*row_sequence_setup(plan.first_row))  # type: ignore[arg-type]
@@ -158,12 +164,18 @@ def write_blocks(batches: Iterable[pa.RecordBatch], *, conninfo: str, copy_stmt:
                                 take = min(skip, len(lines))
                                 lines, skip = lines.slice(take), skip - take
                             if len(lines):
-                                copy.write(join_lines(lines))
+                                piece = join_lines(lines)
+                                scan.feed(piece)
+                                copy.write(piece)
                         if plan.tail:
+                            scan.feed(plan.tail)
                             copy.write(plan.tail)
+                        scan.finish()
                     rows = cur.rowcount
             except (psycopg.DataError, psycopg.IntegrityError) as exc:
                 error = (exc.diag.message_primary or str(exc)) + (f" ({exc.diag.context})" if exc.diag.context else "")
+            except NeedsTolerant as exc:
+                error = str(exc)
             if error is None and rows != plan.rows:
                 error = f"block at byte {start}: COPY stored {rows} rows, the plan expected {plan.rows}"
             out["start"].append(start)
@@ -235,6 +247,7 @@ def reference_parse(batches: Iterable[pa.RecordBatch], *, conninfo: str, setting
     row: dict[str, Any] = dict(outcome="ok", rows_parsed=0, rows_good=0, rows_rejected=0, first_error=None,
                                first_error_line=None, note=None)
     with psycopg.connect(conninfo, autocommit=True, application_name="filedrop-spark") as conn:
+        conn.execute(SESSION_SETUP)  # type: ignore[arg-type]
         engine = _StreamEngine(stream, conn, settings, route, obj, load_id, None)
         try:
             try:
@@ -250,6 +263,8 @@ def reference_parse(batches: Iterable[pa.RecordBatch], *, conninfo: str, setting
             if step != "fast":
                 raise
             row.update(outcome="bad_data", first_error=exc.diag.message_primary)
+        except NeedsTolerant as exc:
+            row.update(outcome="bad_data", first_error=str(exc))
         except LoadFailed as exc:
             row.update(outcome="failed", first_error=str(exc), first_error_line=exc.line)
     yield pa.RecordBatch.from_pylist([row], schema=pa.schema([

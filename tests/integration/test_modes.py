@@ -66,19 +66,6 @@ def test_upsert_merges_on_the_key_and_the_last_row_in_a_file_wins(warehouse: str
     ]
 
 
-def test_older_version_after_newer_is_skipped_superseded(warehouse: str, db: DB, tmp_path: Path) -> None:
-    route = items_route("replace_source")
-    path = tmp_path / "items.csv"
-    write(path, "id,name,qty,day\n2,new,2,\n", mtime=T0 + 100)
-    assert load(warehouse, route, path).status == "loaded"
-    write(path, "id,name,qty,day\n1,old,1,\n", mtime=T0)  # an older version arrives late
-    late = load(warehouse, route, path)
-    assert late.status == "skipped_superseded"
-    assert "newer version" in late.message
-    assert contents(db) == [(2, "new", 2, None, "items.csv")]
-    assert [h["status"] for h in db.history()] == ["loaded", "skipped_superseded"]
-
-
 def test_same_content_again_is_skipped_duplicate(warehouse: str, db: DB, tmp_path: Path) -> None:
     route = items_route("append")
     path = write(tmp_path / "items.csv", "id,name,qty,day\n1,a,1,\n", mtime=T0)

@@ -14,32 +14,68 @@ from filedrop.protocol import LoadedVersion, choose_engine, decide, too_many_bad
 T = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
 
-def obj(etag: str, seq: str | None = None, modified: datetime | None = T) -> SourceObject:
-    return SourceObject("b", "k.csv", etag, 10, modified, sequencer=seq)
+def obj(etag: str, seq: str | None = None, modified: datetime | None = T, version: str | None = None) -> SourceObject:
+    return SourceObject("b", "k.csv", etag, 10, modified, sequencer=seq, version_id=version)
 
 
-def prior(etag: str, seq: str | None = None, modified: datetime | None = T) -> LoadedVersion:
-    return LoadedVersion("load1234567890abcdef", etag, None, seq, modified)
+def prior(etag: str, seq: str | None = None, modified: datetime | None = T, version: str | None = None,
+          load_id: str = "load1234567890abcdef") -> LoadedVersion:
+    return LoadedVersion(load_id, etag, version, seq, modified)
 
 
 def test_new_object_loads() -> None:
     assert decide(obj("e1"), []).verdict == "load"
 
 
-def test_same_etag_is_duplicate() -> None:
+def test_same_etag_as_the_latest_load_is_duplicate() -> None:
     d = decide(obj("e1"), [prior("e1")])
     assert d.verdict == "skipped_duplicate" and "load12345678" in d.reason
 
 
-def test_sequencer_orders_versions_numerically() -> None:
-    # hexadecimal, different lengths: compare as numbers
+def test_rollback_to_an_older_versions_bytes_loads() -> None:
+    # v1 (e1) then v2 (e2) loaded; v1's bytes dropped again are the current content: a new version
+    history = [prior("e1", load_id="first"), prior("e2", load_id="second")]
+    assert decide(obj("e1"), history).verdict == "load"
+    # ... also from an event in a versioned bucket: a new VersionId carrying v1's ETag
+    history = [prior("e1", seq="10", version="v1"), prior("e2", seq="20", version="v2")]
+    assert decide(obj("e1", seq="30", version="v3"), history).verdict == "load"
+    # the same VersionId again (a redelivered event) is a duplicate whatever came after it
+    assert decide(obj("e1", seq="10", version="v1"), history).verdict == "skipped_duplicate"
+
+
+def test_sequencers_compare_right_padded_as_strings() -> None:
+    # Amazon S3 User Guide: right-pad the shorter with zeros, then compare as strings.
+    # "FF" -> "FF0" is later than "100"; as hex numbers 0x100 > 0xFF would say the opposite.
+    assert decide(obj("e1", seq="100"), [prior("e2", seq="FF")]).verdict == "skipped_superseded"
+    assert decide(obj("e1", seq="FF"), [prior("e2", seq="100")]).verdict == "load"
     assert decide(obj("e1", seq="0A"), [prior("e2", seq="0B")]).verdict == "skipped_superseded"
-    assert decide(obj("e1", seq="100"), [prior("e2", seq="FF")]).verdict == "load"
+    assert decide(obj("e1", seq="0055C9A1C8D4E53FA1"), [prior("e2", seq="0055C9A1C8D4E53F")]).verdict == "load"
 
 
-def test_last_modified_when_no_sequencer() -> None:
-    assert decide(obj("e1", modified=T), [prior("e2", modified=T + timedelta(seconds=1))]).verdict == "skipped_superseded"
-    assert decide(obj("e1", modified=T + timedelta(seconds=1)), [prior("e2", modified=T)]).verdict == "load"
+def test_sequencer_rule_matches_aws_event_samples() -> None:
+    # sequencers of one key from real notifications: later PUTs have larger right-padded values
+    from filedrop.objects import sequencer_newer
+
+    assert sequencer_newer("0062E99A88DC407460", "0062E99A88DC407461") is False
+    assert sequencer_newer("0062E99A88DC4075", "0062E99A88DC407460") is True
+    assert sequencer_newer("0062e99a88dc407461", "0062E99A88DC407460") is True
+
+
+def test_last_modified_orders_an_event_when_the_prior_load_has_no_sequencer() -> None:
+    late = obj("e1", seq="01", modified=T)
+    assert decide(late, [prior("e2", modified=T + timedelta(seconds=1))]).verdict == "skipped_superseded"
+    assert decide(obj("e1", seq="01", modified=T + timedelta(seconds=1)), [prior("e2", modified=T)]).verdict == "load"
+
+
+def test_a_listed_object_is_never_superseded() -> None:
+    # a local file restored with an old mtime (cp -p, rsync -t, tar x) is the current version
+    assert decide(obj("e1", modified=T), [prior("e2", seq="99", modified=T + timedelta(days=1))]).verdict == "load"
+
+
+def test_replay_token_loads_again_once() -> None:
+    loaded = [LoadedVersion("a" * 20, "e1", None, None, T, replay="r1")]
+    assert decide(obj("e1"), loaded, replay="r2").verdict == "load"
+    assert decide(obj("e1"), loaded, replay="r1").verdict == "skipped_duplicate"
 
 
 def test_bad_row_threshold() -> None:

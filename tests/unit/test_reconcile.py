@@ -36,6 +36,16 @@ def test_names_are_deterministic_and_version_specific() -> None:
     assert (obj.uri, obj.version_id, obj.last_modified) == ("s3://b/in box/k.csv", "v1", NOW)
 
 
+def test_a_rollback_in_an_unversioned_bucket_gets_its_own_filedrop() -> None:
+    # v1 (etag e1), v2, then v1's bytes again: a new event with a later sequencer must not map to the
+    # first FileDrop (Loaded long ago), or the rollback would never load; a redelivered event does.
+    first = filedrop_manifest(bucket="b", key="k.csv", etag="e1", size=3, sequencer="0A")
+    again = filedrop_manifest(bucket="b", key="k.csv", etag="e1", size=3, sequencer="0C")
+    redelivered = filedrop_manifest(bucket="b", key="k.csv", etag="e1", size=3, sequencer="0A")
+    assert first["metadata"]["name"] != again["metadata"]["name"]
+    assert first["metadata"]["name"] == redelivered["metadata"]["name"]
+
+
 def test_route_manifest_round_trips() -> None:
     route = route_named(load_routes(), "orders")
     again = route_from_object(route_manifest(route, "ns"))

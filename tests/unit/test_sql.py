@@ -33,7 +33,7 @@ def test_load_id_is_checked() -> None:
 def test_staging_ddl_has_lineage_and_primary_key() -> None:
     create = sql.staging_ddl("staging", ROUTE)[1]
     assert create.startswith('CREATE TABLE IF NOT EXISTS "staging"."things" ("id" integer NOT NULL, "v" text, ')
-    assert '"_source_key" text NOT NULL' in create and '"_row_number" bigint NOT NULL' in create
+    assert '"_source_bucket" text NOT NULL, "_source_key" text NOT NULL' in create and '"_row_number" bigint NOT NULL' in create
     assert create.endswith('PRIMARY KEY ("id"))')
 
 
@@ -54,7 +54,8 @@ def test_upsert_skips_unchanged_rows_and_dedups_when_asked() -> None:
 
 
 @pytest.mark.parametrize("mode,first", [
-    ("append", "INSERT INTO"), ("replace_source", 'DELETE FROM "staging"."things" WHERE "_source_key" = %(key)s'),
+    ("append", "INSERT INTO"), ("replace_source",
+     'DELETE FROM "staging"."things" WHERE "_source_bucket" = %(bucket)s AND "_source_key" = %(key)s'),
     ("replace_table", 'TRUNCATE "staging"."things"'),
 ])
 def test_other_modes(mode: str, first: str) -> None:
