@@ -59,8 +59,10 @@ class FastPathCheck:
     and each quote that closes one to precede a delimiter, a line end or another quote.
     """
 
-    def __init__(self, delimiter: int, quote: int, *, dates: bool) -> None:
-        self.d, self.q, self.dates = delimiter, quote, dates
+    def __init__(self, delimiter: int, quote: int, *, dates: bool, max_record: int = 16 << 20) -> None:
+        self.d, self.q, self.dates, self.max_record = delimiter, quote, dates, max_record
+        self.line = 0          # bytes since the last line feed
+        self.opened = -1       # offset of the quote that opened the quoted field we are in
         self.inside = False    # inside a quoted field before the next unchecked quote
         self.carry = b"\n"     # the byte before the unchecked data (+ a quote whose next byte is unknown)
         self.context = b"\n" * 4  # the last bytes seen, for patterns that span chunks (a record start first)
@@ -69,13 +71,17 @@ class FastPathCheck:
     def feed(self, chunk: bytes) -> None:
         if not chunk:
             return
+        self._line_length(chunk)
         self._quotes(chunk)
-        window = self.context + chunk
-        if b"\\." in window:
-            self._end_marker(window, eof=False)
-        if self.dates:
-            self._dates(window, eof=False)
-        self.context = window[-_CONTEXT:]
+        if self.dates or b"\\" in chunk or b"\\" in self.context:
+            window = self.context + chunk
+            if b"\\." in window:
+                self._end_marker(window, eof=False)
+            if self.dates:
+                self._dates(window, eof=False)
+            self.context = window[-_CONTEXT:]
+        else:
+            self.context = (self.context + chunk[-_CONTEXT:])[-_CONTEXT:]
         self.offset += len(chunk)
 
     def finish(self) -> None:
@@ -85,6 +91,25 @@ class FastPathCheck:
         self._end_marker(self.context, eof=True)
         if self.dates:
             self._dates(self.context, eof=True)
+
+    # --- the record byte cap -----------------------------------------------------------------------
+
+    def _line_length(self, chunk: bytes) -> None:
+        """A physical line longer than the cap sends the file to the record reader, which enforces the
+        cap exactly, before PostgreSQL has to buffer the line (lines inside one chunk are shorter than
+        the chunk; only runs across chunks can exceed a cap of at least a chunk)."""
+        first = chunk.find(b"\n")
+        if first < 0:
+            self.line += len(chunk)
+        else:
+            if self.line + first > self.max_record:
+                self._too_long()
+            self.line = len(chunk) - chunk.rfind(b"\n") - 1
+        if self.line > self.max_record:
+            self._too_long()
+
+    def _too_long(self) -> None:
+        raise NeedsTolerant(f"a record longer than {self.max_record} bytes")
 
     # --- quotes ------------------------------------------------------------------------------------
 
@@ -112,8 +137,22 @@ class FastPathCheck:
                 what = ("a quote character inside an unquoted field" if before[i] == 0
                         else "text after the closing quote of a quoted field")
                 raise NeedsTolerant(f"{what} (byte {at} of the data)")
+            self._quoted_spans(check + (self.offset - len(self.carry)))
             self.inside ^= bool(check.size & 1)
         self.carry = data[-2:] if deferred else data[-1:]
+        if self.inside and self.offset + len(chunk) - self.opened > self.max_record:
+            self._too_long()
+
+    def _quoted_spans(self, quotes: np.ndarray) -> None:
+        """Quotes alternate opening and closing: a quoted stretch (line ends and all) longer than the cap
+        is an over-long record."""
+        if self.inside:
+            quotes = np.concatenate(([self.opened], quotes))
+        opens, closes = quotes[0::2], quotes[1::2]
+        if closes.size and int((closes - opens[:closes.size]).max()) > self.max_record:
+            self._too_long()
+        if opens.size > closes.size:
+            self.opened = int(opens[-1])
 
     # --- PostgreSQL's end-of-data marker -----------------------------------------------------------
 
@@ -139,11 +178,19 @@ class FastPathCheck:
         s1, s2 = s1[keep], s2[keep]
         if not s1.size:
             return
-        digit = (a >= 48) & (a <= 57)
-        starts = (a == self.d) | (a == _NL) | (a == self.q) | (a == _SPACE) | (a == _TAB)
-        middle = digit[s1 + 1] & ((s2 - s1 == 2) | digit[s1 + 2])
-        before = digit[s1 - 1] & (starts[s1 - 2] | (digit[s1 - 2] & starts[s1 - 3]))
-        after = digit[s2 + 1] & (~digit[s2 + 2] | (digit[s2 + 2] & ~digit[s2 + 3]))
+
+        def digit(i: np.ndarray) -> np.ndarray:
+            v = a[i]
+            return (v >= 48) & (v <= 57)
+
+        def starts(i: np.ndarray) -> np.ndarray:  # what may come before a field's first digit
+            v = a[i]
+            return (v == self.d) | (v == _NL) | (v == self.q) | (v == _SPACE) | (v == _TAB)
+
+        two = s2 - s1 == 2
+        middle = digit(s1 + 1) & (two | digit(s1 + 2))
+        before = digit(s1 - 1) & (starts(s1 - 2) | (digit(s1 - 2) & starts(s1 - 3)))
+        after = digit(s2 + 1) & (~digit(s2 + 2) | (digit(s2 + 2) & ~digit(s2 + 3)))
         if (middle & before & after).any():
             raise NeedsTolerant("a date whose day/month/year order depends on DateStyle (like 03/04/22)")
 

@@ -20,13 +20,29 @@ from filedrop.sql import drop_load_tables, ident
 Conn = psycopg.Connection[Any]
 
 
+#: Longest message stored in history (``first_error``, ``message``); longer ones are cut with a note.
+MESSAGE_CAP = 2000
+
+
+def clean(text: str | None, cap: int = MESSAGE_CAP) -> str | None:
+    """A message fit to store and show: no NUL (PostgreSQL text cannot hold it), at most ``cap``
+    characters. Messages quote file content (a header, a value), which can be anything."""
+    if text is None:
+        return None
+    text = text.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
+    if len(text) > cap:
+        return text[:cap] + f"… ({len(text)} characters in all)"
+    return text
+
+
 def load_lock_key(load_id: str) -> str:
     """Text hashed into the session advisory lock a live loader holds for its whole load."""
     return f"filedrop.load:{load_id}"
 
 
 def object_lock_key(bucket: str, key: str) -> str:
-    """Text hashed into the transaction lock that serialises final applies of one key."""
+    """Text hashed into the locks on one (bucket, key): held by a loader for its whole load (so a
+    concurrent loader of the same object waits instead of parsing it too) and by final applies."""
     return f"filedrop.object:{bucket}/{key}"
 
 
@@ -59,7 +75,7 @@ def insert(conn: Conn, meta: str, *, load_id: str, obj: SourceObject, route: str
             VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,
                     CASE WHEN %s THEN clock_timestamp() END)""",
         (load_id, obj.bucket, obj.key, obj.etag, obj.version_id, obj.sequencer, obj.last_modified, obj.size,
-         route, table, mode, engine, status, attempt, filedrop, message, first_error, replay, finished),
+         route, table, mode, engine, status, attempt, filedrop, clean(message), clean(first_error), replay, finished),
     )
 
 
@@ -72,8 +88,8 @@ def finish(conn: Conn, meta: str, load_id: str, *, status: str, rows_parsed: int
                 rows_rejected = %s, first_error = %s, first_error_line = %s, message = %s, retryable = %s,
                 previous_load_id = %s, finished_at = clock_timestamp()
             WHERE load_id = %s""",
-        (status, rows_parsed, rows_loaded, rows_rejected, first_error, first_error_line, message, retryable,
-         previous_load_id, load_id),
+        (status, rows_parsed, rows_loaded, rows_rejected, clean(first_error), first_error_line, clean(message),
+         retryable, previous_load_id, load_id),
     )
 
 
@@ -109,10 +125,10 @@ def cleanup_dead_loads(conn: Conn, meta: str) -> list[str]:
             conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (load_lock_key(load_id),))
     # Per-load tables without a running history row (e.g. the history insert never committed).
     orphans = conn.execute(
-        f"""SELECT substr(c.relname, 7) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        f"""SELECT DISTINCT right(c.relname, 32) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
             WHERE n.nspname = %s AND c.relkind = 'r' AND c.relname ~ '^_(load|raw)_[0-9a-f]{{32}}$'
             AND NOT EXISTS (SELECT 1 FROM {m}.ingest_history h
-                            WHERE h.load_id = substr(c.relname, 7) AND h.status = 'running')""",
+                            WHERE h.load_id = right(c.relname, 32) AND h.status = 'running')""",
         (meta,),
     ).fetchall()
     for (load_id,) in orphans:

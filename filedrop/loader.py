@@ -85,11 +85,11 @@ class Parsed:
 
 # --- header ----------------------------------------------------------------------------------------
 
-def read_header(stream: io.BufferedReader, route: FileRoute) -> list[str]:
+def read_header(stream: io.BufferedReader, route: FileRoute, max_bytes: int = MAX_FIELD) -> list[str]:
     """Consume the header line (if the route has one) and return the file's column order.
 
     Strict: the header must name exactly the route's columns (any order, case-insensitive); the
-    error names what is missing and what is extra.
+    error names what is missing and what is extra. At most ``max_bytes`` are read for it.
     """
     fmt = route.spec.format
     first = stream.peek(3)[:3]
@@ -99,7 +99,12 @@ def read_header(stream: io.BufferedReader, route: FileRoute) -> list[str]:
         stream.read(3)  # UTF-8 byte order mark
     if not fmt.header:
         return list(route.column_names)
-    line = stream.readline(MAX_FIELD)
+    line = stream.readline(max_bytes + 1)
+    if len(line) > max_bytes and not line.endswith(b"\n"):
+        raise LoadFailed(f"header line longer than {max_bytes} bytes (FILEDROP_MAX_RECORD_BYTES): "
+                         "not a CSV file with a header?", line=0)
+    if b"\x00" in line:
+        raise LoadFailed("header line contains NUL bytes (0x00): not a text file?", line=0)
     if b"\r" in line.rstrip(b"\r\n"):
         raise LoadFailed("lines end with a bare carriage return (classic Mac line ends): "
                          "convert the file to LF or CRLF line ends", line=0)
@@ -165,8 +170,8 @@ class DirectEngine:
 
     def _fast(self) -> Parsed:
         with self._open(self.on_bytes) as stream:
-            file_columns = read_header(stream, self.route)
-            check = fast_path_check(self.route)
+            file_columns = read_header(stream, self.route, self.settings.max_record_bytes)
+            check = fast_path_check(self.route, self.settings.max_record_bytes)
             stmt = sql.copy_csv(self.meta, self.load_id, self.route, file_columns)
             with self.conn.cursor() as cur:
                 with cur.copy(stmt) as copy:  # type: ignore[arg-type]
@@ -188,7 +193,7 @@ class DirectEngine:
         rownum = 0
         stop_error: str | None = None
         with self._open(None) as stream:
-            file_columns = read_header(stream, self.route)
+            file_columns = read_header(stream, self.route, self.settings.max_record_bytes)
             reader = csvscan.RecordReader(stream, delimiter=fmt.delimiter, quote=fmt.quote, null=fmt.null_value,
                                           encoding=fmt.encoding, columns=len(file_columns),
                                           max_record=self.settings.max_record_bytes, chunk=CHUNK)
@@ -234,14 +239,15 @@ class DirectEngine:
         return out
 
 
-def fast_path_check(route: FileRoute) -> csvscan.FastPathCheck:
-    """The check that keeps COPY (the fast path) to the RFC 4180 reading (:mod:`filedrop.csvscan`)."""
+def fast_path_check(route: FileRoute, max_record: int) -> csvscan.FastPathCheck:
+    """The check that keeps COPY (the fast path) to the RFC 4180 reading and under the record byte cap
+    (:mod:`filedrop.csvscan`)."""
     fmt = route.spec.format
     pair = csvscan.single_bytes(fmt.delimiter, fmt.quote, fmt.encoding)
     if pair is None:  # a multi-byte delimiter or quote: only the tolerant reader handles it
         raise csvscan.NeedsTolerant("a delimiter or quote of more than one byte")
     dates = any(c.type in DATE_TYPES for c in route.spec.columns)
-    return csvscan.FastPathCheck(*pair, dates=dates)
+    return csvscan.FastPathCheck(*pair, dates=dates, max_record=max_record)
 
 
 class Engine(Protocol):
@@ -361,11 +367,39 @@ def _load(session: LoadSession, conn: Conn, route: FileRoute, obj: SourceObject,
                 f"the {engine} engine is not available in this installation (choose --engine direct)"))
     common["engine"] = engine
     decision = decide(obj, history.loaded_versions(conn, meta, obj.bucket, obj.key), replay)
+    if decision.verdict == "load":
+        # Claim the object before parsing it: a concurrent loader of the same (bucket, key) waits here,
+        # then finds this version loaded instead of parsing the whole file only to lose at the apply.
+        conn.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", (_claim_key(obj),))
+        decision = decide(obj, history.loaded_versions(conn, meta, obj.bucket, obj.key), replay)
+        if decision.verdict != "load":
+            _release_claim(conn, obj)
     if decision.verdict != "load":
         history.insert(conn, meta, load_id=uuid.uuid4().hex, status=decision.verdict, filedrop=filedrop,
                        message=decision.reason, finished=True, **common)  # type: ignore[arg-type]
         return LoadResult(obj, route.name, decision.verdict, engine=engine, message=decision.reason)
+    try:
+        return _load_claimed(conn, settings, route, obj, engine, common, filedrop, on_bytes, note, replay)
+    finally:
+        if not (conn.closed or conn.broken):
+            _release_claim(conn, obj)
 
+
+def _claim_key(obj: SourceObject) -> str:
+    return f"filedrop.claim:{obj.bucket}/{obj.key}"
+
+
+def _release_claim(conn: Conn, obj: SourceObject) -> None:
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        conn.rollback()
+    conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (_claim_key(obj),))
+
+
+def _load_claimed(conn: Conn, settings: Settings, route: FileRoute, obj: SourceObject, engine: str,
+                  common: dict[str, Any], filedrop: str | None, on_bytes: Callable[[int], None] | None,
+                  note: str, replay: str) -> LoadResult:
+    """Parse and apply one object version this session has claimed; every outcome goes to history."""
+    meta, spec = settings.meta_schema, route.spec
     load_id = uuid.uuid4().hex
     conn.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", (history.load_lock_key(load_id),))
     history.insert(conn, meta, load_id=load_id, status="running", filedrop=filedrop,
@@ -405,12 +439,23 @@ def _load(session: LoadSession, conn: Conn, route: FileRoute, obj: SourceObject,
         result.status, result.first_error = "failed", str(exc)
         result.retryable = not isinstance(exc, ObjectChanged)  # ContentChanged (a local file) is retryable
         result.message = str(exc)
-    except (psycopg.OperationalError, WarehouseError):
-        raise  # connection lost: the running row is cleaned up as a dead load by the next run
+    except WarehouseError:
+        raise
+    except psycopg.OperationalError as exc:
+        if conn.closed or conn.broken:
+            raise  # connection lost: the running row is cleaned up as a dead load by the next run
+        # the server refused this file's data (a limit, out of memory, a timeout): this file fails
+        log.info("load of %s failed: %s", obj.display, exc)
+        result.status, result.first_error = "failed", f"PostgreSQL: {str(exc).strip()}"
+        result.message = result.first_error
+        result.retryable = not isinstance(exc, pgerrors.ProgramLimitExceeded)
     except Exception as exc:  # noqa: BLE001 - recorded in history, then reported
+        if conn.closed or conn.broken:
+            raise
         log.exception("load of %s failed", obj.display)
         result.status, result.first_error, result.message = "failed", f"{type(exc).__name__}: {exc}", str(exc)
-        result.retryable = isinstance(exc, (psycopg.errors.OperationalError, OSError))
+        result.retryable = isinstance(exc, OSError)
+    result.first_error, result.message = history.clean(result.first_error), history.clean(result.message) or ""
     _abandon(conn, settings, result)
     return result
 

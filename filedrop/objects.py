@@ -34,7 +34,9 @@ class SourceObject:
 
     @property
     def display(self) -> str:
-        return self.uri or f"{self.bucket}/{self.key}"
+        """The object's name for messages: a local path's undecodable bytes shown as ``\\xNN``."""
+        text = self.uri or f"{self.bucket}/{self.key}"
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def sequencer_newer(a: str, b: str) -> bool:

@@ -19,7 +19,7 @@ from filedrop.events import EventParseError, S3Event, parse_message
 from filedrop.loader import LoadResult, LoadSession
 from filedrop.objects import SourceObject
 from filedrop.routes import FileRoute, RouteError, route_for
-from filedrop.sources import Listed, Location, SourceError, describe, list_objects
+from filedrop.sources import Listed, Location, SourceError, describe, list_objects, printable_name
 from filedrop.warehouse import connect, ensure_meta
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,7 @@ def run_once(url: str, settings: Settings, routes: list[FileRoute], source: str,
     report = RunReport(cleaned=cleanup(url, settings))
     loc = Location.parse(source)
     matched, unmatched, errors = discover(loc, routes)
-    report.unmatched = [u.uri for u in unmatched]
+    report.unmatched = [printable_name(u.uri) for u in unmatched]
     report.errors = errors
     if on_discovered:
         on_discovered(matched)

@@ -65,6 +65,14 @@ class Match(_Spec):
         return value
 
 
+#: Python codec names (as routes spell them) to PostgreSQL client encodings.
+PG_ENCODINGS: dict[str, str] = {
+    "utf-8": "UTF8", "utf8": "UTF8", "latin-1": "LATIN1", "latin1": "LATIN1", "iso-8859-1": "LATIN1",
+    "iso8859-1": "LATIN1", "cp1252": "WIN1252", "windows-1252": "WIN1252", "iso-8859-15": "LATIN9",
+    "ascii": "SQL_ASCII",
+}
+
+
 class Format(_Spec):
     delimiter: str = ","
     header: bool = True
@@ -89,7 +97,22 @@ class Format(_Spec):
             codecs.lookup(value)
         except LookupError:
             raise ValueError(f"unknown encoding {value!r}") from None
+        if value.lower() not in PG_ENCODINGS:
+            raise ValueError(f"encoding {value!r} has no PostgreSQL equivalent here; use one of "
+                             f"{', '.join(sorted(PG_ENCODINGS))}")
         return value
+
+    @model_validator(mode="after")
+    def _readable(self) -> Format:
+        """Refuse formats no file could be read with, when the routes are read (not per file later)."""
+        if self.delimiter == self.quote:
+            raise ValueError(f"delimiter and quote must differ (both {self.delimiter!r})")
+        for ch, what in ((self.delimiter, "delimiter"), (self.quote, "quote")):
+            if ch in self.null_value:
+                raise ValueError(f"nullValue must not contain the {what} ({ch!r}): no unquoted field can equal it")
+        if "\r" in self.null_value or "\n" in self.null_value:
+            raise ValueError("nullValue must not contain a line break")
+        return self
 
 
 class Column(_Spec):
@@ -177,7 +200,15 @@ class FileRoute(BaseModel):
             return False
         if m.prefix is not None and bucket is not None and not key.startswith(m.prefix):
             return False
-        return re.search(m.pattern, key.rsplit("/", 1)[-1]) is not None
+        return re.search(_whole_name(m.pattern), key.rsplit("/", 1)[-1]) is not None
+
+
+def _whole_name(pattern: str) -> str:
+    """A pattern ending in ``$`` anchors at the very end of the name: Python's ``$`` also matches
+    before a final newline, so ``^items\\.csv$`` would take a key named ``items.csv`` + newline."""
+    if pattern.endswith("$") and not pattern.endswith("\\$"):
+        return pattern[:-1] + r"\Z"
+    return pattern
 
 
 def _format_validation_error(origin: str, exc: ValidationError) -> str:

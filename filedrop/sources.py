@@ -76,10 +76,20 @@ class Listed:
     etag: str | None = None
     version_id: str | None = None
     is_s3: bool = False
+    #: a local file's real path, when its name is not valid UTF-8 (``key`` then shows it escaped)
+    path: str | None = None
 
     @property
     def uri(self) -> str:
+        if self.path is not None:
+            return self.path
         return f"s3://{self.bucket}/{self.key}" if self.is_s3 else os.path.join(self.bucket, self.key)
+
+
+def printable_name(name: str) -> str:
+    """A local path as text every consumer can store and print: bytes that are not UTF-8 (kept by
+    Python as surrogate escapes) as ``\\xNN``."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
 
 
 def s3_client() -> Any:
@@ -115,8 +125,10 @@ def list_objects(loc: Location, client: Any = None) -> Iterator[Listed]:
                        and not any(part.startswith(".") for part in p.relative_to(root).parts))
     for p in paths:
         st = p.stat()
-        yield Listed(str(root), p.relative_to(root).as_posix(), st.st_size,
-                     datetime.fromtimestamp(st.st_mtime, timezone.utc))
+        key = p.relative_to(root).as_posix()
+        shown, bucket = printable_name(key), printable_name(str(root))
+        yield Listed(bucket, shown, st.st_size, datetime.fromtimestamp(st.st_mtime, timezone.utc),
+                     path=str(p) if (shown, bucket) != (key, str(root)) else None)
 
 
 def local_md5(path: str) -> str:

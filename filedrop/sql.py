@@ -12,7 +12,7 @@ import re
 from collections.abc import Sequence
 
 from filedrop.csvscan import AMBIGUOUS_DATE_SQL
-from filedrop.routes import IDENTIFIER, FileRoute
+from filedrop.routes import IDENTIFIER, PG_ENCODINGS, FileRoute
 
 #: Route column types to PostgreSQL types.
 PG_TYPES: dict[str, str] = {
@@ -25,13 +25,6 @@ PG_TYPES: dict[str, str] = {
     "timestamp": "timestamp without time zone",
     "timestamptz": "timestamp with time zone",
     "boolean": "boolean",
-}
-
-#: Python codec names (as routes spell them) to PostgreSQL client encodings.
-PG_ENCODINGS: dict[str, str] = {
-    "utf-8": "UTF8", "utf8": "UTF8", "latin-1": "LATIN1", "latin1": "LATIN1", "iso-8859-1": "LATIN1",
-    "iso8859-1": "LATIN1", "cp1252": "WIN1252", "windows-1252": "WIN1252", "iso-8859-15": "LATIN9",
-    "ascii": "SQL_ASCII",
 }
 
 _LOAD_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -80,8 +73,20 @@ def raw_table_name(load_id: str) -> str:
 
 # --- bookkeeping ---------------------------------------------------------------------------------
 
+#: Version of the bookkeeping schema this release writes; kept as the comment on ingest_history, so a
+#: command can see that the schema is current without DDL (DDL would lock the table).
+META_VERSION = 3
+
+
+def meta_version_comment() -> str:
+    return f"filedrop bookkeeping schema version {META_VERSION}: one row per attempt to load one object version"
+
+
 def meta_ddl(meta: str, server_version_num: int) -> list[str]:
-    """Idempotent DDL of the bookkeeping schema: history, rejected rows, the input check function."""
+    """Idempotent DDL of the bookkeeping schema: history, rejected rows, the input check function.
+
+    Run only when the schema is missing or older than :data:`META_VERSION` (its last statement records
+    the version)."""
     m = ident(meta)
     statements = [
         f"CREATE SCHEMA IF NOT EXISTS {m}",
@@ -159,6 +164,7 @@ def meta_ddl(meta: str, server_version_num: int) -> list[str]:
                     RETURN SQLERRM;
                 END $$"""
         )
+    statements.append(f"COMMENT ON TABLE {m}.ingest_history IS {literal(meta_version_comment())}")
     return statements
 
 
@@ -193,9 +199,14 @@ def staging_ddl(schema: str, route: FileRoute) -> list[str]:
         cols.append(f"PRIMARY KEY ({', '.join(ident(k) for k in s.primary_key)})")
     out = [f"CREATE SCHEMA IF NOT EXISTS {ident(schema)}", f"CREATE TABLE IF NOT EXISTS {table} ({', '.join(cols)})"]
     if s.mode == "replace_source":
-        out.append(f"CREATE INDEX IF NOT EXISTS {ident(s.table[:47] + '_source_object')} ON {table} "
-                   '("_source_bucket", "_source_key")')
+        [name] = staging_index_names(route)
+        out.append(f'CREATE INDEX IF NOT EXISTS {ident(name)} ON {table} ("_source_bucket", "_source_key")')
     return out
+
+
+def staging_index_names(route: FileRoute) -> list[str]:
+    """Secondary indexes a route's staging table needs: (bucket, key) for ``replace_source``'s delete."""
+    return [route.spec.table[:47] + "_source_object"] if route.spec.mode == "replace_source" else []
 
 
 def staging_bucket_migration(schema: str, meta: str, table: str) -> list[str]:

@@ -170,16 +170,36 @@ def pin_session(conn: psycopg.Connection[Any]) -> None:
 
 
 def ensure_meta(conn: psycopg.Connection[tuple[object, ...]], settings: Settings) -> None:
-    """Create the bookkeeping schema and tables if they are missing (safe to run concurrently)."""
+    """Create the bookkeeping schema and tables if they are missing or older than this release (safe to
+    run concurrently). A current schema costs one catalog read and takes no lock on any table: an
+    analyst's open transaction on the history table blocks no command."""
+    if _meta_is_current(conn, settings.meta_schema):
+        return
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (_DDL_LOCK,))
+        if _meta_is_current(conn, settings.meta_schema):
+            return
+        log.info("creating or upgrading the bookkeeping schema %s", settings.meta_schema)
         for stmt in sql.meta_ddl(settings.meta_schema, conn.info.server_version):
             conn.execute(stmt)  # type: ignore[arg-type]
 
 
+def _meta_is_current(conn: psycopg.Connection[Any], meta: str) -> bool:
+    row = conn.execute("SELECT obj_description(to_regclass(%s), 'pg_class')",
+                       (f"{sql.ident(meta)}.ingest_history",)).fetchone()
+    return bool(row) and row[0] == sql.meta_version_comment()
+
+
 def ensure_staging(conn: psycopg.Connection[tuple[object, ...]], settings: Settings, route: FileRoute) -> None:
-    """Create the route's staging table if missing; refuse a table whose columns differ from the route."""
+    """Create the route's staging table if missing; refuse a table whose columns differ from the route.
+
+    A table that is already complete (columns, and the index ``replace_source`` uses) is only read from
+    the catalog: no DDL, no table lock."""
     schema = settings.staging_schema
+    rows = _columns(conn, schema, route.spec.table)
+    if rows and "_source_bucket" in {n for n, _ in rows} and _indexes_present(conn, schema, route):
+        _check_columns(schema, route, rows)
+        return
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (_DDL_LOCK,))
         ddl = sql.staging_ddl(schema, route)
@@ -194,6 +214,20 @@ def ensure_staging(conn: psycopg.Connection[tuple[object, ...]], settings: Setti
         if "_source_bucket" in {n for n, _ in rows}:
             for stmt in ddl[2:]:  # indexes
                 conn.execute(stmt)  # type: ignore[arg-type]
+    _check_columns(schema, route, rows)
+
+
+def _indexes_present(conn: psycopg.Connection[Any], schema: str, route: FileRoute) -> bool:
+    wanted = sql.staging_index_names(route)
+    if not wanted:
+        return True
+    found = conn.execute(
+        """SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+           WHERE n.nspname = %s AND c.relkind = 'i' AND c.relname = ANY(%s)""", (schema, wanted)).fetchone()
+    return bool(found) and int(found[0]) == len(wanted)
+
+
+def _check_columns(schema: str, route: FileRoute, rows: list[tuple[str, str]]) -> None:
     have = {str(n): str(t) for n, t in rows}
     want = {n: t for n, t, _ in sql.staging_columns(route)}
     problems = []

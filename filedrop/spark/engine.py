@@ -112,13 +112,14 @@ class SparkEngine:
         gz = fmt.compression == "gzip" or (fmt.compression == "auto" and (
             self.obj.key.endswith(".gz") or head[:2] == GZIP_MAGIC))
         text_head = _gunzip_head(head) if gz else head
-        file_columns = read_header(io.BufferedReader(io.BytesIO(text_head)), self.route)  # type: ignore[arg-type]
+        file_columns = read_header(io.BufferedReader(io.BytesIO(text_head)), self.route,  # type: ignore[arg-type]
+                                   self.settings.max_record_bytes)
         hadoop_gz = self.src.endswith(".gz")
         copy_stmt = sql.copy_csv(self.meta, self.load_id, self.route, file_columns)
         reason = _unsplittable(fmt.quote, text_head, gz, hadoop_gz, self.src)
         if reason is None:
             try:
-                fast_path_check(self.route)
+                fast_path_check(self.route, self.settings.max_record_bytes)
             except NeedsTolerant as exc:  # a multi-byte delimiter: only the reference parser reads it
                 reason = str(exc)
         parsed: Parsed | None = None
@@ -156,10 +157,11 @@ class SparkEngine:
         t0 = time.monotonic()
         self.conn.execute(planning.load_table_ddl(self.meta, self.load_id, self.route))  # type: ignore[arg-type]
         by_start = {p.start: p for p in plans}
-        check = fast_path_check(self.route)
+        check = fast_path_check(self.route, self.settings.max_record_bytes)
         results = _wrap(lambda: lines.mapInArrow(
             partial(tasks.write_blocks, conninfo=self.conninfo, copy_stmt=copy_stmt, plans=by_start,
-                    header=fmt.header, check=(check.d, check.q, check.dates)), tasks.WRITE_SCHEMA).collect())
+                    header=fmt.header, check=(check.d, check.q, check.dates, check.max_record)),
+            tasks.WRITE_SCHEMA).collect())
         log.info("%s: blocks written in %.1fs", self.obj.display, time.monotonic() - t0)
         errors = sorted((r.start, r.error) for r in results if r.error)
         written = {r.start for r in results}

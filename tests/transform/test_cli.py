@@ -61,7 +61,7 @@ def test_no_transform_and_bad_options(cli: CliRunner, warehouse: str, db: DB) ->
 def test_a_broken_staging_row_fails_its_test_and_the_transform(cli: CliRunner, warehouse: str, db: DB) -> None:
     res = cli.invoke(app, ["run", "--source", str(D2B), "--warehouse", warehouse, "--no-transform"])
     assert res.exit_code == 0, res.output
-    lineage = "'broken.csv', 'x', 'x', 1, now()"
+    lineage = "'x', 'broken.csv', 'x', 'x', 1, now()"
     db.execute(f"INSERT INTO staging.reviews VALUES (9, 23, {lineage})")                 # 9 stars
     db.execute(f"INSERT INTO staging.shipment_deliveries VALUES (99999, 424242, NULL, NULL, {lineage})")  # no order
 

@@ -1,0 +1,186 @@
+"""Every bad file fails alone (DESIGN §3 "Failure isolation", §8): poison pills, over-long records, a
+concurrent quarantine, and an analyst's open transaction — on real PostgreSQL, through the real CLI."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import psycopg
+import pytest
+from typer.testing import CliRunner
+
+from filedrop.cli import app
+from filedrop.config import Settings
+from filedrop.pipeline import run_once
+from tests.conftest import DB
+from tests.support.loads import items_route, load, write
+
+HEADER = "id,name,qty,day\n"
+
+
+@pytest.fixture
+def routes_file(tmp_path: Path) -> Path:
+    path = tmp_path / "routes.yaml"
+    path.write_text("""
+apiVersion: filedrop.dev/v1alpha1
+kind: FileRoute
+metadata: {name: items}
+spec:
+  match: {pattern: '^items.*\\.csv(\\.gz)?$'}
+  table: items
+  columns:
+    - {name: id, type: integer, nullable: false}
+    - {name: name, type: text}
+    - {name: qty, type: integer}
+    - {name: day, type: date}
+  onError: continue
+  maxBadRowsPercent: 50
+""")
+    return path
+
+
+def run_cli(args: list[str], env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "filedrop.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, "FILEDROP_NO_COLOR": "1", **(env or {})})
+
+
+def poison_dir(tmp_path: Path) -> Path:
+    src = tmp_path / "src"
+    write(src / "items_1_good.csv", HEADER + "1,a,1,\n")
+    write(src / "items_2_nul_header.csv", b"id,na\x00me,qty,day\n2,b,2,\n")
+    write(src / "items_3_zeros.csv.gz", gzip.compress(b"\x00" * 100_000))
+    write(src / "items_4_nul_row.csv", HEADER + "4,d,4,\n5,e\x00e,5,\n6,f,6,\n")
+    write(src / "items_5_good.csv", HEADER + "7,g,7,\n")
+    # a file name that is not valid UTF-8 (bytes from Latin-1)
+    (src / os.fsdecode(b"items_6_caf\xe9.csv")).write_bytes((HEADER + "8,h,8,\n").encode())
+    return src
+
+
+def test_poison_pills_fail_alone_and_the_run_goes_on(warehouse: str, db: DB, tmp_path: Path,
+                                                     routes_file: Path) -> None:
+    src = poison_dir(tmp_path)
+    for attempt in (1, 2):  # the second run must not crash on what the first left
+        res = run_cli(["run", "--source", str(src), "--warehouse", warehouse, "--routes", str(routes_file),
+                       "--no-transform"])
+        assert res.returncode == 1, (res.returncode, res.stdout[-3000:], res.stderr[-3000:])
+        assert "Traceback" not in res.stderr, res.stderr[-3000:]
+    assert db.one("SELECT count(*) FROM filedrop.ingest_history WHERE status = 'running'") == 0
+    assert db.leftover_tables() == []
+    by_key = {}
+    for h in db.history():
+        by_key.setdefault(h["key"], []).append(h)
+    assert [h["status"] for h in by_key["items_2_nul_header.csv"]] == ["failed", "failed"]
+    nul_error = by_key["items_2_nul_header.csv"][0]["first_error"]
+    assert "\x00" not in nul_error and "header" in nul_error
+    assert by_key["items_3_zeros.csv.gz"][0]["status"] == "failed"
+    # the NUL byte in one data row quarantines that record only
+    assert [h["status"] for h in by_key["items_4_nul_row.csv"]] == ["loaded", "skipped_duplicate"]
+    assert db.rows("SELECT line_number, raw_line, error FROM filedrop.rejected_rows") == [
+        (2, "5,e\\x00e,5,", "NUL byte (0x00) in the record")]
+    # the name is recorded escaped, and the file loaded
+    assert [h["status"] for h in by_key["items_6_caf\\xe9.csv"]] == ["loaded", "skipped_duplicate"]
+    assert sorted(r[0] for r in db.rows("SELECT id FROM staging.items")) == [1, 4, 6, 7, 8]
+
+
+def test_a_record_over_the_byte_cap_fails_its_file_only(warehouse: str, db: DB, tmp_path: Path,
+                                                        routes_file: Path) -> None:
+    src = tmp_path / "src"
+    write(src / "items_1_long.csv.gz", gzip.compress((HEADER + "1," + "x" * (3 << 20) + ",1,\n2,b,2,\n").encode()))
+    write(src / "items_2_long_quoted.csv", HEADER + '1,"' + "y\n" * (2 << 20) + '",1,\n')
+    write(src / "items_3_good.csv", HEADER + "3,c,3,\n")
+    res = run_cli(["run", "--source", str(src), "--warehouse", warehouse, "--routes", str(routes_file),
+                   "--no-transform"], env={"FILEDROP_MAX_RECORD_BYTES": str(1 << 20)})
+    assert res.returncode == 1, (res.stdout[-2000:], res.stderr[-2000:])
+    statuses = {h["key"]: (h["status"], h["first_error"]) for h in db.history()}
+    for key in ("items_1_long.csv.gz", "items_2_long_quoted.csv"):
+        status, error = statuses[key]
+        assert status == "failed" and "longer than 1048576 bytes" in error, (key, error)
+    assert statuses["items_3_good.csv"][0] == "loaded"
+    assert db.one("SELECT count(*) FROM filedrop.ingest_history WHERE status = 'running'") == 0
+
+
+def test_a_database_limit_is_the_files_failure_not_a_lost_connection(warehouse: str, db: DB, tmp_path: Path) -> None:
+    """PostgreSQL refusing one file's data for a limit (here: a key too large for its index) is an error
+    in that file. It used to be taken for a lost connection: exit 3, a `running` row and its load table
+    left behind, and the file retried forever."""
+    route = items_route("upsert")
+    big = os.urandom(8000).hex()
+    text_route = route.model_copy(update={"spec": route.spec.model_copy(update={
+        "columns": (route.spec.columns[0].model_copy(update={"name": "id", "type": "text"}),) + route.spec.columns[1:]})})
+    result = load(warehouse, text_route, write(tmp_path / "items_big_key.csv", HEADER + f"{big},a,1,\n"))
+    assert result.status == "failed", result
+    assert "index row" in (result.first_error or "") or "exceeds" in (result.first_error or "")
+    assert db.one("SELECT count(*) FROM filedrop.ingest_history WHERE status = 'running'") == 0
+    assert db.leftover_tables() == []
+    ok = load(warehouse, text_route, write(tmp_path / "items_ok.csv", HEADER + "k1,a,1,\n"))
+    assert ok.status == "loaded"
+
+
+def test_a_run_starting_while_another_loader_quarantines_does_not_crash(warehouse: str, db: DB,
+                                                                        tmp_path: Path) -> None:
+    """A `_raw_` table of a live tolerant pass (or one left over) used to crash the orphan sweep."""
+    settings = Settings(warehouse_url=warehouse)
+    write(tmp_path / "items_1.csv", HEADER + "1,a,1,\n")
+    run_once(warehouse, settings, [items_route()], str(tmp_path))
+    orphan = uuid.uuid4().hex
+    db.execute(f'CREATE TABLE filedrop."_raw_{orphan}" (x int)')
+    write(tmp_path / "items_2.csv", HEADER + "2,b,2,\n")
+    report = run_once(warehouse, settings, [items_route()], str(tmp_path))
+    assert [r.status for r in report.results] == ["skipped_duplicate", "loaded"]
+    assert db.leftover_tables() == []
+
+
+def test_an_analysts_open_transaction_blocks_no_command(warehouse: str, db: DB, tmp_path: Path,
+                                                         routes_file: Path) -> None:
+    """The README invites SQL on ingest_history; a transaction left open on it must not stop loads or
+    `status`. Every command used to take an ACCESS EXCLUSIVE lock on the table (ALTER TABLE on connect)."""
+    write(tmp_path / "src" / "items_1.csv", HEADER + "1,a,1,\n")
+    args = ["--warehouse", warehouse]
+    assert run_cli(["run", "--source", str(tmp_path / "src"), *args, "--routes", str(routes_file),
+                    "--no-transform"]).returncode == 0
+    with psycopg.connect(warehouse) as analyst:  # not autocommit: the transaction stays open
+        analyst.execute("SELECT count(*) FROM filedrop.ingest_history").fetchone()
+        analyst.execute("SELECT count(*) FROM staging.items").fetchone()
+        write(tmp_path / "src" / "items_2.csv", HEADER + "2,b,2,\n")
+        env = {"PGOPTIONS": "-c lock_timeout=20s"}  # a blocked command fails instead of hanging the test
+        for cmd in (["status", *args, "--routes", str(routes_file)], ["history", *args],
+                    ["run", "--source", str(tmp_path / "src"), *args, "--routes", str(routes_file), "--no-transform"]):
+            res = run_cli(cmd, env=env)
+            assert res.returncode == 0, (cmd, res.stdout[-2000:], res.stderr[-2000:])
+        analyst.rollback()
+    assert db.one("SELECT count(*) FROM staging.items") == 2
+
+
+@pytest.mark.parametrize("spec,message", [
+    ("format: {delimiter: ';', quote: ';'}", "delimiter and quote must differ"),
+    ("format: {nullValue: 'a,b'}", "nullValue must not contain the delimiter"),
+    ("format: {encoding: utf-16}", "no PostgreSQL equivalent"),
+])
+def test_routes_that_cannot_load_any_file_are_refused_when_read(spec: str, message: str, tmp_path: Path) -> None:
+    from filedrop.routes import RouteError
+
+    with pytest.raises(RouteError, match=message):
+        items_route("append", **dict([spec.split(": ", 1)]))
+
+
+def test_patterns_match_whole_names(warehouse: str, db: DB, tmp_path: Path) -> None:
+    """`^items.*\\.csv$` must not match `items.csv\\n`: Python's `$` also matches before a final newline."""
+    from filedrop.routes import route_for
+
+    route = items_route()
+    assert route_for([route], None, "items.csv") is route
+    assert route_for([route], None, "items.csv\n") is None
+
+
+def test_cli_runner_smoke(warehouse: str, routes_file: Path, tmp_path: Path) -> None:
+    """The in-process CLI reports a poison pill the same way (no exception escapes `run`)."""
+    src = poison_dir(tmp_path)
+    res = CliRunner().invoke(app, ["run", "--source", str(src), "--warehouse", warehouse, "--routes",
+                                   str(routes_file), "--no-transform"])
+    assert res.exit_code == 1, res.output
+    assert res.exception is None or isinstance(res.exception, SystemExit), repr(res.exception)
