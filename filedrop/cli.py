@@ -205,6 +205,7 @@ def _run_loop(url: str, settings: Settings, route_list: list[FileRoute], source:
     """One pass, or passes every ``interval`` seconds with ``watch`` (transforming when ``schedule``
     says so); True when any file or scheduled transform failed."""
     any_failed = False
+    memory = pipeline.PollMemory(base=max(interval, 1.0)) if watch else None
     while True:
         try:
             with _progress() as progress:
@@ -216,9 +217,11 @@ def _run_loop(url: str, settings: Settings, route_list: list[FileRoute], source:
                 else:
                     assert source is not None
                     report = pipeline.run_once(url, settings, route_list, source, engine=engine, progress=bars,
-                                               on_discovered=bars.discovered)
-        except (SourceError, WarehouseError, RouteError) as exc:
+                                               on_discovered=bars.discovered, memory=memory)
+        except (SourceError, WarehouseError, RouteError, psycopg.OperationalError) as exc:
             if not watch:
+                if isinstance(exc, psycopg.OperationalError):
+                    raise
                 raise _fail(str(exc)) from None
             err.print(f"[bold red]error:[/] {exc}", highlight=False)
             report = pipeline.RunReport(errors=[str(exc)])

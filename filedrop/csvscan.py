@@ -21,9 +21,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import IO
-
-import numpy as np
+from typing import IO, Any
 
 #: A date whose day, month and year order depends on DateStyle: three 1–2 digit numbers (``03/04/22``).
 #: PostgreSQL under the pinned ``ISO, YMD`` rejects ``DD/MM/YYYY`` and ``MM/DD/YYYY`` outright, but reads
@@ -60,6 +58,9 @@ class FastPathCheck:
     """
 
     def __init__(self, delimiter: int, quote: int, *, dates: bool, max_record: int = 16 << 20) -> None:
+        import numpy  # here, not at module level: commands that never load a file skip its import time
+
+        self.np = numpy
         self.d, self.q, self.dates, self.max_record = delimiter, quote, dates, max_record
         self.line = 0          # bytes since the last line feed
         self.opened = -1       # offset of the quote that opened the quoted field we are in
@@ -117,6 +118,7 @@ class FastPathCheck:
         if self.q not in chunk and len(self.carry) == 1:
             self.carry = chunk[-1:]
             return
+        np = self.np
         data = self.carry + chunk
         a = np.frombuffer(data, np.uint8)
         pos = np.flatnonzero(a == self.q)
@@ -143,11 +145,11 @@ class FastPathCheck:
         if self.inside and self.offset + len(chunk) - self.opened > self.max_record:
             self._too_long()
 
-    def _quoted_spans(self, quotes: np.ndarray) -> None:
+    def _quoted_spans(self, quotes: Any) -> None:
         """Quotes alternate opening and closing: a quoted stretch (line ends and all) longer than the cap
         is an over-long record."""
         if self.inside:
-            quotes = np.concatenate(([self.opened], quotes))
+            quotes = self.np.concatenate(([self.opened], quotes))
         opens, closes = quotes[0::2], quotes[1::2]
         if closes.size and int((closes - opens[:closes.size]).max()) > self.max_record:
             self._too_long()
@@ -167,6 +169,7 @@ class FastPathCheck:
     # --- dates whose reading depends on DateStyle --------------------------------------------------
 
     def _dates(self, window: bytes, *, eof: bool) -> None:
+        np = self.np
         data = window + b"\n\n\n" if eof else window
         a = np.frombuffer(data, np.uint8)
         sep = (a == _SEPARATORS[0]) | (a == _SEPARATORS[1]) | (a == _SEPARATORS[2])
@@ -179,11 +182,11 @@ class FastPathCheck:
         if not s1.size:
             return
 
-        def digit(i: np.ndarray) -> np.ndarray:
+        def digit(i: Any) -> Any:
             v = a[i]
             return (v >= 48) & (v <= 57)
 
-        def starts(i: np.ndarray) -> np.ndarray:  # what may come before a field's first digit
+        def starts(i: Any) -> Any:  # what may come before a field's first digit
             v = a[i]
             return (v == self.d) | (v == _NL) | (v == self.q) | (v == _SPACE) | (v == _TAB)
 

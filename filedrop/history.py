@@ -178,10 +178,11 @@ def route_status(conn: Conn, meta: str) -> list[RouteStatus]:
                            AS last_error
                 FROM {ident(meta)}.ingest_history GROUP BY route, bucket, key, etag),
             -- a failed version is no longer outstanding once a newer version of its key loaded
+            -- (a window over the key's versions: linear, where a correlated subquery was quadratic)
             classified AS (
-                SELECT v.*, (NOT v.loaded AND v.last_status = 'failed' AND NOT EXISTS (
-                    SELECT 1 FROM per_version w WHERE w.bucket = v.bucket AND w.key = v.key AND w.loaded
-                    AND w.last_load > v.last_attempt)) AS outstanding_failure
+                SELECT v.*, (NOT v.loaded AND v.last_status = 'failed' AND NOT coalesce(
+                    max(v.last_load) OVER (PARTITION BY v.bucket, v.key) > v.last_attempt, false))
+                    AS outstanding_failure
                 FROM per_version v)
             SELECT route, max(target_table),
                    count(*) FILTER (WHERE loaded),

@@ -173,12 +173,16 @@ class DirectEngine:
             file_columns = read_header(stream, self.route, self.settings.max_record_bytes)
             check = fast_path_check(self.route, self.settings.max_record_bytes)
             stmt = sql.copy_csv(self.meta, self.load_id, self.route, file_columns)
+            trim = len(self.route.spec.columns) > 1  # in a one-column file a blank line is a NULL value
             with self.conn.cursor() as cur:
                 with cur.copy(stmt) as copy:  # type: ignore[arg-type]
+                    held, line_start = b"", True  # blank lines held back, and whether COPY got a whole line
                     while chunk := stream.read(CHUNK):
                         check.feed(chunk)
+                        if trim:
+                            chunk, held, line_start = _hold_blank_lines(held + chunk, line_start)
                         copy.write(chunk)
-                    check.finish()
+                    check.finish()  # blank lines still held at the end are dropped, as the tolerant pass skips them
                 rows = cur.rowcount
         return Parsed(rows, rows, 0)
 
@@ -237,6 +241,20 @@ class DirectEngine:
         if stop_error:
             out.notes.append(stop_error)
         return out
+
+
+def _hold_blank_lines(data: bytes, line_start: bool) -> tuple[bytes, bytes, bool]:
+    """Split ``data`` into what to send to COPY now and the blank lines at its end, held until more data
+    shows they are not the end of the file (COPY fails on a blank line, so a file ending in one used to
+    take the slow path). ``line_start``: what was sent so far ends a line. Returns (send, held,
+    line_start after send)."""
+    body = len(data.rstrip(b"\r\n"))
+    if body == 0 and line_start:
+        return b"", data, True
+    end = data.find(b"\n", body)
+    if end < 0:
+        return data, b"", False
+    return data[:end + 1], data[end + 1:], True
 
 
 def fast_path_check(route: FileRoute, max_record: int) -> csvscan.FastPathCheck:

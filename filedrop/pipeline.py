@@ -78,9 +78,56 @@ def cleanup(url: str, settings: Settings) -> list[str]:
         return history.cleanup_dead_loads(conn, settings.meta_schema)
 
 
+@dataclass
+class _Seen:
+    stamp: tuple[Any, ...]
+    failures: int = 0
+    retry_at: float = 0.0
+
+
+class PollMemory:
+    """What a watching run (``run --watch``) saw on earlier polls, so an idle poll costs a listing only.
+
+    An object whose listing is unchanged since its last attempt (local: size and mtime; S3: ETag and
+    size) is not hashed, not loaded and not written to history again when that attempt loaded or
+    skipped it. A failed one is retried with exponential backoff (``base`` seconds, doubling, at most
+    ``cap``) — or at once when its listing changes.
+    """
+
+    def __init__(self, base: float = 30.0, cap: float = 3600.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.base, self.cap, self.clock = base, cap, clock
+        self._seen: dict[tuple[str, str], _Seen] = {}
+        #: unmatched objects already reported (a watching run names each once)
+        self.unmatched_reported: set[str] = set()
+
+    @staticmethod
+    def _stamp(item: Listed) -> tuple[Any, ...]:
+        return (item.size, item.last_modified, item.etag, item.version_id)
+
+    def wanted(self, item: Listed) -> bool:
+        seen = self._seen.get((item.bucket, item.key))
+        if seen is None or seen.stamp != self._stamp(item):
+            return True
+        return seen.failures > 0 and self.clock() >= seen.retry_at
+
+    def record(self, item: Listed, result: LoadResult) -> None:
+        key = (item.bucket, item.key)
+        stamp = self._stamp(item)
+        if result.status == "failed":
+            before = self._seen.get(key)
+            failures = before.failures + 1 if before is not None and before.stamp == stamp else 1
+            delay = min(self.cap, self.base * 2 ** (failures - 1))
+            self._seen[key] = _Seen(stamp, failures, self.clock() + delay)
+        else:
+            self._seen[key] = _Seen(stamp)
+
+
 def run_once(url: str, settings: Settings, routes: list[FileRoute], source: str, *, engine: str | None = None,
-             progress: Progress | None = None, on_discovered: Callable[[list[tuple[Listed, FileRoute]]], None] | None = None) -> RunReport:
-    """Load every matched file under ``source`` that is not loaded yet; every file is attempted."""
+             progress: Progress | None = None, on_discovered: Callable[[list[tuple[Listed, FileRoute]]], None] | None = None,
+             memory: PollMemory | None = None) -> RunReport:
+    """Load every matched file under ``source`` that is not loaded yet; every file is attempted (with
+    ``memory``, a watching run's, only files new or changed since their last attempt, and failed ones
+    when their backoff has passed)."""
     started = time.monotonic()
     progress = progress or _Quiet()
     report = RunReport(cleaned=cleanup(url, settings))
@@ -88,11 +135,18 @@ def run_once(url: str, settings: Settings, routes: list[FileRoute], source: str,
     matched, unmatched, errors = discover(loc, routes)
     report.unmatched = [printable_name(u.uri) for u in unmatched]
     report.errors = errors
+    if memory is not None:
+        matched = [(item, route) for item, route in matched if memory.wanted(item)]
+        report.unmatched = [u for u in report.unmatched if u not in memory.unmatched_reported]
+        memory.unmatched_reported.update(report.unmatched)
     if on_discovered:
         on_discovered(matched)
     with LoadSession(url, settings) as session:
         for item, route in matched:
-            report.results.append(_load_one(session, route, item, engine, progress))
+            result = _load_one(session, route, item, engine, progress)
+            report.results.append(result)
+            if memory is not None:
+                memory.record(item, result)
     report.seconds = time.monotonic() - started
     return report
 

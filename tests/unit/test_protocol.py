@@ -115,3 +115,27 @@ def test_test_event_is_ignored_and_garbage_is_an_error() -> None:
         parse_message("{}")
     with pytest.raises(EventParseError, match="record 0"):
         parse_message(json.dumps({"Records": [{"s3": {}}]}))
+
+
+def test_poll_memory_skips_unchanged_objects_and_backs_off_failures() -> None:
+    from filedrop.loader import LoadResult
+    from filedrop.pipeline import PollMemory
+    from filedrop.sources import Listed
+
+    now = [0.0]
+    memory = PollMemory(base=10, cap=40, clock=lambda: now[0])
+    item = Listed("/src", "a.csv", 5, T)
+    assert memory.wanted(item)
+    memory.record(item, LoadResult(obj("e"), "r", "loaded"))
+    assert not memory.wanted(item)  # unchanged and loaded: not hashed, not loaded, no history row
+    assert memory.wanted(Listed("/src", "a.csv", 6, T))  # changed size
+    bad = Listed("/src", "b.csv", 5, T)
+    waits = []
+    for _ in range(5):
+        memory.record(bad, LoadResult(obj("e"), "r", "failed"))
+        start = now[0]
+        while not memory.wanted(bad):
+            now[0] += 1
+        waits.append(now[0] - start)
+    assert waits == [10, 20, 40, 40, 40]
+    assert memory.wanted(Listed("/src", "b.csv", 7, T))  # changed: at once
