@@ -66,6 +66,7 @@ BENCH_METHODS ?= copy,copy-lineage,direct,spark,jdbc,pandas
 BENCH_PANDAS_FRACTION ?= 0.05
 BENCH_SMALL_FILES ?= 1000
 BENCH_TRANSFORM_ORDERS ?= 100000
+BENCH_STATUS_VERSIONS ?= 100000,1000000
 BENCH_WAREHOUSE ?=
 BENCH_DATA ?= $(CACHE_DIR)/bench-data
 BENCH_RESULTS ?= $(CACHE_DIR)/bench-results
@@ -83,6 +84,8 @@ bench: venv spark-jars
 	set -o pipefail; $(PY) bench/transform_scaling.py --orders $(BENCH_TRANSFORM_ORDERS) --repeat $(BENCH_REPEAT) \
 		$(BENCH_ARGS) | tee $(BENCH_RESULTS)/transform.md
 	set -o pipefail; $(PY) bench/latency.py --files 20 --size-mb 1 | tee $(BENCH_RESULTS)/latency.md
+	set -o pipefail; $(PY) bench/status.py --versions $(BENCH_STATUS_VERSIONS) $(if $(BENCH_WAREHOUSE),--warehouse $(BENCH_WAREHOUSE)) \
+		| tee $(BENCH_RESULTS)/status.md
 	@echo "load average after: $$(uptime)" | tee -a $(BENCH_RESULTS)/uptime.txt
 
 # The fault-injection suite runs in `make test` with 200 files; this is its long version.
