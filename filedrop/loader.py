@@ -27,7 +27,7 @@ from filedrop import csvscan, history, sql
 from filedrop.config import Settings
 from filedrop.objects import SourceObject
 from filedrop.protocol import choose_engine, decide, too_many_bad_rows
-from filedrop.routes import FileRoute
+from filedrop.routes import DATE_TYPES, FileRoute
 from filedrop.sources import CHUNK, ObjectChanged, ObjectSuperseded, SourceError, open_stream
 from filedrop.warehouse import WarehouseError, connect, ensure_meta, ensure_staging
 
@@ -41,8 +41,6 @@ csv.field_size_limit(MAX_FIELD)
 #: ``rejected_rows.raw_line`` keeps at most this many characters of a record.
 RAW_LINE_CAP = 8192
 
-#: Route column types whose text PostgreSQL reads according to DateStyle.
-DATE_TYPES = ("date", "timestamp", "timestamptz")
 
 
 class LoadFailed(Exception):
@@ -184,7 +182,19 @@ class DirectEngine:
                         copy.write(chunk)
                     check.finish()  # blank lines still held at the end are dropped, as the tolerant pass skips them
                 rows = cur.rowcount
+        self._check_formats()
         return Parsed(rows, rows, 0)
+
+    def _check_formats(self) -> None:
+        """Dates with a declared format were loaded as text: if one does not follow its format, empty the
+        load table and let the tolerant pass quarantine exactly those rows."""
+        query = sql.format_violation(self.meta, self.load_id, self.route)
+        if query is None:
+            return
+        row = self.conn.execute(query).fetchone()  # type: ignore[arg-type]
+        if row and row[0] is not None:
+            self.conn.execute(f"TRUNCATE {sql.qualified(self.meta, sql.load_table_name(self.load_id))}")  # type: ignore[arg-type]
+            raise csvscan.NeedsTolerant(f"record {row[0]}: a date not written in its column's format")
 
     def _tolerant(self) -> Parsed:
         """Re-read the file record by record (:class:`~filedrop.csvscan.RecordReader`, RFC 4180, the
@@ -264,7 +274,7 @@ def fast_path_check(route: FileRoute, max_record: int) -> csvscan.FastPathCheck:
     pair = csvscan.single_bytes(fmt.delimiter, fmt.quote, fmt.encoding)
     if pair is None:  # a multi-byte delimiter or quote: only the tolerant reader handles it
         raise csvscan.NeedsTolerant("a delimiter or quote of more than one byte")
-    dates = any(c.type in DATE_TYPES for c in route.spec.columns)
+    dates = any(c.type in DATE_TYPES and not c.format for c in route.spec.columns)
     return csvscan.FastPathCheck(*pair, dates=dates, max_record=max_record)
 
 

@@ -115,10 +115,23 @@ class Format(_Spec):
         return self
 
 
+#: Column types whose text is a date or time: PostgreSQL reads them by DateStyle unless a format is given.
+DATE_TYPES = ("date", "timestamp", "timestamptz")
+
+
 class Column(_Spec):
     name: str
     type: ColumnType
     nullable: bool = True
+    #: for date and time columns: the exact PostgreSQL ``to_date``/``to_timestamp`` template the values
+    #: are written in (e.g. ``DD/MM/YYYY``); a value that does not read back identically is rejected
+    format: str | None = Field(None, min_length=1, max_length=100)
+
+    @model_validator(mode="after")
+    def _format_for_dates(self) -> Column:
+        if self.format is not None and self.type not in DATE_TYPES:
+            raise ValueError(f"column {self.name}: format applies to {', '.join(DATE_TYPES)} columns only")
+        return self
 
     @field_validator("name")
     @classmethod
@@ -156,6 +169,9 @@ class RouteSpec(_Spec):
         unknown = [k for k in self.primary_key if k not in names]
         if unknown:
             raise ValueError(f"primaryKey column(s) not in columns: {', '.join(unknown)}")
+        formatted = [c.name for c in self.columns if c.format and c.name in self.primary_key]
+        if formatted:
+            raise ValueError(f"primaryKey column(s) with a format: {', '.join(formatted)} (write keys as ISO dates)")
         return self
 
 

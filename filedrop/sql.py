@@ -12,7 +12,7 @@ import re
 from collections.abc import Sequence
 
 from filedrop.csvscan import AMBIGUOUS_DATE_SQL
-from filedrop.routes import IDENTIFIER, PG_ENCODINGS, FileRoute
+from filedrop.routes import DATE_TYPES, IDENTIFIER, PG_ENCODINGS, Column, FileRoute
 
 #: Route column types to PostgreSQL types.
 PG_TYPES: dict[str, str] = {
@@ -75,7 +75,7 @@ def raw_table_name(load_id: str) -> str:
 
 #: Version of the bookkeeping schema this release writes; kept as the comment on ingest_history, so a
 #: command can see that the schema is current without DDL (DDL would lock the table).
-META_VERSION = 3
+META_VERSION = 4
 
 
 def meta_version_comment() -> str:
@@ -164,6 +164,26 @@ def meta_ddl(meta: str, server_version_num: int) -> list[str]:
                     RETURN SQLERRM;
                 END $$"""
         )
+    # format_error(value, type, template): NULL when the value is written exactly in the column's declared
+    # format (it reads back identically through to_char), else why not. to_date alone is lenient: it
+    # ignores trailing text and reads "03/04/22" with YYYY as the year 22.
+    statements.append(
+        f"""CREATE OR REPLACE FUNCTION {m}.format_error(v text, t text, f text) RETURNS text
+            LANGUAGE plpgsql STABLE AS $$
+            DECLARE back text;
+            BEGIN
+                IF v IS NULL THEN RETURN NULL; END IF;
+                IF t = 'date' THEN back := to_char(to_date(v, f), f);
+                ELSE back := to_char(to_timestamp(v, f), f);
+                END IF;
+                IF back IS DISTINCT FROM v THEN
+                    RETURN format('%L is not written as %L (it reads as %L)', v, f, back);
+                END IF;
+                RETURN NULL;
+            EXCEPTION WHEN data_exception THEN
+                RETURN SQLERRM;
+            END $$"""
+    )
     statements.append(f"COMMENT ON TABLE {m}.ingest_history IS {literal(meta_version_comment())}")
     return statements
 
@@ -226,9 +246,37 @@ def staging_bucket_migration(schema: str, meta: str, table: str) -> list[str]:
 
 # --- per-load tables and COPY --------------------------------------------------------------------
 
+def load_type(column: Column) -> str:
+    """A column's type in the per-load table: its own, or text for a date with a declared format (read
+    strictly by :func:`format_violation` and converted by the apply)."""
+    return "text" if column.format else PG_TYPES[column.type]
+
+
+def converted(column: Column, value: str) -> str:
+    """SQL that turns a per-load table value into the staging column's value."""
+    if not column.format:
+        return value
+    f = literal(column.format)
+    if column.type == "date":
+        return f"to_date({value}, {f})"
+    return f"to_timestamp({value}, {f})" + ("::timestamp" if column.type == "timestamp" else "")
+
+
+def format_violation(meta: str, load_id: str, route: FileRoute) -> str | None:
+    """The first row number whose formatted date does not follow its declared format, or None when the
+    route declares no format (a query returning one row, NULL when all follow)."""
+    cols = [c for c in route.spec.columns if c.format]
+    if not cols:
+        return None
+    checks = " OR ".join(
+        f"{ident(meta)}.format_error(l.{ident(c.name)}, {literal(c.type)}, {literal(c.format or '')}) IS NOT NULL"
+        for c in cols)
+    return f'SELECT min(l."_row_number") FROM {qualified(meta, load_table_name(load_id))} l WHERE {checks}'
+
+
 def load_table_ddl(meta: str, load_id: str, route: FileRoute) -> str:
     """The private, typed per-load table; UNLOGGED because a crash discards it anyway."""
-    cols = [f"{ident(c.name)} {PG_TYPES[c.type]}{'' if c.nullable and c.name not in route.spec.primary_key else ' NOT NULL'}"
+    cols = [f"{ident(c.name)} {load_type(c)}{'' if c.nullable and c.name not in route.spec.primary_key else ' NOT NULL'}"
             for c in route.spec.columns]
     # One session numbers the rows; a large sequence cache saves a sequence update per row (~20% of the COPY).
     cols.append('"_row_number" bigint GENERATED ALWAYS AS IDENTITY (CACHE 100000)')
@@ -270,7 +318,10 @@ def reject_typed_rows(meta: str, load_id: str, route: FileRoute) -> str:
         required = not c.nullable or c.name in route.spec.primary_key
         if required:
             checks.append(f"CASE WHEN {col} IS NULL THEN '{c.name}: missing value (column is not nullable)' END")
-        if c.type in ("date", "timestamp", "timestamptz"):
+        if c.format:
+            checks.append(f"'{c.name}: ' || {ident(meta)}.format_error({col}, {literal(c.type)}, {literal(c.format)})")
+            continue
+        if c.type in DATE_TYPES:
             checks.append(
                 f"CASE WHEN {col} ~ {literal(AMBIGUOUS_DATE_SQL)} THEN '{c.name}: ambiguous date ' "
                 f"|| quote_literal({col}) || ': day, month and year order depend on DateStyle; "
@@ -290,7 +341,7 @@ def reject_typed_rows(meta: str, load_id: str, route: FileRoute) -> str:
 def insert_typed_rows(meta: str, load_id: str, route: FileRoute) -> str:
     """Move the rows that typed from the raw table into the load table."""
     names = route.column_names
-    casts = ", ".join(f"r.{ident(c.name)}::{PG_TYPES[c.type]}" for c in route.spec.columns)
+    casts = ", ".join(f"r.{ident(c.name)}::{load_type(c)}" for c in route.spec.columns)
     return f"""INSERT INTO {qualified(meta, load_table_name(load_id))} ({', '.join(ident(n) for n in names)}, "_row_number")
         OVERRIDING SYSTEM VALUE
         SELECT {casts}, r."_row_number" FROM {qualified(meta, raw_table_name(load_id))} r
@@ -312,9 +363,8 @@ def apply_statements(schema: str, meta: str, load_id: str, route: FileRoute, *, 
     target = qualified(schema, s.table)
     names = [ident(n) for n in route.column_names]
     lineage = ['"_source_bucket"', '"_source_key"', '"_source_etag"', '"_load_id"', '"_row_number"', '"_loaded_at"']
-    select = ", ".join(
-        [f"l.{n}" for n in names] + ["%(bucket)s", "%(key)s", "%(etag)s", "%(load_id)s", 'l."_row_number"', "now()"]
-    )
+    values = [converted(c, f"l.{ident(c.name)}") for c in s.columns]
+    select = ", ".join(values + ["%(bucket)s", "%(key)s", "%(etag)s", "%(load_id)s", 'l."_row_number"', "now()"])
     source = qualified(meta, load_table_name(load_id))
     columns = f"({', '.join(names + lineage)})"
     if s.mode == "append":

@@ -174,6 +174,15 @@ class SparkEngine:
             for stmt in sql.drop_load_tables(self.meta, self.load_id):
                 self.conn.execute(stmt)  # type: ignore[arg-type]
             raise planning.NeedsOneTask("bad data")
+        violation = sql.format_violation(self.meta, self.load_id, self.route)
+        if violation is not None:
+            row = self.conn.execute(violation).fetchone()  # type: ignore[arg-type]
+            if row and row[0] is not None:
+                log.info("%s: record %s has a date not in its column's format; re-reading with the tolerant "
+                         "parser", self.obj.display, row[0])
+                for stmt in sql.drop_load_tables(self.meta, self.load_id):
+                    self.conn.execute(stmt)  # type: ignore[arg-type]
+                raise planning.NeedsOneTask("bad data")
         rows = planning.total_rows(plans)
         stored = self._count()
         if stored != rows:  # e.g. a task re-run after its COPY committed: never apply such a table

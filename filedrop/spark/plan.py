@@ -106,7 +106,7 @@ def load_table_ddl(meta: str, load_id: str, route: FileRoute) -> str:
     """The per-load table as :func:`filedrop.sql.load_table_ddl` makes it, except ``_row_number``: many
     sessions COPY into it at once, each numbering its rows from its own session-local (temporary)
     sequence. ``nextval('pg_temp.…'::text)`` binds late, so each session resolves its own sequence."""
-    cols = [f"{sql.ident(c.name)} {sql.PG_TYPES[c.type]}"
+    cols = [f"{sql.ident(c.name)} {sql.load_type(c)}"
             f"{'' if c.nullable and c.name not in route.spec.primary_key else ' NOT NULL'}"
             for c in route.spec.columns]
     cols.append(f"\"_row_number\" bigint NOT NULL DEFAULT nextval('pg_temp.{ROW_SEQUENCE}'::text)")

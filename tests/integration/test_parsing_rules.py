@@ -188,3 +188,51 @@ def test_records_straddling_read_chunks_keep_their_values(warehouse: str, db: DB
     assert (fast.status, fast.rows_loaded, tolerant.status, tolerant.rows_loaded) == ("loaded", 3999, "loaded", 3999)
     got = db.rows("SELECT _source_key, id, name FROM staging.items ORDER BY 1, 2")
     assert got == [("items_fast.csv", i, v) for i, v in rows] + [("items_tol.csv", i, v) for i, v in rows]
+
+
+DMY_ROUTE = """
+apiVersion: filedrop.dev/v1alpha1
+kind: FileRoute
+metadata: {name: events}
+spec:
+  match: {pattern: '^events.*\\\\.csv$'}
+  table: events
+  columns:
+    - {name: id, type: integer, nullable: false}
+    - {name: day, type: date, format: DD/MM/YYYY}
+    - {name: at, type: timestamptz, format: 'DD/MM/YYYY HH24:MI'}
+    - {name: local_at, type: timestamp, format: 'YYYYMMDD"T"HH24MISS'}
+  mode: MODE
+  primaryKey: [id]
+  onError: continue
+  maxBadRowsPercent: 100
+"""
+
+
+@pytest.mark.parametrize("mode", ["append", "upsert"])
+@pytest.mark.parametrize("extra", ["", "9,bad,,\n"], ids=["fast", "tolerant"])
+def test_a_declared_date_format_reads_values_exactly_as_declared(warehouse: str, db: DB, tmp_path: Path,
+                                                                 extra: str, mode: str) -> None:
+    route = parse_routes_yaml(DMY_ROUTE.replace("MODE", mode))[0]
+    body = ("id,day,at,local_at\n"
+            "1,03/04/2022,03/04/2022 10:15,20220403T101500\n"
+            "2,3/4/2022,,\n"           # not zero-padded: not the declared format
+            "3,03/04/22,,\n"           # a two-digit year: to_date alone would read the year 22
+            "4,31/02/2022,,\n"         # no such day
+            "5,03/04/2022 junk,,\n"    # trailing text: to_date alone would ignore it
+            "6,,,\n" + extra)
+    result = load(warehouse, route, write(tmp_path / "events.csv", body))
+    assert result.status == "loaded", result.first_error
+    rows = db.rows("SELECT id, to_char(day, 'YYYY-MM-DD'), to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI'), "
+                   "to_char(local_at, 'YYYY-MM-DD HH24:MI:SS') FROM staging.events ORDER BY id")
+    assert rows == [(1, "2022-04-03", "2022-04-03 10:15", "2022-04-03 10:15:00"), (6, None, None, None)]
+    bad = db.rows("SELECT line_number, column_name FROM filedrop.rejected_rows ORDER BY 1")
+    assert bad[:4] == [(2, "day"), (3, "day"), (4, "day"), (5, "day")]
+
+
+def test_format_is_refused_on_columns_that_are_not_dates() -> None:
+    from filedrop.routes import RouteError
+
+    with pytest.raises(RouteError, match="format applies to date, timestamp, timestamptz columns only"):
+        parse_routes_yaml(DMY_ROUTE.replace("MODE", "append").replace(
+            "{name: id, type: integer, nullable: false}", "{name: id, type: integer, nullable: false, format: x}"))

@@ -126,6 +126,32 @@ def test_parsing_rules_agree(spark: Any, warehouse: str, db: DB, tmp_path: Path,
     assert_same(db, route, both)
 
 
+def test_declared_date_formats_agree(spark: Any, warehouse: str, db: DB, tmp_path: Path) -> None:
+    from filedrop.routes import parse_routes_yaml
+
+    route = parse_routes_yaml("""
+apiVersion: filedrop.dev/v1alpha1
+kind: FileRoute
+metadata: {name: items}
+spec:
+  match: {pattern: '^items.*\\.csv$'}
+  table: items
+  columns:
+    - {name: id, type: integer, nullable: false}
+    - {name: name, type: text}
+    - {name: qty, type: integer}
+    - {name: day, type: date, format: DD/MM/YYYY}
+  onError: continue
+  maxBadRowsPercent: 100
+""")[0]
+    body = HEADER + "".join(f"{i},n{i},{i},{'3/4/2022' if i % 61 == 0 else f'{1 + i % 28:02d}/04/2022'}\n"
+                            for i in range(1, 400))
+    with split_bytes(spark, 256):
+        both = load_both(warehouse, route, str(write(tmp_path / "items_dmy.csv", body)))
+    assert (both.direct.status, both.direct.rows_rejected) == ("loaded", 6), both.direct.first_error
+    assert_same(db, route, both)
+
+
 def test_replace_and_upsert_modes_agree(spark: Any, warehouse: str, db: DB, tmp_path: Path) -> None:
     """Duplicate keys in one file: the last record wins, by _row_number, in both engines."""
     route = items_route("upsert")
