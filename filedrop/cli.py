@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
 import time
 import warnings
@@ -17,6 +18,7 @@ import psycopg
 import typer
 from rich.columns import Columns
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 from rich.table import Table
 
@@ -94,7 +96,7 @@ class _Bars:
         self.progress.update(self.task, total=total or None, description=f"{len(matched)} file(s)")
 
     def start_file(self, obj: SourceObject, route: FileRoute) -> Callable[[int], None]:
-        self.progress.update(self.task, description=f"{route.name}: {obj.key}")
+        self.progress.update(self.task, description=f"{route.name}: {_shown(obj.key)}")
         self._expected = obj.size
         self._seen = 0
 
@@ -114,6 +116,12 @@ def _progress() -> Progress:
                     TimeRemainingColumn(), console=err, transient=True)
 
 
+def _shown(text: str) -> str:
+    """Text from files and keys, safe to print: control characters (a newline in a key) as ``\\xNN``,
+    and no Rich markup (a key like ``a[red].csv`` is printed as written)."""
+    return escape(re.sub(r"[\x00-\x1f\x7f]", lambda m: f"\\x{ord(m.group()):02x}", text))
+
+
 def _results_table(results: list[LoadResult]) -> Table:
     t = Table(title="loads", title_justify="left")
     for col, just in (("file", "left"), ("route", "left"), ("status", "left"), ("parsed", "right"),
@@ -122,8 +130,8 @@ def _results_table(results: list[LoadResult]) -> Table:
     for r in results:
         style = STATUS_STYLE.get(r.status, "")
         msg = r.first_error if r.status == "failed" else r.message
-        t.add_row(r.obj.key, r.route, f"[{style}]{r.status}[/]", f"{r.rows_parsed:,}", f"{r.rows_loaded:,}",
-                  f"{r.rows_rejected:,}", msg or "")
+        t.add_row(_shown(r.obj.key), r.route, f"[{style}]{r.status}[/]", f"{r.rows_parsed:,}", f"{r.rows_loaded:,}",
+                  f"{r.rows_rejected:,}", _shown(msg or ""))
     return t
 
 
@@ -134,9 +142,9 @@ def _print_report(report: pipeline.RunReport) -> None:
     if report.results:
         out.print(_results_table(report.results))
     for u in report.unmatched:
-        out.print(f"[yellow]unmatched[/] (no FileRoute): {u}", highlight=False)
+        out.print(f"[yellow]unmatched[/] (no FileRoute): {_shown(u)}", highlight=False)
     for e in report.errors:
-        out.print(f"[bold red]error:[/] {e}", highlight=False)
+        out.print(f"[bold red]error:[/] {_shown(e)}", highlight=False)
     counts = pipeline.summarize(report.results)
     rows = sum(r.rows_loaded for r in report.results if r.status == "loaded")
     rejected = sum(r.rows_rejected for r in report.results if r.status == "loaded")
@@ -276,7 +284,7 @@ def load(
     url = _url(settings, warehouse)
     pipeline.cleanup(url, settings)
     with _progress() as progress:
-        task = progress.add_task(obj.key, total=obj.size or None)
+        task = progress.add_task(_shown(obj.key), total=obj.size or None)
         result = load_object(url, settings, r, obj, engine=engine, filedrop=filedrop, replay=replay,
                              on_bytes=lambda n: progress.advance(task, n))
     out.print(_results_table([result]))
@@ -308,9 +316,9 @@ def history_cmd(
         note = h["first_error"] or h["message"] or ""
         if h["first_error_line"] is not None and h["status"] == "failed":
             note = f"line {h['first_error_line']}: {note}" if not note.startswith("line ") else note
-        t.add_row(_fmt_time(h["started_at"]), h["key"], h["route"], f"[{style}]{h['status']}[/]",
+        t.add_row(_fmt_time(h["started_at"]), _shown(h["key"]), h["route"], f"[{style}]{h['status']}[/]",
                   _n(h["rows_parsed"]), _n(h["rows_loaded"]), _n(h["rows_rejected"]), h["engine"],
-                  h["load_id"][:12], note)
+                  h["load_id"][:12], _shown(note))
     out.print(t)
 
 
@@ -336,7 +344,7 @@ def status(routes: RoutesOpt = None, warehouse: WarehouseOpt = None) -> None:
         t.add_row(name, tables.get(name, s.table if s else ""), str(s.loaded if s else 0),
                   f"[red]{s.failed}[/]" if s and s.failed else "0", str(s.running if s else 0),
                   f"{s.rows_loaded:,}" if s else "0", _fmt_time(s.last_load if s else None),
-                  (s.last_error or "") if s else "")
+                  _shown(s.last_error or "") if s else "")
     out.print(t)
 
 

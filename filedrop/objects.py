@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
@@ -34,9 +37,11 @@ class SourceObject:
 
     @property
     def display(self) -> str:
-        """The object's name for messages: a local path's undecodable bytes shown as ``\\xNN``."""
+        """The object's name for messages and terminals: a local path's undecodable bytes and any control
+        character (a newline in a key) shown as ``\\xNN``."""
         text = self.uri or f"{self.bucket}/{self.key}"
-        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 def sequencer_newer(a: str, b: str) -> bool:

@@ -293,3 +293,17 @@ def test_a_trailing_blank_line_keeps_the_fast_path(warehouse: str, db: DB, tmp_p
     inner = load(warehouse, items_route("append"), write(tmp_path / "items_inner.csv", HEADER + "1,a,1,\n\n2,b,2,\n"))
     assert (inner.status, inner.rows_loaded) == ("loaded", 2)
     assert db.rows("SELECT _row_number FROM staging.items WHERE _source_key = 'items_inner.csv' ORDER BY 1") == [(1,), (2,)]
+
+
+def test_hostile_names_and_messages_print_as_written(warehouse: str, db: DB, tmp_path: Path,
+                                                     routes_file: Path) -> None:
+    """A key with a newline or Rich markup, and a header quoting them, are printed escaped: one table row,
+    no styling injected, nothing hidden."""
+    src = tmp_path / "src"
+    write(src / "items_[red]x.csv", b"id,[bold]boom[/bold]\n1,2\n")
+    write(src / "items_new\nline.csv", HEADER + "1,a,1,\n")
+    res = CliRunner().invoke(app, ["run", "--source", str(src), "--warehouse", warehouse, "--routes",
+                                   str(routes_file), "--no-transform"], env={"COLUMNS": "400"})
+    assert res.exit_code == 1, res.output
+    assert "items_[red]x.csv" in res.output and "[bold]boom[/bold]" in res.output
+    assert "items_new\\x0aline.csv" in res.output  # matches no route (`.` stops at a newline), shown escaped
