@@ -307,3 +307,43 @@ def test_hostile_names_and_messages_print_as_written(warehouse: str, db: DB, tmp
     assert res.exit_code == 1, res.output
     assert "items_[red]x.csv" in res.output and "[bold]boom[/bold]" in res.output
     assert "items_new\\x0aline.csv" in res.output  # matches no route (`.` stops at a newline), shown escaped
+
+
+def test_a_concurrent_loader_of_the_same_object_waits_instead_of_parsing(warehouse: str, db: DB,
+                                                                         tmp_path: Path) -> None:
+    """Two loaders of one object version: the second used to parse the whole file too and lose at the
+    apply (19 of 20 skipped attempts had parsed everything). It now waits for the first's claim and
+    records skipped_duplicate having read nothing."""
+    import threading
+
+    from filedrop.loader import load_object
+    from filedrop.sources import describe_uri
+
+    route = items_route("append")
+    path = write(tmp_path / "items.csv", HEADER + "".join(f"{i},n{i},{i},\n" for i in range(300_000)))
+    obj = describe_uri(str(path))
+    settings = Settings(warehouse_url=warehouse)
+    read = {"first": 0, "second": 0}
+    started = threading.Event()
+    results: dict[str, object] = {}
+
+    def count(name: str) -> object:
+        def on_bytes(n: int) -> None:
+            read[name] += n
+            started.set()
+        return on_bytes
+
+    def run(name: str) -> None:
+        results[name] = load_object(warehouse, settings, route, obj, on_bytes=count(name))  # type: ignore[arg-type]
+
+    first = threading.Thread(target=run, args=("first",))
+    first.start()
+    assert started.wait(60)
+    second = threading.Thread(target=run, args=("second",))
+    second.start()
+    first.join(120)
+    second.join(120)
+    statuses = {name: r.status for name, r in results.items()}  # type: ignore[attr-defined]
+    assert statuses == {"first": "loaded", "second": "skipped_duplicate"}, statuses
+    assert read["second"] == 0 and read["first"] >= path.stat().st_size, read
+    assert db.one("SELECT count(*) FROM staging.items") == 300_000
