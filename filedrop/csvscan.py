@@ -23,14 +23,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
-#: A date whose day, month and year order depends on DateStyle: three 1–2 digit numbers (``03/04/22``).
-#: PostgreSQL under the pinned ``ISO, YMD`` rejects ``DD/MM/YYYY`` and ``MM/DD/YYYY`` outright, but reads
-#: these as YY-MM-DD where another DateStyle reads them otherwise. Matched against one value (SQL regex).
-AMBIGUOUS_DATE_SQL = r"^\s*[0-9]{1,2}[-/.][0-9]{1,2}[-/.][0-9]{1,2}([^0-9]|$)"
+#: Values that cannot depend on DateStyle and skip the exact check (ISO ``YYYY-MM-DD``, or a first part
+#: of 3+ digits): almost every date in practice. SQL regex, matched against one value.
+UNAMBIGUOUS_DATE_SQL = r"^\s*[0-9]{3,}"
 
 _NL, _CR, _TAB, _SPACE = 10, 13, 9, 32
-_SEPARATORS = (ord("-"), ord("/"), ord("."))
-_CONTEXT = 16  # bytes kept from one chunk to the next for patterns that span chunks
+_CONTEXT = 64  # bytes kept from one chunk to the next for patterns that span chunks
+#: bytes.translate table: 1 for the separators of date parts (- / . space), 0 for every other byte
+_DATE_SEPARATORS = bytes(1 if b in b"-/. " else 0 for b in range(256))
 
 
 class NeedsTolerant(Exception):
@@ -57,11 +57,13 @@ class FastPathCheck:
     and each quote that closes one to precede a delimiter, a line end or another quote.
     """
 
-    def __init__(self, delimiter: int, quote: int, *, dates: bool, max_record: int = 16 << 20) -> None:
+    def __init__(self, delimiter: int, quote: int, *, dates: bool, max_record: int = 16 << 20,
+                 ascii_only: bool = False) -> None:
         import numpy  # here, not at module level: commands that never load a file skip its import time
 
         self.np = numpy
         self.d, self.q, self.dates, self.max_record = delimiter, quote, dates, max_record
+        self.ascii_only = ascii_only  # PostgreSQL's SQL_ASCII accepts any byte; Python's ascii does not
         self.line = 0          # bytes since the last line feed
         self.opened = -1       # offset of the quote that opened the quoted field we are in
         self.inside = False    # inside a quoted field before the next unchecked quote
@@ -72,6 +74,9 @@ class FastPathCheck:
     def feed(self, chunk: bytes) -> None:
         if not chunk:
             return
+        if self.ascii_only and not chunk.isascii():
+            raise NeedsTolerant("a byte above 0x7f in an ascii file")
+        self._bare_cr(chunk)
         self._line_length(chunk)
         self._quotes(chunk)
         if self.dates or b"\\" in chunk or b"\\" in self.context:
@@ -87,11 +92,22 @@ class FastPathCheck:
 
     def finish(self) -> None:
         """End of data: check the last quote and the patterns that waited for more bytes."""
+        if self.context.endswith(b"\r"):
+            raise NeedsTolerant("a carriage return not followed by a line feed")
         if len(self.carry) == 2 and not self.inside and self.carry[0] not in (self.d, _NL, self.q):
             raise NeedsTolerant(f"a quote character inside an unquoted field (byte {self.offset - 1} of the data)")
         self._end_marker(self.context, eof=True)
         if self.dates:
             self._dates(self.context, eof=True)
+
+    def _bare_cr(self, chunk: bytes) -> None:
+        """A carriage return not followed by a line feed: COPY takes its line-end style from the first
+        data line, so CR-terminated data (or a stray CR) can end records where RFC 4180 does not."""
+        if self.context.endswith(b"\r") and not chunk.startswith(b"\n"):
+            raise NeedsTolerant("a carriage return not followed by a line feed")
+        crs = chunk.count(b"\r")
+        if crs and crs != chunk.count(b"\r\n") + (1 if chunk.endswith(b"\r") else 0):
+            raise NeedsTolerant("a carriage return not followed by a line feed")
 
     # --- the record byte cap -----------------------------------------------------------------------
 
@@ -169,16 +185,32 @@ class FastPathCheck:
     # --- dates whose reading depends on DateStyle --------------------------------------------------
 
     def _dates(self, window: bytes, *, eof: bool) -> None:
+        """Raise when the bytes hold something PostgreSQL may read as a date whose day, month and year
+        order depends on DateStyle: three short parts, of which two are numbers of 1–2 digits and the
+        third a number of 1–3 digits or a month name (``01/02/03``, ``1 2 3``, ``01-Feb-03``,
+        ``Sep 5 22``). A superset: the tolerant pass then decides per date column, exactly
+        (:data:`DATESTYLE_CHECK_SQL`)."""
         np = self.np
-        data = window + b"\n\n\n" if eof else window
+        data = window + b"\n\n\n\n" if eof else window
         a = np.frombuffer(data, np.uint8)
-        sep = (a == _SEPARATORS[0]) | (a == _SEPARATORS[1]) | (a == _SEPARATORS[2])
-        s = np.flatnonzero(sep)
+        s = np.flatnonzero(np.frombuffer(data.translate(_DATE_SEPARATORS), np.uint8))
         if s.size < 2:
             return
-        s1, s2 = s[:-1], s[1:]
-        keep = (s1 >= 3) & (s2 + 3 < len(data)) & ((s2 - s1 == 2) | (s2 - s1 == 3))
-        s1, s2 = s1[keep], s2[keep]
+        # runs of separators count as one ("01 / 02 / 03"): (first, last) position of each run
+        first = np.ones(s.size, bool)
+        first[1:] = np.diff(s) > 1
+        starts, ends = s[first], s[np.append(first[1:], True)]
+        if starts.size < 2:
+            return
+        # consecutive runs: s1 starts the first, e1 ends it; s2 starts the second, e2 ends it
+        s1, e1, s2, e2 = starts[:-1], ends[:-1], starts[1:], ends[1:]
+        gap = s2 - e1
+        keep = (s1 >= 3) & (e2 + 4 < len(data)) & (gap >= 2) & (gap <= 10)
+        s1, e1, s2, e2, gap = s1[keep], e1[keep], s2[keep], e2[keep], gap[keep]
+        if s1.size:  # most candidates are ISO dates: 3+ digits before the first separator, a year first
+            b2, b3 = a[s1 - 2], a[s1 - 3]
+            keep = ~((b2 >= 48) & (b2 <= 57) & (b3 >= 48) & (b3 <= 57))
+            s1, e1, s2, e2, gap = s1[keep], e1[keep], s2[keep], e2[keep], gap[keep]
         if not s1.size:
             return
 
@@ -186,16 +218,25 @@ class FastPathCheck:
             v = a[i]
             return (v >= 48) & (v <= 57)
 
-        def starts(i: Any) -> Any:  # what may come before a field's first digit
-            v = a[i]
-            return (v == self.d) | (v == _NL) | (v == self.q) | (v == _SPACE) | (v == _TAB)
+        def letter(i: Any) -> Any:
+            v = a[i] | 32
+            return (v >= 97) & (v <= 122)
 
-        two = s2 - s1 == 2
-        middle = digit(s1 + 1) & (two | digit(s1 + 2))
-        before = digit(s1 - 1) & (starts(s1 - 2) | (digit(s1 - 2) & starts(s1 - 3)))
-        after = digit(s2 + 1) & (~digit(s2 + 2) | (digit(s2 + 2) & ~digit(s2 + 3)))
-        if (middle & before & after).any():
-            raise NeedsTolerant("a date whose day/month/year order depends on DateStyle (like 03/04/22)")
+        def edge(i: Any) -> Any:  # not a letter or digit: where a part starts or ends
+            return ~digit(i) & ~letter(i)
+
+        def start(i: Any) -> Any:  # where a value may start: an edge that is not a date separator
+            v = a[i]
+            return edge(i) & (v != 45) & (v != 47) & (v != 46)  # (2022-09-05 10:00 holds "09-05 10")
+
+        short_before = digit(s1 - 1) & (start(s1 - 2) | (digit(s1 - 2) & start(s1 - 3)))
+        month_before = letter(s1 - 1) & letter(s1 - 2) & letter(s1 - 3)
+        short_middle = digit(e1 + 1) & ((gap == 2) | ((gap == 3) & digit(e1 + 2)))
+        month_middle = (gap >= 4) & letter(e1 + 1) & letter(e1 + 2) & letter(e1 + 3) & letter(s2 - 1)
+        after = digit(e2 + 1) & (edge(e2 + 2) | (digit(e2 + 2) & (edge(e2 + 3) | (digit(e2 + 3) & edge(e2 + 4)))))
+        found = after & ((short_before & (short_middle | month_middle)) | (month_before & short_middle))
+        if found.any():
+            raise NeedsTolerant("a date whose day/month/year order may depend on DateStyle (like 03/04/22)")
 
 
 # --- the tolerant reader ---------------------------------------------------------------------------
@@ -273,15 +314,30 @@ class RecordReader:
     def _parse(self) -> Record:
         buf, start = self.buf, self.pos
         nl = buf.find(b"\n", start)
+        limit = len(buf) if nl < 0 else nl
+        cr = buf.find(b"\r", start, limit)  # a CR before the line feed, unless it is a CRLF's
+        bare = cr >= 0 and (cr < limit - 1 or (nl < 0 and self.eof))
+        if bare and self.q not in buf[start:cr]:
+            self.pos = cr + 1  # a bare carriage return ends this record, malformed; the next starts after it
+            return self._bare_cr(buf[start:cr])
         if nl < 0 and not self.eof:
             raise _NeedMore
-        end = len(buf) if nl < 0 else nl
-        line = buf[start:end]
+        line = buf[start:limit]
         if self.q not in line:  # the common case: no quoting on this line
-            self.pos = end + 1
+            self.pos = limit + 1
             body = line[:-1] if line.endswith(b"\r") else line
             return self._finish(body, body.split(self.d), None)
         return self._parse_quoted(start)
+
+    def _bare_cr(self, raw: bytes) -> Record:
+        if not raw:
+            return Record(b"", None)  # a blank line (ended by a carriage return): skipped
+        self._cap(raw)
+        return Record(raw, None, "a bare carriage return as a line end (convert the file to LF or CRLF line ends)")
+
+    def _cap(self, raw: bytes) -> None:
+        if len(raw) > self.max_record:
+            raise RecordTooLong(f"a record longer than {self.max_record} bytes")
 
     def _parse_quoted(self, start: int) -> Record:
         buf, q, d = self.buf, self.q, self.d
@@ -328,7 +384,8 @@ class RecordReader:
             if buf[i] == _CR:
                 if i + 1 >= len(buf) and not self.eof:
                     raise _NeedMore
-                what = "a carriage return outside quotes (not followed by a line feed)"
+                self.pos = i + 1
+                return self._bare_cr(buf[start:i])
             nl = buf.find(b"\n", i)
             if nl < 0 and not self.eof:
                 raise _NeedMore
@@ -337,17 +394,17 @@ class RecordReader:
     def _malformed(self, start: int, end: int, why: str) -> Record:
         self.pos = end + 1
         raw = self.buf[start:end]
+        self._cap(raw)
         return Record(raw[:-1] if raw.endswith(b"\r") else raw, None, why)
 
     def _finish(self, raw: bytes, fields: list[bytes], quoted: list[bool] | None) -> Record:
+        self._cap(raw)
         if not raw and quoted is None:
             if self.columns != 1:
                 return Record(b"", None)  # a blank line: skipped (__iter__ drops it)
             fields = [b""]
         if b"\x00" in raw:
             return Record(raw, None, "NUL byte (0x00) in the record")
-        if quoted is None and b"\r" in raw:
-            return Record(raw, None, "a carriage return outside quotes (not followed by a line feed)")
         if len(fields) != self.columns:
             return Record(raw, None, f"expected {self.columns} columns, found {len(fields)}")
         values: list[str | None] = []
@@ -369,5 +426,6 @@ def printable(raw: bytes, encoding: str, cap: int) -> str:
     ``\\x00``, at most ``cap`` characters (with a note of the full length)."""
     text = raw[: cap * 4].decode(encoding, "backslashreplace").replace("\x00", "\\x00")
     if len(text) > cap or len(raw) > cap * 4:
-        return text[:cap] + f"… ({len(raw)} bytes in all)"
+        note = f"… ({len(raw)} bytes in all)"
+        return text[: cap - len(note)] + note
     return text

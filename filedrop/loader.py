@@ -275,7 +275,8 @@ def fast_path_check(route: FileRoute, max_record: int) -> csvscan.FastPathCheck:
     if pair is None:  # a multi-byte delimiter or quote: only the tolerant reader handles it
         raise csvscan.NeedsTolerant("a delimiter or quote of more than one byte")
     dates = any(c.type in DATE_TYPES and not c.format for c in route.spec.columns)
-    return csvscan.FastPathCheck(*pair, dates=dates, max_record=max_record)
+    return csvscan.FastPathCheck(*pair, dates=dates, max_record=max_record,
+                                 ascii_only=sql.pg_encoding(fmt.encoding) == "SQL_ASCII")
 
 
 class Engine(Protocol):

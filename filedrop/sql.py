@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from filedrop.csvscan import AMBIGUOUS_DATE_SQL
+from filedrop.csvscan import UNAMBIGUOUS_DATE_SQL
 from filedrop.routes import DATE_TYPES, IDENTIFIER, PG_ENCODINGS, Column, FileRoute
 
 #: Route column types to PostgreSQL types.
@@ -30,8 +30,9 @@ PG_TYPES: dict[str, str] = {
 _LOAD_ID = re.compile(r"^[0-9a-f]{32}$")
 
 #: Run on every warehouse session: values are read the same whatever the client's environment
-#: (PGDATESTYLE, PGTZ, a role's or database's defaults). A naive ``timestamptz`` is UTC.
-SESSION_SETUP = "SET DateStyle = 'ISO, YMD'; SET TimeZone = 'UTC'"
+#: (PGDATESTYLE, PGTZ, PGOPTIONS, a role's or database's defaults). A naive ``timestamptz`` is UTC; zone
+#: abbreviations (``IST``) mean what PostgreSQL's default set says.
+SESSION_SETUP = "SET DateStyle = 'ISO, YMD'; SET TimeZone = 'UTC'; SET timezone_abbreviations = 'Default'"
 
 
 def ident(name: str) -> str:
@@ -75,7 +76,7 @@ def raw_table_name(load_id: str) -> str:
 
 #: Version of the bookkeeping schema this release writes; kept as the comment on ingest_history, so a
 #: command can see that the schema is current without DDL (DDL would lock the table).
-META_VERSION = 4
+META_VERSION = 5
 
 
 def meta_version_comment() -> str:
@@ -182,6 +183,39 @@ def meta_ddl(meta: str, server_version_num: int) -> list[str]:
                 RETURN NULL;
             EXCEPTION WHEN data_exception THEN
                 RETURN SQLERRM;
+            END $$"""
+    )
+    # datestyle_error(value, type): NULL unless PostgreSQL reads the value as a valid date/time under the
+    # pinned DateStyle (ISO, YMD) and as another one under DMY or MDY: then why it is refused. Values
+    # that start with 3+ digits (ISO dates) cannot be ambiguous and skip the three readings.
+    statements.append(
+        f"""CREATE OR REPLACE FUNCTION {m}.datestyle_error(v text, t text) RETURNS text
+            LANGUAGE plpgsql VOLATILE AS $$
+            DECLARE
+                saved text := current_setting('DateStyle');
+                readings text[] := '{{}}';
+                style text;
+                r text;
+            BEGIN
+                IF v IS NULL OR v ~ {literal(UNAMBIGUOUS_DATE_SQL)} THEN RETURN NULL; END IF;
+                FOREACH style IN ARRAY ARRAY['ISO, YMD', 'ISO, DMY', 'ISO, MDY'] LOOP
+                    BEGIN
+                        PERFORM set_config('DateStyle', style, true);
+                        EXECUTE format('SELECT (%L::%s)::text', v, t) INTO r;
+                    EXCEPTION WHEN data_exception THEN
+                        r := NULL;
+                    END;
+                    readings := readings || r;
+                END LOOP;
+                PERFORM set_config('DateStyle', saved, true);
+                IF readings[1] IS NULL THEN RETURN NULL; END IF;
+                IF readings[2] IS DISTINCT FROM readings[1] AND readings[2] IS NOT NULL
+                   OR readings[3] IS DISTINCT FROM readings[1] AND readings[3] IS NOT NULL THEN
+                    RETURN format('ambiguous date %L: %s under DateStyle YMD, %s under DMY, %s under MDY; '
+                                  'write dates as YYYY-MM-DD or declare the column''s format',
+                                  v, readings[1], coalesce(readings[2], 'invalid'), coalesce(readings[3], 'invalid'));
+                END IF;
+                RETURN NULL;
             END $$"""
     )
     statements.append(f"COMMENT ON TABLE {m}.ingest_history IS {literal(meta_version_comment())}")
@@ -322,10 +356,7 @@ def reject_typed_rows(meta: str, load_id: str, route: FileRoute) -> str:
             checks.append(f"'{c.name}: ' || {ident(meta)}.format_error({col}, {literal(c.type)}, {literal(c.format)})")
             continue
         if c.type in DATE_TYPES:
-            checks.append(
-                f"CASE WHEN {col} ~ {literal(AMBIGUOUS_DATE_SQL)} THEN '{c.name}: ambiguous date ' "
-                f"|| quote_literal({col}) || ': day, month and year order depend on DateStyle; "
-                "write dates as YYYY-MM-DD' END")
+            checks.append(f"'{c.name}: ' || {ident(meta)}.datestyle_error({col}, {literal(PG_TYPES[c.type])})")
         if c.type != "text":
             checks.append(
                 f"'{c.name}: ' || {ident(meta)}.input_error({col}, {literal(PG_TYPES[c.type])})"

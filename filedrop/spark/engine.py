@@ -160,7 +160,7 @@ class SparkEngine:
         check = fast_path_check(self.route, self.settings.max_record_bytes)
         results = _wrap(lambda: lines.mapInArrow(
             partial(tasks.write_blocks, conninfo=self.conninfo, copy_stmt=copy_stmt, plans=by_start,
-                    header=fmt.header, check=(check.d, check.q, check.dates, check.max_record)),
+                    header=fmt.header, check=(check.d, check.q, check.dates, check.max_record, check.ascii_only)),
             tasks.WRITE_SCHEMA).collect())
         log.info("%s: blocks written in %.1fs", self.obj.display, time.monotonic() - t0)
         errors = sorted((r.start, r.error) for r in results if r.error)

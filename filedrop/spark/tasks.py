@@ -135,12 +135,12 @@ def block_stats(batches: Iterable[pa.RecordBatch], *, quote: str, header: bool) 
 
 
 def write_blocks(batches: Iterable[pa.RecordBatch], *, conninfo: str, copy_stmt: str, plans: dict[int, BlockPlan],
-                 header: bool, check: tuple[int, int, bool, int]) -> Iterator[pa.RecordBatch]:
+                 header: bool, check: tuple[int, int, bool, int, bool]) -> Iterator[pa.RecordBatch]:
     """COPY the records each block owns into the per-load table, numbered from the block's plan.
 
     One COPY (one transaction) per block; bad data ends that block's COPY and is reported, not raised:
     the engine then re-reads the file with the reference parser. ``check`` (delimiter byte, quote byte,
-    dates, record byte cap) configures the :class:`~filedrop.csvscan.FastPathCheck` every block's bytes pass, as in the
+    dates, record byte cap, ascii only) configures the :class:`~filedrop.csvscan.FastPathCheck` every block's bytes pass, as in the
     direct engine: bytes COPY would read differently from RFC 4180 are reported like bad data.
     """
     out: dict[str, list[Any]] = {"start": [], "rows": [], "error": []}
@@ -150,7 +150,7 @@ def write_blocks(batches: Iterable[pa.RecordBatch], *, conninfo: str, copy_stmt:
         for start, segs in groupby(segments(batches), key=lambda s: s[0]):
             plan = plans[start]
             rows, error = 0, None
-            scan = FastPathCheck(check[0], check[1], dates=check[2], max_record=check[3])
+            scan = FastPathCheck(check[0], check[1], dates=check[2], max_record=check[3], ascii_only=check[4])
             try:
                 with conn.cursor() as cur:
                     cur.execute(*row_sequence_setup(plan.first_row))  # type: ignore[arg-type]
