@@ -101,8 +101,6 @@ def read_header(stream: io.BufferedReader, route: FileRoute, max_bytes: int = MA
     if len(line) > max_bytes and not line.endswith(b"\n"):
         raise LoadFailed(f"header line longer than {max_bytes} bytes (FILEDROP_MAX_RECORD_BYTES): "
                          "not a CSV file with a header?", line=0)
-    if b"\x00" in line:
-        raise LoadFailed("header line contains NUL bytes (0x00): not a text file?", line=0)
     if b"\r" in line.rstrip(b"\r\n"):
         raise LoadFailed("lines end with a bare carriage return (classic Mac line ends): "
                          "convert the file to LF or CRLF line ends", line=0)
@@ -110,6 +108,8 @@ def read_header(stream: io.BufferedReader, route: FileRoute, max_bytes: int = MA
         text = line.decode(fmt.encoding)
     except UnicodeDecodeError as exc:
         raise LoadFailed(f"header line is not valid {fmt.encoding}: {exc.reason} at byte {exc.start}", line=0) from None
+    if "\x00" in text:
+        raise LoadFailed("header line contains NUL bytes (0x00): not a text file?", line=0)
     try:
         names = next(csv.reader([text.rstrip("\r\n")], delimiter=fmt.delimiter, quotechar=fmt.quote), [])
     except csv.Error as exc:
