@@ -158,7 +158,8 @@ def backfill(kube: Kube, settings: Settings, warehouse_url: str, namespace: str,
             if route is None:
                 stats.unmatched += 1
                 continue
-            loaded = history.loaded_versions(conn, settings.meta_schema, item.bucket, item.key)
+            loaded = [v for v in history.loaded_versions(conn, settings.meta_schema, item.bucket, item.key)
+                      if v.loaded]
             if loaded and loaded[-1].etag == item.etag:  # older bytes again are a rollback: a new version
                 stats.existing += 1
                 continue

@@ -39,3 +39,5 @@ class Settings:
     )
     #: largest CSV record (or header line) read, in bytes (DESIGN §3 "Limits").
     max_record_bytes: int = field(default_factory=lambda: _env_int("FILEDROP_MAX_RECORD_BYTES", 16 * 1024 * 1024))
+    #: how long a loader waits for another loader of the same object to finish before giving up (retryable)
+    claim_wait_seconds: float = field(default_factory=lambda: float(_env_int("FILEDROP_CLAIM_WAIT_SECONDS", 900)))

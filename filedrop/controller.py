@@ -199,7 +199,9 @@ class Controller:
                 ensure_meta(conn, self.cfg.settings)
                 loaded = history.loaded_versions(conn, self.cfg.settings.meta_schema, obj.bucket, obj.key)
             d = decide(obj, loaded, st.get("observedReplay", ""))
-            decision, reason = d.verdict, d.reason
+            # a duplicate of the latest loaded content may stop being one when a load now running ends (a
+            # rollback racing the version before it): only the loader, holding the object's claim, decides
+            decision, reason = (d.verdict, d.reason) if d.final else ("load", "")
         if phase == "Loading":
             job = self._job(fd)
             if job[0] in ("succeeded", "failed", "none"):

@@ -61,13 +61,19 @@ def parse_message(body: str) -> list[S3Event]:
             obj = s3["object"]
             name = str(rec.get("eventName", ""))
             when = rec.get("eventTime")
+            key = unquote_plus(str(obj["key"]))
+            if "\x00" in key:
+                raise ValueError("key holds a NUL character, which no history or table can store")
+            version = obj.get("versionId") or None
             out.append(S3Event(
                 event_name=name,
                 bucket=str(s3["bucket"]["name"]),
-                key=unquote_plus(str(obj["key"])),
+                key=key,
                 size=int(obj.get("size", 0)),
                 etag=str(obj.get("eTag") or obj.get("etag") or "").strip('"'),
-                version_id=obj.get("versionId") or None,
+                # a bucket with versioning suspended gives every new write the VersionId "null": it names
+                # no version of its own, so such events are identified by ETag and sequencer
+                version_id=None if version == "null" else version,
                 sequencer=obj.get("sequencer") or None,
                 event_time=datetime.fromisoformat(when.replace("Z", "+00:00")) if when else None,
             ))

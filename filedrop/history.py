@@ -47,10 +47,14 @@ def object_lock_key(bucket: str, key: str) -> str:
 
 
 def loaded_versions(conn: Conn, meta: str, bucket: str, key: str) -> list[LoadedVersion]:
-    """The loaded versions of one (bucket, key), in the order they were applied (the latest last)."""
+    """The loaded versions of one (bucket, key), in the order they were applied (the latest last), and
+    the event-named versions recorded as duplicates of them (``loaded=False``; they order events)."""
     rows = conn.execute(
-        f"""SELECT load_id, etag, version_id, sequencer, last_modified, replay FROM {ident(meta)}.ingest_history
-            WHERE bucket = %s AND key = %s AND status = 'loaded' ORDER BY finished_at, load_id""",
+        f"""SELECT load_id, etag, version_id, sequencer, last_modified, replay, status = 'loaded'
+            FROM {ident(meta)}.ingest_history
+            WHERE bucket = %s AND key = %s
+              AND (status = 'loaded' OR status = 'skipped_duplicate' AND sequencer IS NOT NULL)
+            ORDER BY finished_at, load_id""",
         (bucket, key),
     ).fetchall()
     return [LoadedVersion(*r) for r in rows]

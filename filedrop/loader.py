@@ -395,19 +395,21 @@ def _load(session: LoadSession, conn: Conn, route: FileRoute, obj: SourceObject,
             return LoadResult(obj, route.name, "failed", engine=engine, first_error=(
                 f"the {engine} engine is not available in this installation (choose --engine direct)"))
     common["engine"] = engine
-    decision = decide(obj, history.loaded_versions(conn, meta, obj.bucket, obj.key), replay)
-    if decision.verdict == "load":
-        # Claim the object before parsing it: a concurrent loader of the same (bucket, key) waits here,
-        # then finds this version loaded instead of parsing the whole file only to lose at the apply.
-        conn.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", (_claim_key(obj),))
+    # Claim the object before deciding: a concurrent loader of the same (bucket, key) — another version,
+    # or this one again — is waited for, so the decision sees what it applied (a rollback racing the
+    # version before it) and a duplicate is never parsed only to lose at the apply.
+    claim_error = _claim(conn, obj, settings.claim_wait_seconds)
+    if claim_error is not None:
+        history.insert(conn, meta, load_id=uuid.uuid4().hex, status="failed", filedrop=filedrop,
+                       first_error=claim_error, finished=True, **common)  # type: ignore[arg-type]
+        return LoadResult(obj, route.name, "failed", engine=engine, first_error=claim_error, message=claim_error,
+                          retryable=True)
+    try:
         decision = decide(obj, history.loaded_versions(conn, meta, obj.bucket, obj.key), replay)
         if decision.verdict != "load":
-            _release_claim(conn, obj)
-    if decision.verdict != "load":
-        history.insert(conn, meta, load_id=uuid.uuid4().hex, status=decision.verdict, filedrop=filedrop,
-                       message=decision.reason, finished=True, **common)  # type: ignore[arg-type]
-        return LoadResult(obj, route.name, decision.verdict, engine=engine, message=decision.reason)
-    try:
+            history.insert(conn, meta, load_id=uuid.uuid4().hex, status=decision.verdict, filedrop=filedrop,
+                           message=decision.reason, finished=True, **common)  # type: ignore[arg-type]
+            return LoadResult(obj, route.name, decision.verdict, engine=engine, message=decision.reason)
         return _load_claimed(conn, settings, route, obj, engine, common, filedrop, on_bytes, note, replay)
     finally:
         if not (conn.closed or conn.broken):
@@ -416,6 +418,22 @@ def _load(session: LoadSession, conn: Conn, route: FileRoute, obj: SourceObject,
 
 def _claim_key(obj: SourceObject) -> str:
     return f"filedrop.claim:{obj.bucket}/{obj.key}"
+
+
+def _claim(conn: Conn, obj: SourceObject, wait_seconds: float) -> str | None:
+    """Take the object's claim, waiting at most ``wait_seconds`` for a loader that holds it; None when
+    taken, else why not (the attempt is recorded as failed, retryable, and the run goes on)."""
+    previous = conn.execute("SELECT current_setting('lock_timeout')").fetchone()
+    try:
+        conn.execute("SELECT set_config('lock_timeout', %s, false)", (f"{max(1, int(wait_seconds * 1000))}ms",))
+        conn.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", (_claim_key(obj),))
+        return None
+    except (pgerrors.LockNotAvailable, pgerrors.QueryCanceled):
+        return (f"another loader has been loading {obj.display} for over {wait_seconds:g} s "
+                "(FILEDROP_CLAIM_WAIT_SECONDS); this attempt loaded nothing and will be retried")
+    finally:
+        if not (conn.closed or conn.broken):
+            conn.execute("SELECT set_config('lock_timeout', %s, false)", (previous[0] if previous else "0",))
 
 
 def _release_claim(conn: Conn, obj: SourceObject) -> None:
@@ -498,8 +516,9 @@ def _finalize(conn: Conn, settings: Settings, route: FileRoute, obj: SourceObjec
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
                      (history.object_lock_key(obj.bucket, obj.key),))
-        loaded = history.loaded_versions(conn, meta, obj.bucket, obj.key)
-        decision = decide(obj, loaded, replay)
+        versions = history.loaded_versions(conn, meta, obj.bucket, obj.key)
+        loaded = [v for v in versions if v.loaded]
+        decision = decide(obj, versions, replay)
         if decision.verdict != "load":  # another loader won the race while we parsed
             for stmt in sql.drop_load_tables(meta, load_id):
                 conn.execute(stmt)  # type: ignore[arg-type]

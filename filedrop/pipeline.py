@@ -88,8 +88,8 @@ class _Seen:
 class PollMemory:
     """What a watching run (``run --watch``) saw on earlier polls, so an idle poll costs a listing only.
 
-    An object whose listing is unchanged since its last attempt (local: size and mtime; S3: ETag and
-    size) is not hashed, not loaded and not written to history again when that attempt loaded or
+    An object whose listing is unchanged since its last attempt (local: size, mtime and ctime — a write
+    changes the ctime even when the mtime is put back; S3: ETag and size) is not hashed, not loaded and not written to history again when that attempt loaded or
     skipped it. A failed one is retried with exponential backoff (``base`` seconds, doubling, at most
     ``cap``) — or at once when its listing changes.
     """
@@ -102,7 +102,7 @@ class PollMemory:
 
     @staticmethod
     def _stamp(item: Listed) -> tuple[Any, ...]:
-        return (item.size, item.last_modified, item.etag, item.version_id)
+        return (item.size, item.last_modified, item.changed, item.etag, item.version_id)
 
     def wanted(self, item: Listed) -> bool:
         seen = self._seen.get((item.bucket, item.key))

@@ -26,12 +26,18 @@ class LoadedVersion:
     sequencer: str | None
     last_modified: datetime | None
     replay: str = ""
+    #: False for a version recorded as ``skipped_duplicate`` (an event for the content already loaded):
+    #: it applied nothing, but its sequencer says the key held that content at least that late.
+    loaded: bool = True
 
 
 @dataclass(frozen=True)
 class Decision:
     verdict: Verdict
     reason: str = ""
+    #: False when the verdict may change once loads now running finish (a duplicate of the *latest*
+    #: loaded content): only a loader holding the object's claim may act on it.
+    final: bool = True
 
 
 def _same_version(obj: SourceObject, prior: LoadedVersion) -> bool:
@@ -44,7 +50,8 @@ def _same_version(obj: SourceObject, prior: LoadedVersion) -> bool:
 def decide(obj: SourceObject, loaded: list[LoadedVersion], replay: str = "") -> Decision:
     """Should this object version be loaded, given the loaded versions of its (bucket, key)?
 
-    ``loaded`` is in load order, the latest last (:func:`filedrop.history.loaded_versions`).
+    ``loaded`` is in load order, the latest last (:func:`filedrop.history.loaded_versions`); versions
+    recorded as duplicates (``loaded=False``) only take part in ordering events.
 
     - A duplicate is the same object version: the same S3 VersionId, or the etag of the **latest**
       loaded version. Bytes of an older version dropped again (a rollback) are a new version.
@@ -53,6 +60,7 @@ def decide(obj: SourceObject, loaded: list[LoadedVersion], replay: str = "") -> 
     - A ``replay`` token (the FileDrop's replay annotation) asks for one more load of this version:
       only an earlier load of it under the same token makes it a duplicate, and order is not checked.
     """
+    seen, loaded = loaded, [p for p in loaded if p.loaded]
     if replay:
         for prior in loaded:
             if prior.replay == replay and _same_version(obj, prior):
@@ -63,9 +71,10 @@ def decide(obj: SourceObject, loaded: list[LoadedVersion], replay: str = "") -> 
             if prior.version_id == obj.version_id:
                 return Decision("skipped_duplicate", f"this object version was already loaded by load {prior.load_id[:12]}")
     if loaded and loaded[-1].etag == obj.etag:
-        return Decision("skipped_duplicate", f"same content as the latest loaded version (load {loaded[-1].load_id[:12]})")
+        return Decision("skipped_duplicate", f"same content as the latest loaded version (load {loaded[-1].load_id[:12]})",
+                        final=False)
     if obj.from_event:
-        for prior in loaded:
+        for prior in seen:
             if is_newer(prior.sequencer, prior.last_modified, obj.sequencer, obj.last_modified):
                 return Decision(
                     "skipped_superseded",

@@ -44,13 +44,17 @@ def filedrop_manifest(*, bucket: str, key: str, etag: str, size: int, version_id
                       sequencer: str | None = None, event_time: datetime | None = None, source: str = "sqs",
                       route: str | None = None, namespace: str | None = None) -> dict[str, Any]:
     spec: dict[str, Any] = {"bucket": bucket, "key": key, "etag": etag, "size": int(size), "source": source}
-    if version_id:
+    if version_id and version_id != "null":
         spec["versionId"] = version_id
     if sequencer:
         spec["sequencer"] = sequencer
     if event_time:
         spec["eventTime"] = event_time.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    version = version_id or (f"{etag}@{sequencer}" if sequencer else etag)
+    # an unversioned (or versioning-suspended) object: the same bytes uploaded again later are another
+    # version, so the ETag is qualified by the event's sequencer, or by LastModified for a backfill
+    when = event_time.astimezone(timezone.utc).isoformat() if event_time else ""
+    version = version_id if version_id and version_id != "null" else (
+        f"{etag}@{sequencer}" if sequencer else f"{etag}@{when}" if when else etag)
     metadata: dict[str, Any] = {"name": filedrop_name(bucket, key, version)}
     if route:
         metadata["labels"] = {ROUTE_LABEL: _label_value(route)}

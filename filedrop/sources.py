@@ -78,6 +78,8 @@ class Listed:
     is_s3: bool = False
     #: a local file's real path, when its name is not valid UTF-8 (``key`` then shows it escaped)
     path: str | None = None
+    #: a local file's status-change time (ns): set by the kernel on every write, whatever the mtime says
+    changed: int | None = None
 
     @property
     def uri(self) -> str:
@@ -128,7 +130,7 @@ def list_objects(loc: Location, client: Any = None) -> Iterator[Listed]:
         key = p.relative_to(root).as_posix()
         shown, bucket = printable_name(key), printable_name(str(root))
         yield Listed(bucket, shown, st.st_size, datetime.fromtimestamp(st.st_mtime, timezone.utc),
-                     path=str(p) if (shown, bucket) != (key, str(root)) else None)
+                     path=str(p) if (shown, bucket) != (key, str(root)) else None, changed=st.st_ctime_ns)
 
 
 def local_md5(path: str) -> str:

@@ -78,6 +78,10 @@ def raw_table_name(load_id: str) -> str:
 #: command can see that the schema is current without DDL (DDL would lock the table).
 META_VERSION = 5
 
+#: Objects of the bookkeeping schema that a current schema does not have: an older release's loader (a
+#: rolling upgrade) may create them again without touching the version, so their absence is checked too.
+LEGACY_META_OBJECTS = ("ingest_history_loaded_once", "ingest_history_loaded_once_v2")
+
 
 def meta_version_comment() -> str:
     return f"filedrop bookkeeping schema version {META_VERSION}: one row per attempt to load one object version"
@@ -120,7 +124,7 @@ def meta_ddl(meta: str, server_version_num: int) -> list[str]:
             started_at timestamptz NOT NULL DEFAULT now(),
             finished_at timestamptz
         )""",
-        # Columns added after the first release of the table.
+        # Columns added after the first release of the table (and indexes of earlier releases dropped).
         f"ALTER TABLE {m}.ingest_history ADD COLUMN IF NOT EXISTS retryable boolean NOT NULL DEFAULT false",
         f"ALTER TABLE {m}.ingest_history ADD COLUMN IF NOT EXISTS replay text NOT NULL DEFAULT ''",
         f"ALTER TABLE {m}.ingest_history ADD COLUMN IF NOT EXISTS previous_load_id text",
@@ -254,27 +258,27 @@ def staging_ddl(schema: str, route: FileRoute) -> list[str]:
     out = [f"CREATE SCHEMA IF NOT EXISTS {ident(schema)}", f"CREATE TABLE IF NOT EXISTS {table} ({', '.join(cols)})"]
     if s.mode == "replace_source":
         [name] = staging_index_names(route)
-        out.append(f'CREATE INDEX IF NOT EXISTS {ident(name)} ON {table} ("_source_bucket", "_source_key")')
+        out.append(f'CREATE INDEX IF NOT EXISTS {ident(name)} ON {table} ("_source_key", "_source_bucket")')
     return out
 
 
 def staging_index_names(route: FileRoute) -> list[str]:
-    """Secondary indexes a route's staging table needs: (bucket, key) for ``replace_source``'s delete."""
+    """Secondary indexes a route's staging table needs: (key, bucket) for ``replace_source``'s delete."""
     return [route.spec.table[:47] + "_source_object"] if route.spec.mode == "replace_source" else []
 
 
 def staging_bucket_migration(schema: str, meta: str, table: str) -> list[str]:
     """Add ``_source_bucket`` to a staging table made before it existed, filled from the history rows
-    of the loads that wrote each row (every staging row's ``_load_id`` has one)."""
+    of the loads that wrote each row.
+
+    The column stays nullable there: rows whose load is no longer in the history (pruned), and rows an
+    older loader still writes during a rolling upgrade, have no bucket; ``replace_source`` treats such
+    rows as the old release did (by key)."""
     target = qualified(schema, table)
     return [
         f'ALTER TABLE {target} ADD COLUMN IF NOT EXISTS "_source_bucket" text',
         f"""UPDATE {target} t SET "_source_bucket" = h.bucket FROM {ident(meta)}.ingest_history h
             WHERE h.load_id = t."_load_id" AND t."_source_bucket" IS NULL""",
-        # rows whose load is no longer in the history (deleted by hand) keep an explicit marker
-        f"""UPDATE {target} SET "_source_bucket" = '(unknown: loaded before _source_bucket existed)'
-            WHERE "_source_bucket" IS NULL""",
-        f'ALTER TABLE {target} ALTER COLUMN "_source_bucket" SET NOT NULL',
     ]
 
 
@@ -401,7 +405,9 @@ def apply_statements(schema: str, meta: str, load_id: str, route: FileRoute, *, 
     if s.mode == "append":
         return [f"INSERT INTO {target} {columns} SELECT {select} FROM {source} l"]
     if s.mode == "replace_source":
-        return [f'DELETE FROM {target} WHERE "_source_bucket" = %(bucket)s AND "_source_key" = %(key)s',
+        # rows without a bucket come from before _source_bucket (a migrated table): matched by key, as then
+        return [f'DELETE FROM {target} WHERE "_source_key" = %(key)s '
+                'AND ("_source_bucket" = %(bucket)s OR "_source_bucket" IS NULL)',
                 f"INSERT INTO {target} {columns} SELECT {select} FROM {source} l"]
     if s.mode == "replace_table":
         return [f"TRUNCATE {target}", f"INSERT INTO {target} {columns} SELECT {select} FROM {source} l"]

@@ -185,9 +185,12 @@ def ensure_meta(conn: psycopg.Connection[tuple[object, ...]], settings: Settings
 
 
 def _meta_is_current(conn: psycopg.Connection[Any], meta: str) -> bool:
-    row = conn.execute("SELECT obj_description(to_regclass(%s), 'pg_class')",
-                       (f"{sql.ident(meta)}.ingest_history",)).fetchone()
-    return bool(row) and row[0] == sql.meta_version_comment()
+    row = conn.execute(
+        "SELECT obj_description(to_regclass(%s), 'pg_class'), "
+        "(SELECT count(*) FROM unnest(%s::text[]) AS o(name) WHERE to_regclass(o.name) IS NOT NULL)",
+        (f"{sql.ident(meta)}.ingest_history", [f"{sql.ident(meta)}.{sql.ident(n)}" for n in sql.LEGACY_META_OBJECTS]),
+    ).fetchone()
+    return bool(row) and row[0] == sql.meta_version_comment() and row[1] == 0
 
 
 def ensure_staging(conn: psycopg.Connection[tuple[object, ...]], settings: Settings, route: FileRoute) -> None:
@@ -199,6 +202,7 @@ def ensure_staging(conn: psycopg.Connection[tuple[object, ...]], settings: Setti
     rows = _columns(conn, schema, route.spec.table)
     if rows and "_source_bucket" in {n for n, _ in rows} and _indexes_present(conn, schema, route):
         _check_columns(schema, route, rows)
+        _check_primary_key(conn, schema, route)
         return
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (_DDL_LOCK,))
@@ -215,6 +219,7 @@ def ensure_staging(conn: psycopg.Connection[tuple[object, ...]], settings: Setti
             for stmt in ddl[2:]:  # indexes
                 conn.execute(stmt)  # type: ignore[arg-type]
     _check_columns(schema, route, rows)
+    _check_primary_key(conn, schema, route)
 
 
 def _indexes_present(conn: psycopg.Connection[Any], schema: str, route: FileRoute) -> bool:
@@ -225,6 +230,25 @@ def _indexes_present(conn: psycopg.Connection[Any], schema: str, route: FileRout
         """SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
            WHERE n.nspname = %s AND c.relkind = 'i' AND c.relname = ANY(%s)""", (schema, wanted)).fetchone()
     return bool(found) and int(found[0]) == len(wanted)
+
+
+def _check_primary_key(conn: psycopg.Connection[Any], schema: str, route: FileRoute) -> None:
+    """An ``upsert`` merges on primaryKey: the table needs a unique index on exactly those columns (a table
+    made for another mode has none, and every file would fail at the apply)."""
+    pk = list(route.spec.primary_key)
+    if route.spec.mode != "upsert" or not pk:
+        return
+    found = conn.execute(
+        """SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+           WHERE n.nspname = %s AND c.relname = %s AND i.indisunique AND i.indpred IS NULL
+             AND (SELECT array_agg(a.attname::text ORDER BY a.attname) FROM pg_attribute a
+                  WHERE a.attrelid = c.oid AND a.attnum = ANY(i.indkey)) = %s::text[]""",
+        (schema, route.spec.table, sorted(pk))).fetchone()
+    if found is None:
+        raise WarehouseError(
+            f"table {schema}.{route.spec.table} has no primary key or unique index on ({', '.join(pk)}), which "
+            f"FileRoute {route.name} (mode upsert) merges on. Add one (ALTER TABLE … ADD PRIMARY KEY) or drop "
+            "the table to let filedrop recreate it.")
 
 
 def _check_columns(schema: str, route: FileRoute, rows: list[tuple[str, str]]) -> None:

@@ -44,6 +44,16 @@ def test_a_rollback_in_an_unversioned_bucket_gets_its_own_filedrop() -> None:
     redelivered = filedrop_manifest(bucket="b", key="k.csv", etag="e1", size=3, sequencer="0A")
     assert first["metadata"]["name"] != again["metadata"]["name"]
     assert first["metadata"]["name"] == redelivered["metadata"]["name"]
+    # a backfill has no sequencer: LastModified tells the re-upload from the first upload
+    t1, t2 = NOW, NOW.replace(year=NOW.year + 1)
+    backfilled = [filedrop_manifest(bucket="b", key="k.csv", etag="e1", size=3, event_time=t, source="backfill")
+                  for t in (t1, t2, t1)]
+    assert backfilled[0]["metadata"]["name"] != backfilled[1]["metadata"]["name"]
+    assert backfilled[0]["metadata"]["name"] == backfilled[2]["metadata"]["name"]
+    # a bucket with versioning suspended reports VersionId "null": it names no version
+    nulls = [filedrop_manifest(bucket="b", key="k.csv", etag=e, size=3, version_id="null", sequencer=q)
+             for e, q in (("e1", "0A"), ("e2", "0B"))]
+    assert nulls[0]["metadata"]["name"] != nulls[1]["metadata"]["name"] and "versionId" not in nulls[0]["spec"]
 
 
 def test_route_manifest_round_trips() -> None:

@@ -55,7 +55,8 @@ def test_upsert_skips_unchanged_rows_and_dedups_when_asked() -> None:
 
 @pytest.mark.parametrize("mode,first", [
     ("append", "INSERT INTO"), ("replace_source",
-     'DELETE FROM "staging"."things" WHERE "_source_bucket" = %(bucket)s AND "_source_key" = %(key)s'),
+     'DELETE FROM "staging"."things" WHERE "_source_key" = %(key)s '
+     'AND ("_source_bucket" = %(bucket)s OR "_source_bucket" IS NULL)'),
     ("replace_table", 'TRUNCATE "staging"."things"'),
 ])
 def test_other_modes(mode: str, first: str) -> None:
