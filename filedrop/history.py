@@ -71,15 +71,16 @@ def next_attempt(conn: Conn, meta: str, obj: SourceObject) -> int:
 
 def insert(conn: Conn, meta: str, *, load_id: str, obj: SourceObject, route: str, table: str, mode: str,
            engine: str, status: str, attempt: int = 1, filedrop: str | None = None, message: str | None = None,
-           first_error: str | None = None, finished: bool = False, replay: str = "") -> None:
+           first_error: str | None = None, finished: bool = False, replay: str = "", retryable: bool = False) -> None:
     conn.execute(
         f"""INSERT INTO {ident(meta)}.ingest_history
             (load_id, bucket, key, etag, version_id, sequencer, last_modified, size_bytes, route, target_table,
-             mode, engine, status, attempt, filedrop, message, first_error, replay, finished_at)
-            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,
+             mode, engine, status, attempt, filedrop, message, first_error, replay, retryable, finished_at)
+            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,
                     CASE WHEN %s THEN clock_timestamp() END)""",
         (load_id, obj.bucket, obj.key, obj.etag, obj.version_id, obj.sequencer, obj.last_modified, obj.size,
-         route, table, mode, engine, status, attempt, filedrop, clean(message), clean(first_error), replay, finished),
+         route, table, mode, engine, status, attempt, filedrop, clean(message), clean(first_error), replay,
+         retryable, finished),
     )
 
 

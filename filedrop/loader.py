@@ -401,7 +401,7 @@ def _load(session: LoadSession, conn: Conn, route: FileRoute, obj: SourceObject,
     claim_error = _claim(conn, obj, settings.claim_wait_seconds)
     if claim_error is not None:
         history.insert(conn, meta, load_id=uuid.uuid4().hex, status="failed", filedrop=filedrop,
-                       first_error=claim_error, finished=True, **common)  # type: ignore[arg-type]
+                       first_error=claim_error, finished=True, retryable=True, **common)  # type: ignore[arg-type]
         return LoadResult(obj, route.name, "failed", engine=engine, first_error=claim_error, message=claim_error,
                           retryable=True)
     try:

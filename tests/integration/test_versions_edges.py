@@ -131,6 +131,8 @@ def test_a_claim_held_too_long_fails_that_file_only(warehouse: str, db: DB, tmp_
     got = [(r.obj.key, r.status, r.retryable) for r in report.results]
     assert got == [("items_a.csv", "failed", True), ("items_b.csv", "loaded", False)], got
     assert "another loader has been loading" in report.results[0].first_error
+    # the history row says retryable too: the operator retries the FileDrop instead of failing it for good
+    assert db.rows("SELECT status, retryable FROM filedrop.ingest_history WHERE key = 'items_a.csv'") == [("failed", True)]
 
 
 def test_an_older_loader_during_a_rolling_upgrade_still_writes_a_migrated_table(warehouse: str, db: DB,
