@@ -253,11 +253,11 @@ def _wait(db: DB, query: str, want: object, timeout: float = 120) -> None:
 def test_idle_watch_polls_write_nothing_and_failed_files_back_off(warehouse: str, db: DB, tmp_path: Path,
                                                                   routes_file: Path) -> None:
     """`run --watch` used to write a skipped_duplicate row for every unchanged file on every poll (1,515
-    rows in 10 s over 505 files) and retry failed files on every poll."""
+    rows in 10 s over 505 files), retry failed files on every poll — and die on a poison pill."""
     src = tmp_path / "src"
     for i in range(1, 6):
         write(src / f"items_{i}.csv", HEADER + f"{i},n,{i},\n")
-    write(src / "items_bad.csv", b"id,wrong\n1,2\n")
+    write(src / "items_bad.csv", b"id,na\x00me,qty,day\n1,2\n")  # a poison pill: NUL in the header
     proc = subprocess.Popen([sys.executable, "-m", "filedrop.cli", "run", "--watch", "--interval", "0.1",
                              "--source", str(src), "--warehouse", warehouse, "--routes", str(routes_file)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "FILEDROP_NO_COLOR": "1"})
