@@ -19,29 +19,14 @@ from filedrop.config import Settings
 from filedrop.pipeline import run_once
 from tests.conftest import DB
 from tests.support.loads import items_route, load, write
+from tests.support.loads import routes_file as write_routes
 
 HEADER = "id,name,qty,day\n"
 
 
 @pytest.fixture
 def routes_file(tmp_path: Path) -> Path:
-    path = tmp_path / "routes.yaml"
-    path.write_text("""
-apiVersion: filedrop.dev/v1alpha1
-kind: FileRoute
-metadata: {name: items}
-spec:
-  match: {pattern: '^items.*\\.csv(\\.gz)?$'}
-  table: items
-  columns:
-    - {name: id, type: integer, nullable: false}
-    - {name: name, type: text}
-    - {name: qty, type: integer}
-    - {name: day, type: date}
-  onError: continue
-  maxBadRowsPercent: 50
-""")
-    return path
+    return write_routes(tmp_path / "routes.yaml", items_route("append"))
 
 
 def run_cli(args: list[str], env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:

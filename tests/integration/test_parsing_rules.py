@@ -27,25 +27,6 @@ def rejected(db: DB) -> list[tuple[object, ...]]:
     return db.rows("SELECT line_number, raw_line, error FROM filedrop.rejected_rows ORDER BY line_number")
 
 
-def text_route(nullable: bool = True) -> object:
-    """items with a NOT NULL text column, to tell '' from NULL by what loads."""
-    return parse_routes_yaml(f"""
-apiVersion: filedrop.dev/v1alpha1
-kind: FileRoute
-metadata: {{name: items}}
-spec:
-  match: {{pattern: '^items.*\\.csv$'}}
-  table: items
-  columns:
-    - {{name: id, type: integer, nullable: false}}
-    - {{name: name, type: text, nullable: {str(nullable).lower()}}}
-    - {{name: qty, type: integer}}
-    - {{name: day, type: date}}
-  onError: continue
-  maxBadRowsPercent: 50
-""")[0]
-
-
 @pytest.mark.parametrize("path", ["fast", "tolerant"])
 def test_quoted_empty_string_is_empty_and_only_unquoted_empty_is_null(warehouse: str, db: DB, tmp_path: Path,
                                                                       path: str) -> None:
@@ -59,7 +40,7 @@ def test_quoted_empty_string_into_a_not_null_column_loads_on_both_paths(warehous
                                                                        tmp_path: Path) -> None:
     """On the tolerant path "" used to become NULL, so the good record was quarantined as missing a value."""
     body = HEADER + '1,"",1,\n' + BAD_ROW
-    result = load(warehouse, text_route(nullable=False), write(tmp_path / "items.csv", body))
+    result = load(warehouse, items_route("append", name_nullable=False), write(tmp_path / "items.csv", body))
     assert (result.status, result.rows_loaded, result.rows_rejected) == ("loaded", 1, 1), result.first_error
     assert staged(db) == [(1, "", 1, None)]
 

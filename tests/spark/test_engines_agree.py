@@ -127,23 +127,7 @@ def test_parsing_rules_agree(spark: Any, warehouse: str, db: DB, tmp_path: Path,
 
 
 def test_declared_date_formats_agree(spark: Any, warehouse: str, db: DB, tmp_path: Path) -> None:
-    from filedrop.routes import parse_routes_yaml
-
-    route = parse_routes_yaml("""
-apiVersion: filedrop.dev/v1alpha1
-kind: FileRoute
-metadata: {name: items}
-spec:
-  match: {pattern: '^items.*\\.csv$'}
-  table: items
-  columns:
-    - {name: id, type: integer, nullable: false}
-    - {name: name, type: text}
-    - {name: qty, type: integer}
-    - {name: day, type: date, format: DD/MM/YYYY}
-  onError: continue
-  maxBadRowsPercent: 100
-""")[0]
+    route = items_route("append", max_bad=100, day_format="DD/MM/YYYY")
     body = HEADER + "".join(f"{i},n{i},{i},{'3/4/2022' if i % 61 == 0 else f'{1 + i % 28:02d}/04/2022'}\n"
                             for i in range(1, 400))
     with split_bytes(spark, 256):

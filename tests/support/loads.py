@@ -12,9 +12,13 @@ from filedrop.routes import FileRoute, parse_routes_yaml
 from filedrop.sources import describe_uri
 
 
-def items_route(mode: str = "append", on_error: str = "continue", max_bad: float = 50, **spec: Any) -> FileRoute:
-    """A small route: items(id integer not null, name text, qty integer, day date)."""
+def items_route(mode: str = "append", on_error: str = "continue", max_bad: float = 50, *, name_nullable: bool = True,
+                day_format: str | None = None, **spec: Any) -> FileRoute:
+    """A small route: items(id integer not null, name text, qty integer, day date); ``name_nullable`` and
+    ``day_format`` (the date column's declared format) vary it, ``spec`` adds top-level spec fields."""
     extra = "".join(f"\n  {k}: {v}" for k, v in spec.items())
+    name_extra = "" if name_nullable else ", nullable: false"
+    day_extra = f", format: '{day_format}'" if day_format else ""
     pk = "\n  primaryKey: [id]" if mode == "upsert" else ""
     text = f"""
 apiVersion: filedrop.dev/v1alpha1
@@ -25,9 +29,9 @@ spec:
   table: items
   columns:
     - {{name: id, type: integer, nullable: false}}
-    - {{name: name, type: text}}
+    - {{name: name, type: text{name_extra}}}
     - {{name: qty, type: integer}}
-    - {{name: day, type: date}}
+    - {{name: day, type: date{day_extra}}}
   mode: {mode}{pk}
   onError: {on_error}
   maxBadRowsPercent: {max_bad}{extra}
@@ -45,3 +49,13 @@ def write(path: Path, content: bytes | str, mtime: float | None = None) -> Path:
 
 def load(url: str, route: FileRoute, path: Path | str, settings: Settings | None = None) -> LoadResult:
     return load_object(url, settings or Settings(warehouse_url=url), route, describe_uri(str(path)))
+
+
+def routes_file(path: Path, *routes: FileRoute) -> Path:
+    """The routes as a manifest file, as the CLI's --routes reads it."""
+    import yaml
+
+    from filedrop.resources import route_manifest
+
+    path.write_text(yaml.safe_dump_all([route_manifest(r) for r in routes], sort_keys=False))
+    return path
