@@ -42,7 +42,6 @@ csv.field_size_limit(MAX_FIELD)
 RAW_LINE_CAP = 8192
 
 
-
 class LoadFailed(Exception):
     """The file cannot be loaded as it is. ``retryable`` is False for problems in the file itself."""
 
@@ -188,13 +187,10 @@ class DirectEngine:
     def _check_formats(self) -> None:
         """Dates with a declared format were loaded as text: if one does not follow its format, empty the
         load table and let the tolerant pass quarantine exactly those rows."""
-        query = sql.format_violation(self.meta, self.load_id, self.route)
-        if query is None:
-            return
-        row = self.conn.execute(query).fetchone()  # type: ignore[arg-type]
-        if row and row[0] is not None:
+        row = first_format_violation(self.conn, self.meta, self.load_id, self.route)
+        if row is not None:
             self.conn.execute(f"TRUNCATE {sql.qualified(self.meta, sql.load_table_name(self.load_id))}")  # type: ignore[arg-type]
-            raise csvscan.NeedsTolerant(f"record {row[0]}: a date not written in its column's format")
+            raise csvscan.NeedsTolerant(f"record {row}: a date not written in its column's format")
 
     def _tolerant(self) -> Parsed:
         """Re-read the file record by record (:class:`~filedrop.csvscan.RecordReader`, RFC 4180, the
@@ -212,21 +208,16 @@ class DirectEngine:
                                           encoding=fmt.encoding, columns=len(file_columns),
                                           max_record=self.settings.max_record_bytes, chunk=CHUNK)
             with self.conn.cursor() as cur, cur.copy(sql.copy_raw(meta, load_id, file_columns)) as copy:  # type: ignore[arg-type]
-                records = iter(reader)
-                while True:
-                    try:
-                        record = next(records)
-                    except StopIteration:
-                        break
-                    except csvscan.RecordTooLong as exc:
-                        stop_error = f"unreadable CSV after data record {rownum}: {exc}"
-                        break
-                    rownum += 1
-                    raw = csvscan.printable(record.raw, fmt.encoding, RAW_LINE_CAP)
-                    if record.values is None:
-                        rejects.append((load_id, rownum, raw, record.error or "malformed record", None))
-                        continue
-                    copy.write_row([rownum, raw, *record.values])
+                try:
+                    for record in reader:
+                        rownum += 1
+                        raw = csvscan.printable(record.raw, fmt.encoding, RAW_LINE_CAP)
+                        if record.values is None:
+                            rejects.append((load_id, rownum, raw, record.error or "malformed record", None))
+                            continue
+                        copy.write_row([rownum, raw, *record.values])
+                except csvscan.RecordTooLong as exc:
+                    stop_error = f"unreadable CSV after data record {rownum}: {exc}"
         m = sql.ident(meta)
         with self.conn.transaction():
             if rejects:
@@ -251,6 +242,16 @@ class DirectEngine:
         if stop_error:
             out.notes.append(stop_error)
         return out
+
+
+def first_format_violation(conn: Conn, meta: str, load_id: str, route: FileRoute) -> int | None:
+    """The first row of the load table whose date does not follow its column's declared format, or None
+    (also when the route declares none); both engines ask it after their fast path."""
+    query = sql.format_violation(meta, load_id, route)
+    if query is None:
+        return None
+    row = conn.execute(query).fetchone()  # type: ignore[arg-type]
+    return int(row[0]) if row and row[0] is not None else None
 
 
 def _hold_blank_lines(data: bytes, line_start: bool) -> tuple[bytes, bytes, bool]:
@@ -422,7 +423,11 @@ def _claim_key(obj: SourceObject) -> str:
 
 def _claim(conn: Conn, obj: SourceObject, wait_seconds: float) -> str | None:
     """Take the object's claim, waiting at most ``wait_seconds`` for a loader that holds it; None when
-    taken, else why not (the attempt is recorded as failed, retryable, and the run goes on)."""
+    taken, else why not (the attempt is recorded as failed, retryable, and the run goes on). An object
+    nobody else loads costs one statement; only a held claim pays for the bounded wait."""
+    got = conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (_claim_key(obj),)).fetchone()
+    if got and got[0]:
+        return None
     previous = conn.execute("SELECT current_setting('lock_timeout')").fetchone()
     try:
         conn.execute("SELECT set_config('lock_timeout', %s, false)", (f"{max(1, int(wait_seconds * 1000))}ms",))

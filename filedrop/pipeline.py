@@ -89,8 +89,8 @@ class PollMemory:
     """What a watching run (``run --watch``) saw on earlier polls, so an idle poll costs a listing only.
 
     An object whose listing is unchanged since its last attempt (local: size, mtime and ctime — a write
-    changes the ctime even when the mtime is put back; S3: ETag and size) is not hashed, not loaded and not written to history again when that attempt loaded or
-    skipped it. A failed one is retried with exponential backoff (``base`` seconds, doubling, at most
+    changes the ctime even when the mtime is put back; S3: ETag and size) is not hashed, not loaded and
+    not written to history again when that attempt loaded or skipped it. A failed one is retried with exponential backoff (``base`` seconds, doubling, at most
     ``cap``) — or at once when its listing changes.
     """
 

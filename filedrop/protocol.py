@@ -47,10 +47,10 @@ def _same_version(obj: SourceObject, prior: LoadedVersion) -> bool:
     return obj.etag == prior.etag
 
 
-def decide(obj: SourceObject, loaded: list[LoadedVersion], replay: str = "") -> Decision:
+def decide(obj: SourceObject, versions: list[LoadedVersion], replay: str = "") -> Decision:
     """Should this object version be loaded, given the loaded versions of its (bucket, key)?
 
-    ``loaded`` is in load order, the latest last (:func:`filedrop.history.loaded_versions`); versions
+    ``versions`` are in load order, the latest last (:func:`filedrop.history.loaded_versions`); those
     recorded as duplicates (``loaded=False``) only take part in ordering events.
 
     - A duplicate is the same object version: the same S3 VersionId, or the etag of the **latest**
@@ -60,7 +60,7 @@ def decide(obj: SourceObject, loaded: list[LoadedVersion], replay: str = "") -> 
     - A ``replay`` token (the FileDrop's replay annotation) asks for one more load of this version:
       only an earlier load of it under the same token makes it a duplicate, and order is not checked.
     """
-    seen, loaded = loaded, [p for p in loaded if p.loaded]
+    loaded = [p for p in versions if p.loaded]
     if replay:
         for prior in loaded:
             if prior.replay == replay and _same_version(obj, prior):
@@ -74,7 +74,7 @@ def decide(obj: SourceObject, loaded: list[LoadedVersion], replay: str = "") -> 
         return Decision("skipped_duplicate", f"same content as the latest loaded version (load {loaded[-1].load_id[:12]})",
                         final=False)
     if obj.from_event:
-        for prior in seen:
+        for prior in versions:
             if is_newer(prior.sequencer, prior.last_modified, obj.sequencer, obj.last_modified):
                 return Decision(
                     "skipped_superseded",

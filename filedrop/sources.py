@@ -39,6 +39,11 @@ class ObjectSuperseded(ObjectChanged):
 class ContentChanged(SourceError):
     """A local file's bytes changed while it was being read: this attempt loads nothing; retry."""
 
+    @classmethod
+    def of(cls, name: str, got: str, expected: str) -> ContentChanged:
+        return cls(f"{name}: the file changed while it was being read (MD5 {got}, expected {expected}); "
+                   "nothing from this attempt is applied, the next run loads the new content")
+
 
 @dataclass(frozen=True)
 class Location:
@@ -214,9 +219,7 @@ class _Counting(io.RawIOBase):
                 self._md5.update(data)
             elif self._md5.hexdigest() != self._expect:
                 got, self._md5 = self._md5.hexdigest(), None
-                raise ContentChanged(
-                    f"{self._name}: the file changed while it was being read (MD5 {got}, expected {self._expect}); "
-                    "nothing from this attempt is applied, the next run loads the new content")
+                raise ContentChanged.of(self._name, got, self._expect or "")
         if n and self._on_bytes:
             self._on_bytes(n)
         return n

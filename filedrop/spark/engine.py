@@ -38,8 +38,8 @@ from pyspark.sql import functions as F
 
 from filedrop import sql
 from filedrop.config import Settings
-from filedrop.csvscan import NeedsTolerant
-from filedrop.loader import ENGINES, LoadFailed, Parsed, fast_path_check, read_header
+from filedrop.csvscan import FastPathCheck, NeedsTolerant
+from filedrop.loader import ENGINES, LoadFailed, Parsed, fast_path_check, first_format_violation, read_header
 from filedrop.objects import SourceObject
 from filedrop.routes import FileRoute
 from filedrop.sources import GZIP_MAGIC, ContentChanged, ObjectChanged, ObjectSuperseded, SourceError, local_md5
@@ -117,15 +117,15 @@ class SparkEngine:
         hadoop_gz = self.src.endswith(".gz")
         copy_stmt = sql.copy_csv(self.meta, self.load_id, self.route, file_columns)
         reason = _unsplittable(fmt.quote, text_head, gz, hadoop_gz, self.src)
-        if reason is None:
-            try:
-                fast_path_check(self.route, self.settings.max_record_bytes)
-            except NeedsTolerant as exc:  # a multi-byte delimiter: only the reference parser reads it
-                reason = str(exc)
+        check: FastPathCheck | None = None
+        try:
+            check = fast_path_check(self.route, self.settings.max_record_bytes)
+        except NeedsTolerant as exc:  # a multi-byte delimiter: only the reference parser reads it
+            reason = reason or str(exc)
         parsed: Parsed | None = None
-        if reason is None:
+        if reason is None and check is not None:
             try:
-                parsed = self._parallel(spark, copy_stmt)
+                parsed = self._parallel(spark, copy_stmt, check)
             except planning.NeedsOneTask as exc:
                 reason = str(exc)
         if parsed is None:
@@ -134,16 +134,15 @@ class SparkEngine:
         if self.obj.is_s3:  # every split was read from the version we were asked to load
             fs, path = _wrap(lambda: self._hadoop(spark))
             self._check_etag(fs, path)
-        elif local_md5(self.obj.uri) != self.obj.etag:  # a local file's etag is the MD5 of its bytes
-            raise ContentChanged(f"{self.obj.display}: the file changed while it was being read; nothing from "
-                                 "this attempt is applied, the next run loads the new content")
+        elif (got := local_md5(self.obj.uri)) != self.obj.etag:  # a local file's etag is the MD5 of its bytes
+            raise ContentChanged.of(self.obj.display, got, self.obj.etag)
         if self.on_bytes:
             self.on_bytes(self.obj.size)
         log.info("%s: spark %s, %d rows in %.1fs", self.obj.display, self.path, parsed.rows_good,
                  time.monotonic() - started)
         return parsed
 
-    def _parallel(self, spark: SparkSession, copy_stmt: str) -> Parsed | None:
+    def _parallel(self, spark: SparkSession, copy_stmt: str, check: FastPathCheck) -> Parsed | None:
         fmt = self.route.spec.format
         lines = self._lines(spark)
         t0 = time.monotonic()
@@ -157,7 +156,6 @@ class SparkEngine:
         t0 = time.monotonic()
         self.conn.execute(planning.load_table_ddl(self.meta, self.load_id, self.route))  # type: ignore[arg-type]
         by_start = {p.start: p for p in plans}
-        check = fast_path_check(self.route, self.settings.max_record_bytes)
         results = _wrap(lambda: lines.mapInArrow(
             partial(tasks.write_blocks, conninfo=self.conninfo, copy_stmt=copy_stmt, plans=by_start,
                     header=fmt.header, check=(check.d, check.q, check.dates, check.max_record, check.ascii_only)),
@@ -174,15 +172,13 @@ class SparkEngine:
             for stmt in sql.drop_load_tables(self.meta, self.load_id):
                 self.conn.execute(stmt)  # type: ignore[arg-type]
             raise planning.NeedsOneTask("bad data")
-        violation = sql.format_violation(self.meta, self.load_id, self.route)
+        violation = first_format_violation(self.conn, self.meta, self.load_id, self.route)
         if violation is not None:
-            row = self.conn.execute(violation).fetchone()  # type: ignore[arg-type]
-            if row and row[0] is not None:
-                log.info("%s: record %s has a date not in its column's format; re-reading with the tolerant "
-                         "parser", self.obj.display, row[0])
-                for stmt in sql.drop_load_tables(self.meta, self.load_id):
-                    self.conn.execute(stmt)  # type: ignore[arg-type]
-                raise planning.NeedsOneTask("bad data")
+            log.info("%s: record %s has a date not in its column's format; re-reading with the tolerant "
+                     "parser", self.obj.display, violation)
+            for stmt in sql.drop_load_tables(self.meta, self.load_id):
+                self.conn.execute(stmt)  # type: ignore[arg-type]
+            raise planning.NeedsOneTask("bad data")
         rows = planning.total_rows(plans)
         stored = self._count()
         if stored != rows:  # e.g. a task re-run after its COPY committed: never apply such a table

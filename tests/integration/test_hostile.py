@@ -179,7 +179,9 @@ def _peak_rss(proc: subprocess.Popen[bytes], database: str) -> tuple[int, int]:
 
     loader = backend = 0
     me = psutil.Process(proc.pid)
+    deadline = time.monotonic() + 600
     while proc.poll() is None:
+        assert time.monotonic() < deadline, "the load did not end within 600 s"
         try:
             loader = max(loader, me.memory_info().rss)
         except psutil.NoSuchProcess:
