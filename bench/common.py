@@ -1,7 +1,7 @@
 """Shared helpers of the benchmark scripts (not a test, not part of the package).
 
 - :func:`warehouse` — the ``--warehouse`` URL, else an embedded PostgreSQL in a temporary directory;
-- :func:`orders_file` — a generated orders file (``filedrop.sample``'s generator), cached by size and seed;
+- :func:`orders_file` — a generated orders file (``filedrop.local.sample``'s generator), cached by size and seed;
 - :func:`median`, :func:`table`, :func:`note` — medians, Markdown tables, progress on stderr;
 - :func:`save` — results as JSON for the chart (``bench/chart.py``).
 """
@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import psycopg
 
-from filedrop.sample import SampleSpec, _chunks, orders_chunk
+from filedrop.local.sample import SampleSpec, _chunks, orders_chunk
 
 REPO = Path(__file__).resolve().parents[1]
 CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "filedrop"
@@ -78,7 +78,7 @@ def md5sum(path: Path) -> str:
 
 
 def orders_file(data_dir: Path, orders: int, *, seed: int = 1, first_id: int = 1) -> Path:
-    """``orders-<N>-s<seed>[-from<id>].csv``: ``filedrop.sample``'s orders columns, order ids from ``first_id``.
+    """``orders-<N>-s<seed>[-from<id>].csv``: ``filedrop.local.sample``'s orders columns, order ids from ``first_id``.
 
     Written once and reused (the generator is deterministic); only the orders file is written, not the
     reviews and shipments ``filedrop sample`` writes beside it, to save a minute on the 1 GB file.
@@ -109,7 +109,7 @@ def warehouse(url: str | None, workdir: Path | None = None) -> Iterator[str]:
     if url:
         yield url
         return
-    from filedrop.warehouse import EmbeddedPostgres
+    from filedrop.warehouse.server import EmbeddedPostgres
 
     home = Path(tempfile.mkdtemp(prefix="filedrop-bench-pg-", dir=workdir))
     server = EmbeddedPostgres(home)

@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from tests.support.servers import start_moto  # noqa: E402  (the same moto server the tests use)
 
-from filedrop.warehouse import EmbeddedPostgres  # noqa: E402
+from filedrop.warehouse.server import EmbeddedPostgres  # noqa: E402
 
 
 def orders_file(n_rows: int, start: int) -> bytes:

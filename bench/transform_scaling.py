@@ -5,7 +5,7 @@
 1. ``filedrop sample --orders 100000`` (10× the d2b volume of 10,000 orders) and ``filedrop run --no-transform``;
 2. a first ``filedrop transform`` (seeds, models, tests, docs) for ingestion_date 2022-09-05;
 3. 1 % new orders: ``filedrop sample --orders 1000 --seed 2`` with order and shipment ids shifted past the first
-   sample's (``filedrop.sample`` numbers ids from 1), dropped beside the others as ``*_new.csv`` and loaded
+   sample's (``filedrop.local.sample`` numbers ids from 1), dropped beside the others as ``*_new.csv`` and loaded
    (``orders`` and ``shipment-deliveries`` are ``upsert`` routes, ``reviews`` ``replace_source``: new keys add rows);
 4. timed, ``--repeat`` times, interleaved, for ingestion_date 2022-09-06 — the same command both ways:
    ``filedrop workflows step build`` (= the ``dbt build`` of ``filedrop transform``), incremental, and with

@@ -17,6 +17,10 @@ def _env_int(name: str, default: int) -> int:
         raise ValueError(f"{name} must be an integer, got {raw!r}") from None
 
 
+#: the repository when filedrop runs from a source checkout or an editable install (``pip install -e``)
+SOURCE_CHECKOUT = Path(__file__).resolve().parent.parent
+
+
 def default_home() -> Path:
     """``FILEDROP_HOME``, else ``$XDG_DATA_HOME/filedrop`` (``~/.local/share/filedrop``)."""
     if os.environ.get("FILEDROP_HOME"):

@@ -50,7 +50,7 @@ def _same_version(obj: SourceObject, prior: LoadedVersion) -> bool:
 def decide(obj: SourceObject, versions: list[LoadedVersion], replay: str = "") -> Decision:
     """Should this object version be loaded, given the loaded versions of its (bucket, key)?
 
-    ``versions`` are in load order, the latest last (:func:`filedrop.history.loaded_versions`); those
+    ``versions`` are in load order, the latest last (:func:`filedrop.warehouse.history.loaded_versions`); those
     recorded as duplicates (``loaded=False``) only take part in ordering events.
 
     - A duplicate is the same object version: the same S3 VersionId, or the etag of the **latest**

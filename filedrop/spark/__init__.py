@@ -1,5 +1,5 @@
 """The Spark engine (DESIGN §3 "Engines", issue 5): a PySpark job that fills the per-load table of the one
-load protocol in :mod:`filedrop.loader`.
+load protocol in :mod:`filedrop.load.session`.
 
 Layers inside this package, lowest first:
 

@@ -1,13 +1,13 @@
-"""The Spark engine: fills the per-load table of :mod:`filedrop.loader`'s protocol with Spark.
+"""The Spark engine: fills the per-load table of :mod:`filedrop.load.session`'s protocol with Spark.
 
 Adapter layer (pyspark, psycopg). :class:`SparkEngine` has the constructor and ``parse() -> Parsed`` of
-:class:`~filedrop.loader.DirectEngine`; the protocol around it (history, onError rules, the final apply)
+:class:`~filedrop.load.session.DirectEngine`; the protocol around it (history, onError rules, the final apply)
 is the loader's, unchanged. Importing this module registers the engine as ``loader.ENGINES["spark"]``.
 
 How a file is read (see :mod:`filedrop.spark.plan` for the numbering):
 
 1. The driver reads the first bytes through Hadoop (``s3a://`` or ``file://``) and checks the header with
-   the loader's own :func:`~filedrop.loader.read_header`.
+   the loader's own :func:`~filedrop.load.session.read_header`.
 2. **Parallel path** — Spark reads the file as byte-exact lines in Hadoop splits. Job 1 computes each
    split's quote parities; the driver plans which records each split owns and their row numbers; job 2
    streams each split's records, as the file's own bytes, into ``COPY ... (FORMAT csv)`` of the per-load
@@ -36,13 +36,13 @@ import psycopg
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from filedrop import sql
+from filedrop.warehouse import sql
 from filedrop.config import Settings
 from filedrop.csvscan import FastPathCheck, NeedsTolerant
-from filedrop.loader import ENGINES, LoadFailed, Parsed, fast_path_check, first_format_violation, read_header
+from filedrop.load.session import ENGINES, LoadFailed, Parsed, fast_path_check, first_format_violation, read_header
 from filedrop.objects import SourceObject
 from filedrop.routes import FileRoute
-from filedrop.sources import GZIP_MAGIC, ContentChanged, ObjectChanged, ObjectSuperseded, SourceError, local_md5
+from filedrop.load.sources import GZIP_MAGIC, ContentChanged, ObjectChanged, ObjectSuperseded, SourceError, local_md5
 from filedrop.spark import plan as planning
 from filedrop.spark import tasks
 from filedrop.spark.conf import hadoop_uri

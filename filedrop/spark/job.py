@@ -2,7 +2,7 @@
 
     spark-submit filedrop/spark/job.py s3://bucket/key --route orders [--etag E --size N ...]
 
-The driver runs :func:`filedrop.loader.load_object` with ``engine="spark"``: history check, Spark parse
+The driver runs :func:`filedrop.load.session.load_object` with ``engine="spark"``: history check, Spark parse
 into the per-load table, the one short apply, the history row. With ``--etag``/``--size`` (what a FileDrop
 records) the object is not looked up again. Warehouse: ``--warehouse`` or ``FILEDROP_WAREHOUSE_URL``
 (password from ``PGPASSWORD``). Prints the result as JSON; exit status 0 loaded or skipped, 1 failed
@@ -18,12 +18,12 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from filedrop import pipeline
+from filedrop.warehouse.server import prepare_meta
 from filedrop.config import Settings
-from filedrop.loader import load_object
+from filedrop.load.session import load_object
 from filedrop.objects import SourceObject
 from filedrop.routes import load_routes, parse_route, route_named
-from filedrop.sources import Location, describe_uri
+from filedrop.load.sources import Location, describe_uri
 
 EX_TEMPFAIL = 75
 
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         route = route_named(load_routes(args.routes), args.route)
     obj = _object(args)
-    pipeline.cleanup(url, settings)
+    prepare_meta(url, settings)
     result = load_object(url, settings, route, obj, engine="spark", filedrop=args.filedrop, replay=args.replay)
     print(json.dumps({
         "status": result.status, "load_id": result.load_id, "engine": result.engine, "rows_parsed": result.rows_parsed,

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from filedrop import sql
+from filedrop.warehouse import sql
 from filedrop.routes import FileRoute
 
 #: Largest continuation (a record spanning a split boundary) carried from one block to another; a
@@ -103,7 +103,7 @@ def total_rows(plans: Sequence[BlockPlan]) -> int:
 
 
 def load_table_ddl(meta: str, load_id: str, route: FileRoute) -> str:
-    """The per-load table as :func:`filedrop.sql.load_table_ddl` makes it, except ``_row_number``: many
+    """The per-load table as :func:`filedrop.warehouse.sql.load_table_ddl` makes it, except ``_row_number``: many
     sessions COPY into it at once, each numbering its rows from its own session-local (temporary)
     sequence. ``nextval('pg_temp.…'::text)`` binds late, so each session resolves its own sequence."""
     cols = [f"{sql.ident(c.name)} {sql.load_type(c)}"

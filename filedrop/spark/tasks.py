@@ -23,11 +23,11 @@ import pyarrow.compute as pc
 
 from filedrop.config import Settings
 from filedrop.csvscan import FastPathCheck, NeedsTolerant
-from filedrop.loader import DirectEngine, LoadFailed, Parsed
+from filedrop.load.session import DirectEngine, LoadFailed, Parsed
 from filedrop.objects import SourceObject
 from filedrop.routes import FileRoute
-from filedrop.sources import CHUNK
-from filedrop.sql import SESSION_SETUP
+from filedrop.load.sources import CHUNK
+from filedrop.warehouse.sql import SESSION_SETUP
 from filedrop.spark.plan import (
     MAX_CONTINUATION,
     ROW_SEQUENCE_DDL,
@@ -239,9 +239,9 @@ class _StreamEngine(DirectEngine):
 def reference_parse(batches: Iterable[pa.RecordBatch], *, conninfo: str, settings: Settings, route: FileRoute,
                     obj: SourceObject, load_id: str, step: str, gunzip: bool,
                     exact_size: int | None) -> Iterator[pa.RecordBatch]:
-    """Run one step of :class:`~filedrop.loader.DirectEngine` (``fast`` COPY, or the ``tolerant`` pass)
+    """Run one step of :class:`~filedrop.load.session.DirectEngine` (``fast`` COPY, or the ``tolerant`` pass)
     over the whole file in this one task. Outcome ``ok``, ``bad_data`` (fast COPY met bad data) or
-    ``failed`` (the file cannot be loaded: :class:`~filedrop.loader.LoadFailed`)."""
+    ``failed`` (the file cannot be loaded: :class:`~filedrop.load.session.LoadFailed`)."""
     raw: io.BufferedReader = io.BufferedReader(_Pieces(file_bytes(batches, exact_size)), CHUNK)
     stream = io.BufferedReader(gzip.GzipFile(fileobj=raw, mode="rb"), CHUNK) if gunzip else raw  # type: ignore[arg-type]
     row: dict[str, Any] = dict(outcome="ok", rows_parsed=0, rows_good=0, rows_rejected=0, first_error=None,

@@ -16,7 +16,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from filedrop import workflows as wf
+from filedrop.analytics import workflows as wf
 from filedrop.cli import app
 from tests.chart.conftest import ALL_ON, CHART, REPO, by_kind, dump, helm_template
 
@@ -129,7 +129,7 @@ def test_chart_sets_only_settings_filedrop_reads(k8s_cluster: Any) -> None:
     env = {e["name"]: e.get("value") for e in operator["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["FILEDROP_SPARK_IMAGE"].endswith("filedrop-spark:0.1.0")
     assert env["FILEDROP_SPARK_SERVICE_ACCOUNT"] == "filedrop-spark"
-    from filedrop.sizing import parse_tiers
+    from filedrop.spark.sizing import parse_tiers
 
     assert [t.name for t in parse_tiers(env["FILEDROP_SPARK_TIERS"])] == ["small", "large"]
     defaults = helm_template(k8s_cluster, "data")

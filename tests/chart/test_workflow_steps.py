@@ -17,9 +17,9 @@ from typing import Any
 import boto3
 import pytest
 
-from filedrop import workflows as wf
+from filedrop.analytics import workflows as wf
 from filedrop.config import Settings
-from filedrop.pipeline import run_once
+from filedrop.local.pipeline import run_once
 from filedrop.routes import load_routes
 from tests.conftest import D2B, DB
 from tests.support.servers import free_port, wait_until

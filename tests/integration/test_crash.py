@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from filedrop.sample import SampleSpec, write_sample
+from filedrop.local.sample import SampleSpec, write_sample
 from tests.conftest import DB
 from tests.support.servers import wait_until
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 
 from filedrop.config import Settings
-from filedrop.pipeline import run_once
+from filedrop.local.pipeline import run_once
 from filedrop.routes import load_routes
 from tests.conftest import D2B, DB
 

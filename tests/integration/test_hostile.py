@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from filedrop.cli import app
 from filedrop.config import Settings
-from filedrop.pipeline import run_once
+from filedrop.local.pipeline import run_once
 from tests.conftest import DB
 from tests.support.loads import items_route, load, write
 from tests.support.loads import routes_file as write_routes
@@ -271,7 +271,7 @@ def test_a_trailing_blank_line_keeps_the_fast_path(warehouse: str, db: DB, tmp_p
     """COPY fails on a blank line; one at the end of a file used to send it down the slow path (2×)."""
     import logging
 
-    caplog.set_level(logging.INFO, logger="filedrop.loader")
+    caplog.set_level(logging.INFO, logger="filedrop.load.session")
     body = HEADER + "".join(f"{i},n{i},{i},\n" for i in range(1, 2001)) + "\n\r\n\n"
     result = load(warehouse, items_route("append"), write(tmp_path / "items.csv", body))
     assert (result.status, result.rows_loaded, result.rows_rejected) == ("loaded", 2000, 0)
@@ -303,8 +303,8 @@ def test_a_concurrent_loader_of_the_same_object_waits_instead_of_parsing(warehou
     records skipped_duplicate having read nothing."""
     import threading
 
-    from filedrop.loader import load_object
-    from filedrop.sources import describe_uri
+    from filedrop.load.session import load_object
+    from filedrop.load.sources import describe_uri
 
     route = items_route("append")
     path = write(tmp_path / "items.csv", HEADER + "".join(f"{i},n{i},{i},\n" for i in range(300_000)))

@@ -11,7 +11,7 @@ from typing import Any
 import boto3
 
 from filedrop.config import Settings
-from filedrop.pipeline import drain_queue, run_once
+from filedrop.local.pipeline import drain_queue, run_once
 from filedrop.routes import load_routes
 from tests.conftest import D2B, DB
 from tests.support.loads import items_route, load

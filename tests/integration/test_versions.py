@@ -13,9 +13,9 @@ import psycopg
 import pytest
 
 from filedrop.config import Settings
-from filedrop.loader import load_object
-from filedrop.pipeline import drain_queue, run_once
-from filedrop.sources import describe_uri
+from filedrop.load.session import load_object
+from filedrop.local.pipeline import drain_queue, run_once
+from filedrop.load.sources import describe_uri
 from tests.conftest import DB
 from tests.integration.test_s3 import _notification
 from tests.support.loads import items_route, load, write

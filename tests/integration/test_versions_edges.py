@@ -17,10 +17,10 @@ import pytest
 
 from filedrop.config import Settings
 from filedrop.events import EventParseError, parse_message
-from filedrop.loader import load_object
+from filedrop.load.session import load_object
 from filedrop.objects import SourceObject
-from filedrop.pipeline import PollMemory, drain_queue, run_once
-from filedrop.sources import Location, list_objects
+from filedrop.local.pipeline import PollMemory, drain_queue, run_once
+from filedrop.load.sources import Location, list_objects
 from tests.conftest import DB
 from tests.integration.test_s3 import _notification
 from tests.support.loads import items_route, load, write
@@ -185,7 +185,7 @@ def test_watch_sees_a_rewrite_that_keeps_size_and_mtime(tmp_path: Path) -> None:
     path = write(tmp_path / "items.csv", CSV + "1,a,1,\n", mtime=1_700_000_000)
     memory = PollMemory()
     [item] = list_objects(Location.parse(str(tmp_path)))
-    from filedrop.loader import LoadResult
+    from filedrop.load.session import LoadResult
 
     memory.record(item, LoadResult(SourceObject(item.bucket, item.key, "e", item.size), "items", "loaded"))
     assert not memory.wanted(next(iter(list_objects(Location.parse(str(tmp_path))))))

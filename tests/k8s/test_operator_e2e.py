@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from filedrop.resources import filedrop_manifest
+from filedrop.cluster.resources import filedrop_manifest
 from filedrop.routes import load_routes, parse_routes_yaml
 from tests.conftest import D2B, DB
 from tests.support.servers import free_port

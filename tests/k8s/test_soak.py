@@ -40,8 +40,8 @@ import psycopg
 import pytest
 
 from filedrop.config import Settings
-from filedrop.history import object_lock_key
-from filedrop.pipeline import cleanup
+from filedrop.warehouse.history import object_lock_key
+from filedrop.warehouse.server import prepare_meta
 from filedrop.routes import parse_routes_yaml
 from tests.conftest import DB
 from tests.support.servers import DebianPostgres
@@ -434,7 +434,7 @@ def test_exactly_once_under_faults(soak_stack: Stack, soak_pg: DebianPostgres, l
     figures.seconds = time.monotonic() - started
 
     # --- what the next run does first: clean up after loaders that died -------------------------
-    cleanup(soak_pg.url, Settings(warehouse_url=soak_pg.url))
+    prepare_meta(soak_pg.url, Settings(warehouse_url=soak_pg.url))
 
     # every announced version has exactly one FileDrop, with the expected outcome
     fds = stack.filedrops()

@@ -16,7 +16,7 @@ from typing import Any
 import boto3
 import yaml
 
-from filedrop.resources import route_manifest
+from filedrop.cluster.resources import route_manifest
 from tests.support.servers import free_port
 
 REPO = Path(__file__).resolve().parents[2]

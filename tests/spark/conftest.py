@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from filedrop.config import Settings
-from filedrop.loader import LoadResult, load_object
+from filedrop.load.session import LoadResult, load_object
 from filedrop.routes import FileRoute
-from filedrop.sources import describe_uri
+from filedrop.load.sources import describe_uri
 from filedrop.spark import jars
 from tests.conftest import DB
 

@@ -12,7 +12,7 @@ import jsonschema
 import pytest
 import yaml
 
-from filedrop import manifests, sizing
+from filedrop.spark import application as manifests, sizing
 from filedrop.objects import SourceObject
 from filedrop.spark import conf
 from filedrop.spark.plan import BlockStats, NeedsOneTask, make_plan

@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from filedrop.config import Settings
-from filedrop.loader import LoadResult, load_object
+from filedrop.load.session import LoadResult, load_object
 from filedrop.routes import FileRoute, parse_routes_yaml
-from filedrop.sources import describe_uri
+from filedrop.load.sources import describe_uri
 
 
 def items_route(mode: str = "append", on_error: str = "continue", max_bad: float = 50, *, name_nullable: bool = True,
@@ -55,7 +55,7 @@ def routes_file(path: Path, *routes: FileRoute) -> Path:
     """The routes as a manifest file, as the CLI's --routes reads it."""
     import yaml
 
-    from filedrop.resources import route_manifest
+    from filedrop.cluster.resources import route_manifest
 
     path.write_text(yaml.safe_dump_all([route_manifest(r) for r in routes], sort_keys=False))
     return path

@@ -13,9 +13,9 @@ import psycopg
 import pytest
 
 from filedrop.config import Settings
-from filedrop.pipeline import RunReport, run_once
+from filedrop.local.pipeline import RunReport, run_once
 from filedrop.routes import load_routes
-from filedrop.transform import TransformConfig, TransformReport, transform
+from filedrop.analytics.transform import TransformConfig, TransformReport, transform
 from tests.conftest import D2B, DB
 
 AS_OF = date(2022, 9, 5)

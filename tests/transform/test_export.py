@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from filedrop.cli import app
-from filedrop.export import ExportError, export, export_id, export_prefix
+from filedrop.analytics.export import ExportError, export, export_id, export_prefix
 from tests.conftest import DB
 from tests.transform.conftest import Transformed
 

@@ -12,7 +12,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from filedrop.config import Settings
-from filedrop.transform import transform
+from filedrop.analytics.transform import transform
 from tests.conftest import D2B, DB
 from tests.transform.conftest import AS_OF, load_dir, make_config
 from tests.transform.expected import Day, analytics, latest_by_key, read_csv

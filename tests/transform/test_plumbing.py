@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from filedrop import dims
+from filedrop.analytics import dims
 from filedrop.config import Settings
-from filedrop.transform import (PASSWORD_ENV, TransformConfig, TransformError, TransformSchedule, connection_env,
+from filedrop.analytics.transform import (PASSWORD_ENV, TransformConfig, TransformError, TransformSchedule, connection_env,
                                 dbt_args, dbt_vars, parse_date)
 
 

@@ -118,9 +118,9 @@ def test_test_event_is_ignored_and_garbage_is_an_error() -> None:
 
 
 def test_poll_memory_skips_unchanged_objects_and_backs_off_failures() -> None:
-    from filedrop.loader import LoadResult
-    from filedrop.pipeline import PollMemory
-    from filedrop.sources import Listed
+    from filedrop.load.session import LoadResult
+    from filedrop.local.pipeline import PollMemory
+    from filedrop.load.sources import Listed
 
     now = [0.0]
     memory = PollMemory(base=10, cap=40, clock=lambda: now[0])

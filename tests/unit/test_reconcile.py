@@ -7,9 +7,9 @@ from pathlib import Path
 
 import yaml
 
-from filedrop.jobs import JobSettings, build_loader_job, job_state, spark_state
-from filedrop.reconcile import Facts, Limits, Outcome, backoff, step
-from filedrop.resources import filedrop_manifest, filedrop_name, route_from_object, route_manifest, source_object
+from filedrop.cluster.jobs import JobSettings, build_loader_job, job_state, spark_state
+from filedrop.cluster.reconcile import Facts, Limits, Outcome, backoff, step
+from filedrop.cluster.resources import filedrop_manifest, filedrop_name, route_from_object, route_manifest, source_object
 from filedrop.routes import load_routes, route_named
 
 NOW = datetime(2026, 11, 26, 12, tzinfo=timezone.utc)
@@ -153,7 +153,7 @@ def test_crds_agree_with_the_models() -> None:
     from typing import get_args
 
     from filedrop.routes import ColumnType, Engine, Mode
-    from filedrop.resources import PHASES
+    from filedrop.cluster.resources import PHASES
 
     route_crd = yaml.safe_load((REPO / "crds" / "fileroute.yaml").read_text())
     spec = route_crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]

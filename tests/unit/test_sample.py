@@ -7,7 +7,7 @@ import gzip
 import hashlib
 from pathlib import Path
 
-from filedrop.sample import SampleSpec, write_sample
+from filedrop.local.sample import SampleSpec, write_sample
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from filedrop import sql
+from filedrop.warehouse import sql
 from filedrop.routes import parse_routes_yaml
 from tests.unit.test_routes import route_yaml
 

@@ -1,4 +1,4 @@
-"""The Hera workflows (filedrop/workflows.py): the step command lines, the DAG, retries and deadlines,
+"""The Hera workflows (filedrop/analytics/workflows.py): the step command lines, the DAG, retries and deadlines,
 the Helm escaping of the chart templates, and that the committed manifests are what the code renders."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from filedrop import workflows as wf
+from filedrop.analytics import workflows as wf
 from filedrop.cli import app
-from filedrop.cli_workflows import rendered_files
+from filedrop.cli.workflows import rendered_files
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -108,7 +108,7 @@ def test_escape_for_helm() -> None:
 def test_substitute_values() -> None:
     text = "metadata:\n  name: __HELM_NAME__\n  labels: __HELM_BLOCK_LABELS__\nspec:\n  n: __HELM_SUCCESSFUL_HISTORY__\n"
     out = wf.substitute_values(text)
-    assert out == ('metadata:\n  name: {{ include "filedrop.workflows.name" . | quote }}\n  labels:\n'
+    assert out == ('metadata:\n  name: {{ include "filedrop.analytics.workflows.name" . | quote }}\n  labels:\n'
                    '    {{- include "filedrop.labels" (dict "context" . "component" "workflows") | nindent 4 }}\n'
                    "spec:\n  n: {{ .Values.argo.successfulJobsHistoryLimit | int }}\n")
     with pytest.raises(KeyError):
@@ -130,7 +130,7 @@ def test_committed_manifests_are_what_the_code_renders() -> None:
     """Hera is the single source: `filedrop workflows render` must have been run after every change."""
     stale = [str(p.relative_to(REPO)) for p, text in rendered_files(REPO).items()
              if not p.is_file() or p.read_text() != text]
-    assert stale == [], f"run `filedrop workflows render`: {stale} drifted from filedrop/workflows.py"
+    assert stale == [], f"run `filedrop workflows render`: {stale} drifted from filedrop/analytics/workflows.py"
     res = CliRunner().invoke(app, ["workflows", "render", "--check", "--root", str(REPO)])
     assert res.exit_code == 0, res.output
 
@@ -194,7 +194,7 @@ def test_docs_server_serves_the_prefix_and_reloads_on_request() -> None:
     import urllib.error
     import urllib.request
 
-    from filedrop.docs_site import DocsSite, make_server, split_uri
+    from filedrop.analytics.docs_site import DocsSite, make_server, split_uri
 
     assert split_uri("s3://b/docs/") == ("b", "docs/") and split_uri("s3://b") == ("b", "")
     s3 = _FakeS3({"docs/index.html": (b"<html>v1</html>", "e1"), "docs/catalog.json": (b"{}", "c1"),

@@ -104,7 +104,7 @@ def _token_kubeconfig(cp: ControlPlane, d: Path, ns: str, sa: str) -> str:
 def up(d: Path, ns: str) -> int:
     import boto3
 
-    from filedrop.resources import route_manifest
+    from filedrop.cluster.resources import route_manifest
     from filedrop.routes import load_routes
 
     cp = ControlPlane.load(d)

@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from filedrop.resources import FILEDROP_LABEL, GROUP, ROUTE_LABEL, VERSION, _label_value
+from filedrop.cluster.resources import FILEDROP_LABEL, GROUP, ROUTE_LABEL, VERSION, _label_value
 from filedrop.routes import FileRoute
 
 RESTRICTED_CONTAINER = {

@@ -1,7 +1,7 @@
 """``filedrop.ingest_history``: reads and writes of the per-file load history (DESIGN §3).
 
 Adapter layer. Every statement binds values as parameters; the schema name is a validated
-identifier quoted by :func:`filedrop.sql.ident`.
+identifier quoted by :func:`filedrop.warehouse.sql.ident`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from psycopg.rows import dict_row
 
 from filedrop.objects import SourceObject
 from filedrop.protocol import LoadedVersion
-from filedrop.sql import drop_load_tables, ident
+from filedrop.warehouse.sql import drop_load_tables, ident
 
 Conn = psycopg.Connection[Any]
 

@@ -17,8 +17,8 @@ from typing import Any
 import psycopg
 from psycopg import sql as pgsql
 
-from filedrop.sources import Location, SourceError, s3_client
-from filedrop.warehouse import connect
+from filedrop.load.sources import Location, SourceError, s3_client
+from filedrop.warehouse.server import connect
 
 EXPORT_DIR = "analytics_export"
 _PART = 8 * 1024 * 1024

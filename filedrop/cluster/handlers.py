@@ -1,6 +1,6 @@
 """kopf handlers of ``filedrop operator``: thin — read the object, call the controller, patch.
 
-All decisions live in :mod:`filedrop.reconcile` (pure) and the I/O in :mod:`filedrop.controller`.
+All decisions live in :mod:`filedrop.cluster.reconcile` (pure) and the I/O in :mod:`filedrop.cluster.controller`.
 """
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from typing import Any
 
 import kopf
 
-from filedrop import metrics
-from filedrop.controller import Controller, OperatorConfig
-from filedrop.kube import Kube
-from filedrop.resources import FILEDROPS, GROUP, TERMINAL_PHASES, VERSION
+from filedrop.cluster import metrics
+from filedrop.cluster.controller import Controller, OperatorConfig
+from filedrop.cluster.kube import Kube
+from filedrop.cluster.resources import FILEDROPS, GROUP, TERMINAL_PHASES, VERSION
 
 log = logging.getLogger(__name__)
 _controller: Controller | None = None

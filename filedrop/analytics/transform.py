@@ -31,9 +31,9 @@ import psycopg
 from psycopg import sql as pgsql
 from psycopg.conninfo import conninfo_to_dict
 
-from filedrop import dims
-from filedrop.config import Settings
-from filedrop.warehouse import connect
+from filedrop.analytics import dims
+from filedrop.config import SOURCE_CHECKOUT, Settings
+from filedrop.warehouse.server import connect
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ class TransformError(RuntimeError):
 
 def _default_project_dir() -> Path:
     # A source checkout or editable install (`pip install -e`): the project is the repository's dbt/.
-    return Path(__file__).resolve().parent.parent / "dbt"
+    return SOURCE_CHECKOUT / "dbt"
 
 
 @dataclass(frozen=True)

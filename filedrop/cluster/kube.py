@@ -12,7 +12,7 @@ from typing import Any
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from filedrop.resources import FILEDROPS, FILEROUTES, GROUP, VERSION, route_from_object
+from filedrop.cluster.resources import FILEDROPS, FILEROUTES, GROUP, VERSION, route_from_object
 from filedrop.routes import FileRoute, RouteError
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from filedrop.resources import TERMINAL_PHASES
+from filedrop.cluster.resources import TERMINAL_PHASES
 
 JobState = Literal["none", "running", "succeeded", "failed"]
 Action = Literal["none", "set_status", "create_job", "wait"]

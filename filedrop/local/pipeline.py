@@ -1,6 +1,6 @@
 """The local runtime: discover files, match them to FileRoutes, load each in key order (DESIGN §1).
 
-Entry-point layer. The same load protocol as the cluster (``filedrop.loader``) runs in-process.
+Entry-point layer. The same load protocol as the cluster (``filedrop.load.session``) runs in-process.
 Progress is reported through the small :class:`Progress` protocol so the CLI can draw bars and
 tests can stay quiet.
 """
@@ -13,14 +13,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from filedrop import history
+from filedrop.warehouse import history
 from filedrop.config import Settings
 from filedrop.events import EventParseError, S3Event, parse_message
-from filedrop.loader import LoadResult, LoadSession
+from filedrop.load.session import LoadResult, LoadSession
 from filedrop.objects import SourceObject
 from filedrop.routes import FileRoute, RouteError, route_for
-from filedrop.sources import Listed, Location, SourceError, describe, list_objects, printable_name
-from filedrop.warehouse import connect, ensure_meta
+from filedrop.load.sources import Listed, Location, SourceError, describe, list_objects, printable_name
+from filedrop.warehouse.server import connect, ensure_meta, prepare_meta
 
 log = logging.getLogger(__name__)
 
@@ -71,11 +71,6 @@ def discover(loc: Location, routes: list[FileRoute]) -> tuple[list[tuple[Listed,
     return matched, unmatched, errors
 
 
-def cleanup(url: str, settings: Settings) -> list[str]:
-    """Create the bookkeeping tables if needed and clean up after loaders that died."""
-    with connect(url) as conn:
-        ensure_meta(conn, settings)
-        return history.cleanup_dead_loads(conn, settings.meta_schema)
 
 
 @dataclass
@@ -130,7 +125,7 @@ def run_once(url: str, settings: Settings, routes: list[FileRoute], source: str,
     when their backoff has passed)."""
     started = time.monotonic()
     progress = progress or _Quiet()
-    report = RunReport(cleaned=cleanup(url, settings))
+    report = RunReport(cleaned=prepare_meta(url, settings))
     loc = Location.parse(source)
     matched, unmatched, errors = discover(loc, routes)
     report.unmatched = [printable_name(u.uri) for u in unmatched]

@@ -16,14 +16,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from filedrop import history
+from filedrop.warehouse import history
 from filedrop.config import Settings
 from filedrop.events import EventParseError, parse_message
-from filedrop.kube import Kube
-from filedrop.resources import filedrop_manifest
+from filedrop.cluster.kube import Kube
+from filedrop.cluster.resources import filedrop_manifest
 from filedrop.routes import FileRoute, RouteError, route_for
-from filedrop.sources import Location, list_objects
-from filedrop.warehouse import connect, ensure_meta
+from filedrop.load.sources import Location, list_objects
+from filedrop.warehouse.server import connect, ensure_meta
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """``filedrop workflows``: the Argo workflows of the cluster runtime (DESIGN §4).
 
-``render`` writes the manifests :mod:`filedrop.workflows` defines (``workflows/`` and the chart's
+``render`` writes the manifests :mod:`filedrop.analytics.workflows` defines (``workflows/`` and the chart's
 templates), ``apply`` submits them to an Argo server with Hera's client, ``step ...`` are the commands the
 workflow's steps run, and ``serve-docs`` is the chart's docs server.
 
@@ -24,8 +24,10 @@ import typer
 import yaml
 from rich.console import Console
 
+from filedrop.config import SOURCE_CHECKOUT
+
 if TYPE_CHECKING:
-    from filedrop.workflows import WorkflowConfig
+    from filedrop.analytics.workflows import WorkflowConfig
 
 out = Console(width=160, highlight=False, soft_wrap=True, markup=False)
 err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
@@ -49,13 +51,13 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
 
 def _default_root() -> Path:
     """The repository when filedrop runs from a source checkout, else the working directory."""
-    repo = Path(__file__).resolve().parent.parent
+    repo = SOURCE_CHECKOUT
     return repo if (repo / "helm" / "filedrop" / "Chart.yaml").is_file() else Path.cwd()
 
 
 def rendered_files(root: Path) -> dict[Path, str]:
     """Every file ``render`` writes, by path: the plain manifests and the chart's templates."""
-    from filedrop import workflows as wf
+    from filedrop.analytics import workflows as wf
 
     files = {root / "workflows" / name: text for name, text in wf.render_plain().items()}
     files.update({root / "helm" / "filedrop" / rel: text for rel, text in wf.render_chart().items()})
@@ -83,14 +85,14 @@ def render(
     for path in stale:
         out.print(f"{'differs' if check else 'wrote'}: {path.relative_to(base)}")
     if check and stale:
-        err.print("the committed manifests drifted from filedrop/workflows.py: run `filedrop workflows render`")
+        err.print("the committed manifests drifted from filedrop/analytics/workflows.py: run `filedrop workflows render`")
         raise typer.Exit(1)
     if not stale:
         out.print("up to date")
 
 
 def _config(path: Path | None, namespace: str, image: str | None) -> WorkflowConfig:
-    from filedrop import workflows as wf
+    from filedrop.analytics import workflows as wf
 
     values: dict[str, Any] = {}
     if path is not None:
@@ -118,7 +120,7 @@ def apply(
         show_default=False)] = None,
     config: Annotated[Optional[Path], typer.Option(
         "--config", help="YAML of workflow settings (image, service_account, warehouse_secret, schedule, "
-        "timezone, export_to, docs_to ...; see filedrop.workflows.WorkflowConfig).")] = None,
+        "timezone, export_to, docs_to ...; see filedrop.analytics.workflows.WorkflowConfig).")] = None,
     image: Annotated[Optional[str], typer.Option("--image", help="The filedrop image the steps run.")] = None,
     insecure: Annotated[bool, typer.Option(
         "--insecure-skip-verify", help="Do not verify the Argo server's TLS certificate.")] = False,
@@ -127,7 +129,7 @@ def apply(
     from hera.workflows import WorkflowsService
     from hera.exceptions import HeraException
 
-    from filedrop import workflows as wf
+    from filedrop.analytics import workflows as wf
 
     cfg = _config(config, namespace, image)
     service = WorkflowsService(host=argo_server, token=token, verify_ssl=not insecure, namespace=namespace)
@@ -153,8 +155,8 @@ def _given(value: str | None) -> str | None:
 def _prepare(warehouse: str | None) -> tuple[str, Any, Any]:
     """(warehouse URL, Settings, TransformConfig); exit 75 when the warehouse cannot be reached."""
     from filedrop.config import Settings
-    from filedrop.transform import TransformConfig, TransformError
-    from filedrop.warehouse import WarehouseError, connect, resolve_url
+    from filedrop.analytics.transform import TransformConfig, TransformError
+    from filedrop.warehouse.server import WarehouseError, connect, resolve_url
 
     settings = Settings()
     try:
@@ -170,7 +172,7 @@ def _prepare(warehouse: str | None) -> tuple[str, Any, Any]:
 
 
 def _variables(as_of: str | None, ingestion_date: str | None) -> dict[str, str]:
-    from filedrop.transform import TransformError, dbt_vars, parse_date
+    from filedrop.analytics.transform import TransformError, dbt_vars, parse_date
 
     try:
         return dbt_vars(parse_date(_given(as_of), "--as-of"), parse_date(_given(ingestion_date), "--ingestion-date"))
@@ -179,7 +181,7 @@ def _variables(as_of: str | None, ingestion_date: str | None) -> dict[str, str]:
 
 
 def _run(command: list[str], url: str, cfg: Any, variables: dict[str, str] | None) -> Any:
-    from filedrop.transform import TransformError, connection_env, dbt_args, dbt_env, run_dbt
+    from filedrop.analytics.transform import TransformError, connection_env, dbt_args, dbt_env, run_dbt
 
     try:
         env = {**connection_env(url), **dbt_env(cfg)}
@@ -229,7 +231,7 @@ def step_build(
     warehouse: WarehouseOpt = None,
 ) -> None:
     """dbt build: seeds (local target), models, unit and data tests."""
-    from filedrop.transform import TransformError, ensure_dim_dates
+    from filedrop.analytics.transform import TransformError, ensure_dim_dates
 
     if full_refresh.lower() not in ("", "true", "false"):
         raise _fail(f"--full-refresh must be true or false, not {full_refresh!r}")
@@ -279,8 +281,8 @@ def step_publish_docs(
         "--notify", help="Docs server reload URL to call afterwards; empty: none.")] = None,
 ) -> None:
     """Upload the docs site to S3, then ask the docs server (if any) to serve the new one."""
-    from filedrop.docs_site import DocsError, DocsUnavailable, publish, split_uri
-    from filedrop.docs_site import notify as notify_server
+    from filedrop.analytics.docs_site import DocsError, DocsUnavailable, publish, split_uri
+    from filedrop.analytics.docs_site import notify as notify_server
 
     try:
         split_uri(to)
@@ -307,7 +309,7 @@ def serve_docs(
         "--refresh", help="Re-read S3 at most this often (seconds) without a reload call.")] = 300.0,
 ) -> None:
     """Serve the published dbt docs (the chart's docs server): GET pages, POST /-/reload, GET /healthz."""
-    from filedrop.docs_site import DocsError, DocsSite, make_server
+    from filedrop.analytics.docs_site import DocsError, DocsSite, make_server
 
     try:
         site = DocsSite(source)

@@ -1,7 +1,7 @@
-"""The operator's work for one FileDrop: gather facts, ask :func:`filedrop.reconcile.step`, act.
+"""The operator's work for one FileDrop: gather facts, ask :func:`filedrop.cluster.reconcile.step`, act.
 
-Adapter layer (talks to the API server through :mod:`filedrop.kube` and to the warehouse through
-:mod:`filedrop.history`); kopf stays in :mod:`filedrop.handlers`, which only calls into here.
+Adapter layer (talks to the API server through :mod:`filedrop.cluster.kube` and to the warehouse through
+:mod:`filedrop.warehouse.history`); kopf stays in :mod:`filedrop.cluster.handlers`, which only calls into here.
 """
 
 from __future__ import annotations
@@ -14,18 +14,19 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from filedrop import history, metrics
+from filedrop.warehouse import history
+from filedrop.cluster import metrics
 from filedrop.config import Settings
-from filedrop.jobs import JobSettings, build_loader_job, job_name, job_state, spark_state
-from filedrop.manifests import SparkJobConfig, build_spark_application
-from filedrop.sizing import DEFAULT_TIERS, Tier, tier_for, tiers_from_env
-from filedrop.kube import Kube
+from filedrop.cluster.jobs import JobSettings, build_loader_job, job_name, job_state, spark_state
+from filedrop.spark.application import SparkJobConfig, build_spark_application
+from filedrop.spark.sizing import DEFAULT_TIERS, Tier, tier_for, tiers_from_env
+from filedrop.cluster.kube import Kube
 from filedrop.protocol import choose_engine, decide
-from filedrop.reconcile import Facts, Limits, Outcome, Step, step
-from filedrop.resources import REPLAY_ANNOTATION, TERMINAL_PHASES, now_iso, source_object
+from filedrop.cluster.reconcile import Facts, Limits, Outcome, Step, step
+from filedrop.cluster.resources import REPLAY_ANNOTATION, TERMINAL_PHASES, now_iso, source_object
 from filedrop.routes import FileRoute, RouteError, route_for
-from filedrop.sql import ident
-from filedrop.warehouse import connect, ensure_meta
+from filedrop.warehouse.sql import ident
+from filedrop.warehouse.server import connect, ensure_meta
 
 log = logging.getLogger(__name__)
 

@@ -37,7 +37,7 @@ def operator(
     """Run the kopf operator: FileDrops become load Jobs, followed until Loaded, Skipped or Failed."""
     import kopf
 
-    from filedrop import handlers  # noqa: F401 - registers the handlers
+    from filedrop.cluster import handlers  # noqa: F401 - registers the handlers
 
     ns = namespace or os.environ.get("FILEDROP_NAMESPACE") or None
     if ns:
@@ -64,8 +64,8 @@ def bridge(
     """Long-poll SQS and create a FileDrop for each S3 object version a FileRoute matches."""
     import boto3
 
-    from filedrop.bridge import Bridge
-    from filedrop.kube import Kube
+    from filedrop.cluster.bridge import Bridge
+    from filedrop.cluster.kube import Kube
 
     ns = _namespace(namespace)
     stop = threading.Event()
@@ -94,10 +94,10 @@ def backfill_cmd(
     warehouse: Annotated[Optional[str], typer.Option("--warehouse", help="PostgreSQL URL.")] = None,
 ) -> None:
     """Create FileDrops for objects under a prefix whose current version is not loaded yet."""
-    from filedrop.bridge import backfill
+    from filedrop.cluster.bridge import backfill
     from filedrop.config import Settings
-    from filedrop.kube import Kube
-    from filedrop.warehouse import resolve_url
+    from filedrop.cluster.kube import Kube
+    from filedrop.warehouse.server import resolve_url
 
     settings = Settings()
     if since is not None and since.tzinfo is None:

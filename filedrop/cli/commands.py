@@ -22,16 +22,17 @@ from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 from rich.table import Table
 
-from filedrop import export as analytics_export
-from filedrop import history, pipeline
-from filedrop import transform as analytics_transform
+from filedrop.analytics import export as analytics_export
+from filedrop.warehouse import history
+from filedrop.local import pipeline
+from filedrop.analytics import transform as analytics_transform
 from filedrop.config import Settings
-from filedrop.loader import LoadResult, load_object
+from filedrop.load.session import LoadResult, load_object
 from filedrop.objects import SourceObject
 from filedrop.routes import FileRoute, RouteError, load_routes, parse_route, route_named
-from filedrop.sample import SampleSpec, total_rows, write_sample
-from filedrop.sources import SourceError, describe_uri, pinned_object
-from filedrop.warehouse import EmbeddedPostgres, WarehouseError, connect, ensure_meta, resolve_url
+from filedrop.local.sample import SampleSpec, total_rows, write_sample
+from filedrop.load.sources import SourceError, describe_uri, pinned_object
+from filedrop.warehouse.server import EmbeddedPostgres, WarehouseError, connect, ensure_meta, prepare_meta, resolve_url
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False, help=(
     "Load files dropped into S3 (or a directory) exactly once into PostgreSQL staging tables."))
@@ -219,7 +220,7 @@ def _run_loop(url: str, settings: Settings, route_list: list[FileRoute], source:
             with _progress() as progress:
                 bars = _Bars(progress)
                 if queue:
-                    pipeline.cleanup(url, settings)
+                    prepare_meta(url, settings)
                     report = pipeline.drain_queue(url, settings, route_list, queue, engine=engine, progress=bars,
                                                   wait_seconds=min(20, max(1, int(interval))))
                 else:
@@ -282,7 +283,7 @@ def load(
     except (RouteError, SourceError, json.JSONDecodeError) as exc:
         raise _fail(str(exc)) from None
     url = _url(settings, warehouse)
-    pipeline.cleanup(url, settings)
+    prepare_meta(url, settings)
     with _progress() as progress:
         task = progress.add_task(_shown(obj.key), total=obj.size or None)
         result = load_object(url, settings, r, obj, engine=engine, filedrop=filedrop, replay=replay,
@@ -524,11 +525,11 @@ def warehouse_stop() -> None:
     out.print("stopped" if stopped else "not running")
 
 
-from filedrop import cli_cluster  # noqa: E402 - the cluster runtime's commands
+from filedrop.cli import cluster as cli_cluster  # noqa: E402 - the cluster runtime's commands
 
 cli_cluster.register(app)
 
-from filedrop.cli_workflows import workflows_app  # noqa: E402 - the Argo workflows' commands
+from filedrop.cli.workflows import workflows_app  # noqa: E402 - the Argo workflows' commands
 
 app.add_typer(workflows_app, name="workflows")
 

@@ -2,7 +2,7 @@
 
 Pure: :func:`build_spark_application` returns a dict; the operator does the one API call. The job runs
 :mod:`filedrop.spark.job` — the whole load protocol, so the driver checks history, loads through the
-Spark engine and records the outcome — with resources from :mod:`filedrop.sizing`.
+Spark engine and records the outcome — with resources from :mod:`filedrop.spark.sizing`.
 
 Secrets never appear in the manifest: the warehouse password reaches driver and executors as
 ``PGPASSWORD`` from a Kubernetes Secret (``envFrom``/``secretKeyRef``), and S3 credentials come from
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from filedrop.objects import SourceObject
-from filedrop.sizing import Tier
+from filedrop.spark.sizing import Tier
 
 API_VERSION = "sparkoperator.k8s.io/v1beta2"
 KIND = "SparkApplication"

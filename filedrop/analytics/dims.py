@@ -1,7 +1,7 @@
 """The calendar dimension ``if_common.dim_dates`` (DESIGN §6), generated from the PyPI ``holidays`` package.
 
 Pure: computes rows and writes a seed CSV; no service clients. In production ``if_common`` exists
-already and nothing here runs; locally ``filedrop.transform`` writes ``dim_dates.csv`` into a seed
+already and nothing here runs; locally ``filedrop.analytics.transform`` writes ``dim_dates.csv`` into a seed
 directory outside the repository before dbt runs, and dbt seeds it (with the static dimensions).
 """
 

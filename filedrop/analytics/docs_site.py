@@ -21,7 +21,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from filedrop.sources import Location, SourceError, s3_client
+from filedrop.load.sources import Location, SourceError, s3_client
 
 log = logging.getLogger(__name__)
 

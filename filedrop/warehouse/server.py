@@ -16,7 +16,7 @@ from typing import Any
 
 import psycopg
 
-from filedrop import sql
+from filedrop.warehouse import history, sql
 from filedrop.config import Settings
 from filedrop.routes import FileRoute
 
@@ -152,7 +152,7 @@ def resolve_url(settings: Settings, override: str | None = None) -> str:
 
 
 def connect(url: str, *, autocommit: bool = True) -> psycopg.Connection[tuple[object, ...]]:
-    """A warehouse session with DateStyle and TimeZone pinned (:data:`filedrop.sql.SESSION_SETUP`)."""
+    """A warehouse session with DateStyle and TimeZone pinned (:data:`filedrop.warehouse.sql.SESSION_SETUP`)."""
     try:
         conn = psycopg.connect(url, autocommit=autocommit, application_name="filedrop")
     except psycopg.OperationalError as exc:
@@ -277,3 +277,9 @@ def _columns(conn: psycopg.Connection[tuple[object, ...]], schema: str, table: s
         (schema, table),
     ).fetchall()
     return [(str(n), str(t)) for n, t in rows]
+
+def prepare_meta(url: str, settings: Settings) -> list[str]:
+    """Create the bookkeeping tables if needed and clean up after loaders that died."""
+    with connect(url) as conn:
+        ensure_meta(conn, settings)
+        return history.cleanup_dead_loads(conn, settings.meta_schema)
