@@ -18,7 +18,6 @@ import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-
 from common import DEFAULT_RESULTS, REPO, median, note  # noqa: E402
 from throughput import LABELS  # noqa: E402
 

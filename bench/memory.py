@@ -20,8 +20,19 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import (DEFAULT_DATA, DEFAULT_RESULTS, execute, filedrop_cmd, median, note, orders_file, save,
-                    server_facts, table, warehouse)
+from common import (
+    DEFAULT_DATA,
+    DEFAULT_RESULTS,
+    execute,
+    filedrop_cmd,
+    median,
+    note,
+    orders_file,
+    save,
+    server_facts,
+    table,
+    warehouse,
+)
 
 TIME = shutil.which("time", path="/usr/bin:/bin") or "/usr/bin/time"
 

@@ -22,9 +22,21 @@ import time
 from pathlib import Path
 
 import psycopg
-
-from common import (COLUMN_LIST, DEFAULT_DATA, DEFAULT_RESULTS, TYPED_COLUMNS, execute, filedrop_cmd, median, note,
-                    orders_file, save, spread, table, warehouse)
+from common import (
+    COLUMN_LIST,
+    DEFAULT_DATA,
+    DEFAULT_RESULTS,
+    TYPED_COLUMNS,
+    execute,
+    filedrop_cmd,
+    median,
+    note,
+    orders_file,
+    save,
+    spread,
+    table,
+    warehouse,
+)
 
 #: filedrop functions whose cumulative time the profile summary names, with what they stand for.
 STEPS = [

@@ -38,13 +38,29 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlparse
 
-from common import (COLUMN_LIST, COLUMNS, DEFAULT_DATA, DEFAULT_RESULTS, checkpoint, execute, md5sum, median, note,
-                    orders_file, psql, save, server_facts, spread, table, warehouse)
+from common import (
+    COLUMN_LIST,
+    COLUMNS,
+    DEFAULT_DATA,
+    DEFAULT_RESULTS,
+    checkpoint,
+    execute,
+    md5sum,
+    median,
+    note,
+    orders_file,
+    psql,
+    save,
+    server_facts,
+    spread,
+    table,
+    warehouse,
+)
 
-from filedrop.load import session as loader
 from filedrop.config import Settings
-from filedrop.routes import parse_routes_yaml
+from filedrop.load import session as loader
 from filedrop.load.sources import describe_uri
+from filedrop.routes import parse_routes_yaml
 
 
 def _route(mode: str) -> object:

@@ -27,7 +27,6 @@ from pathlib import Path
 
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
-
 from common import DEFAULT_RESULTS, execute, filedrop_cmd, median, note, save, spread, table, warehouse
 
 AS_OF = "2022-09-05"

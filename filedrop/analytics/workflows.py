@@ -314,12 +314,12 @@ def render_plain(cfg: WorkflowConfig = WorkflowConfig()) -> dict[str, str]:
 #: Placeholders for chart values: ``__HELM_<KEY>__`` stands for one scalar (rendered quoted) and a
 #: mapping value ``__HELM_BLOCK_<KEY>__`` for a YAML block (rendered with nindent).
 CHART_SCALARS = {
-    "NAME": 'include "filedrop.analytics.workflows.name" .',
-    "CRON_NAME": 'printf "%s-daily" (include "filedrop.analytics.workflows.name" .)',
+    "NAME": 'include "filedrop.workflows.name" .',
+    "CRON_NAME": 'printf "%s-daily" (include "filedrop.workflows.name" .)',
     "NAMESPACE": ".Release.Namespace",
     "IMAGE": 'include "filedrop.image" .',
     "PULL_POLICY": ".Values.image.pullPolicy",
-    "SERVICE_ACCOUNT": 'include "filedrop.analytics.workflows.serviceAccountName" .',
+    "SERVICE_ACCOUNT": 'include "filedrop.workflows.serviceAccountName" .',
     "WAREHOUSE_SECRET": 'required "warehouse.existingSecret is required" .Values.warehouse.existingSecret',
     "WAREHOUSE_KEY": ".Values.warehouse.urlKey",
     "SCHEDULE": ".Values.argo.schedule",
@@ -335,7 +335,7 @@ CHART_BLOCKS = {
     "LABELS": 'include "filedrop.labels" (dict "context" . "component" "workflows")',
     "POD_LABELS": 'include "filedrop.selectorLabels" (dict "context" . "component" "workflows")',
     "RESOURCES": "toYaml .Values.argo.resources",
-    "ENV_FROM": 'include "filedrop.analytics.workflows.envFrom" .',
+    "ENV_FROM": 'include "filedrop.workflows.envFrom" .',
 }
 #: Integers in the manifest that come from values (a placeholder must be a string until rendered).
 _CHART_INTS = {"SUCCESSFUL_HISTORY", "FAILED_HISTORY", "STARTING_DEADLINE"}

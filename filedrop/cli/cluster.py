@@ -6,8 +6,8 @@ import logging
 import os
 import signal
 import threading
-from datetime import datetime
-from typing import Annotated, Optional
+from datetime import UTC, datetime
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -27,7 +27,7 @@ def _namespace(value: str | None) -> str:
 
 
 def operator(
-    namespace: Annotated[Optional[str], typer.Option(
+    namespace: Annotated[str | None, typer.Option(
         "--namespace", "-n", help="Watch one namespace (default: $FILEDROP_NAMESPACE, else cluster-wide).")] = None,
     liveness: Annotated[str, typer.Option(
         "--liveness", help="Liveness endpoint served by kopf.")] = "http://0.0.0.0:8081/healthz",
@@ -54,10 +54,10 @@ def operator(
 
 def bridge(
     queue: Annotated[str, typer.Option("--queue", help="SQS queue URL receiving the S3 notifications.")],
-    namespace: Annotated[Optional[str], typer.Option("--namespace", "-n", help="Where FileDrops are created.")] = None,
+    namespace: Annotated[str | None, typer.Option("--namespace", "-n", help="Where FileDrops are created.")] = None,
     wait: Annotated[int, typer.Option("--wait", help="Long-poll seconds (1-20).", min=1, max=20)] = 20,
     visibility: Annotated[int, typer.Option("--visibility", help="Visibility timeout while handling (s).")] = 60,
-    allowed_bucket: Annotated[Optional[list[str]], typer.Option(
+    allowed_bucket: Annotated[list[str] | None, typer.Option(
         "--allowed-bucket", help="Serve only these buckets (repeatable; default $FILEDROP_ALLOWED_BUCKETS, "
                                  "comma-separated). Messages for others are refused.")] = None,
 ) -> None:
@@ -89,21 +89,20 @@ def bridge(
 def backfill_cmd(
     bucket: Annotated[str, typer.Option("--bucket", help="S3 bucket to list.")],
     prefix: Annotated[str, typer.Option("--prefix", help="Key prefix to list.")] = "",
-    since: Annotated[Optional[datetime], typer.Option("--since", help="Only objects modified at or after.")] = None,
-    namespace: Annotated[Optional[str], typer.Option("--namespace", "-n", help="Where FileDrops are created.")] = None,
-    warehouse: Annotated[Optional[str], typer.Option("--warehouse", help="PostgreSQL URL.")] = None,
+    since: Annotated[datetime | None, typer.Option("--since", help="Only objects modified at or after.")] = None,
+    namespace: Annotated[str | None, typer.Option("--namespace", "-n", help="Where FileDrops are created.")] = None,
+    warehouse: Annotated[str | None, typer.Option("--warehouse", help="PostgreSQL URL.")] = None,
 ) -> None:
     """Create FileDrops for objects under a prefix whose current version is not loaded yet."""
     from filedrop.cluster.bridge import backfill
-    from filedrop.config import Settings
     from filedrop.cluster.kube import Kube
+    from filedrop.config import Settings
     from filedrop.warehouse.server import resolve_url
 
     settings = Settings()
     if since is not None and since.tzinfo is None:
-        from datetime import timezone
 
-        since = since.replace(tzinfo=timezone.utc)
+        since = since.replace(tzinfo=UTC)
     stats = backfill(Kube(), settings, resolve_url(settings, warehouse), _namespace(namespace),
                      f"s3://{bucket}/{prefix}", since)
     out.print(f"{stats.created} FileDrops created, {stats.existing} already loaded or present, "

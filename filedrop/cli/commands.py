@@ -12,7 +12,7 @@ import warnings
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import psycopg
 import typer
@@ -23,15 +23,15 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 from rich.table import Table
 
 from filedrop.analytics import export as analytics_export
-from filedrop.warehouse import history
-from filedrop.local import pipeline
 from filedrop.analytics import transform as analytics_transform
 from filedrop.config import Settings
 from filedrop.load.session import LoadResult, load_object
+from filedrop.load.sources import SourceError, describe_uri, pinned_object
+from filedrop.local import pipeline
+from filedrop.local.sample import SampleSpec, total_rows, write_sample
 from filedrop.objects import SourceObject
 from filedrop.routes import FileRoute, RouteError, load_routes, parse_route, route_named
-from filedrop.local.sample import SampleSpec, total_rows, write_sample
-from filedrop.load.sources import SourceError, describe_uri, pinned_object
+from filedrop.warehouse import history
 from filedrop.warehouse.server import EmbeddedPostgres, WarehouseError, connect, ensure_meta, prepare_meta, resolve_url
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False, help=(
@@ -44,14 +44,14 @@ _WIDTH = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 160
 out = Console(width=_WIDTH)
 err = Console(stderr=True)
 
-RoutesOpt = Annotated[Optional[list[Path]], typer.Option(
+RoutesOpt = Annotated[list[Path] | None, typer.Option(
     "--routes", help="FileRoute manifest file or directory (repeatable); default: the d2b routes.")]
-WarehouseOpt = Annotated[Optional[str], typer.Option(
+WarehouseOpt = Annotated[str | None, typer.Option(
     "--warehouse", help="PostgreSQL URL; default $FILEDROP_WAREHOUSE_URL, else the embedded server.",
     show_default=False)]
-EngineOpt = Annotated[Optional[str], typer.Option(
+EngineOpt = Annotated[str | None, typer.Option(
     "--engine", help="auto | direct | spark (default: each route's engine).")]
-AsOfOpt = Annotated[Optional[str], typer.Option(
+AsOfOpt = Annotated[str | None, typer.Option(
     "--as-of", help="The analytics' as_of_date, YYYY-MM-DD (default: today).", show_default=False)]
 
 STATUS_STYLE = {"loaded": "green", "skipped_duplicate": "cyan", "skipped_superseded": "cyan",
@@ -156,19 +156,19 @@ def _print_report(report: pipeline.RunReport) -> None:
 
 @app.command()
 def run(
-    source: Annotated[Optional[str], typer.Option(
+    source: Annotated[str | None, typer.Option(
         "--source", help="Directory or s3://bucket/prefix to load from.")] = None,
     routes: RoutesOpt = None,
     warehouse: WarehouseOpt = None,
     engine: EngineOpt = None,
     watch: Annotated[bool, typer.Option("--watch", help="Keep going: poll the source (or the queue).")] = False,
     interval: Annotated[float, typer.Option("--interval", help="Seconds between polls with --watch.")] = 30.0,
-    queue: Annotated[Optional[str], typer.Option(
+    queue: Annotated[str | None, typer.Option(
         "--queue", help="SQS queue URL of S3 notifications to read instead of listing the source.")] = None,
     no_transform: Annotated[bool, typer.Option(
         "--no-transform", help="Only load: do not run the dbt transform afterwards.")] = False,
     as_of: AsOfOpt = None,
-    transform_schedule: Annotated[Optional[str], typer.Option(
+    transform_schedule: Annotated[str | None, typer.Option(
         "--transform-schedule", help="With --watch: run the transform on this cron schedule, local time "
         "(e.g. '0 6 * * *'); without it a watching run only loads.")] = None,
 ) -> None:
@@ -254,14 +254,14 @@ def load(
     routes: RoutesOpt = None,
     warehouse: WarehouseOpt = None,
     engine: EngineOpt = None,
-    route_json: Annotated[Optional[str], typer.Option(
+    route_json: Annotated[str | None, typer.Option(
         "--route-json", help="The FileRoute as JSON (how cluster jobs receive it) instead of --routes.")] = None,
-    etag: Annotated[Optional[str], typer.Option(
+    etag: Annotated[str | None, typer.Option(
         "--etag", help="Load exactly this version of an s3:// object (as its FileDrop names it).")] = None,
-    size: Annotated[Optional[int], typer.Option("--size", help="With --etag: the object's size.")] = None,
-    version_id: Annotated[Optional[str], typer.Option("--version-id", help="With --etag: the S3 version id.")] = None,
-    sequencer: Annotated[Optional[str], typer.Option("--sequencer", help="With --etag: the S3 event sequencer.")] = None,
-    filedrop: Annotated[Optional[str], typer.Option("--filedrop", help="Name of the FileDrop this load is for.")] = None,
+    size: Annotated[int | None, typer.Option("--size", help="With --etag: the object's size.")] = None,
+    version_id: Annotated[str | None, typer.Option("--version-id", help="With --etag: the S3 version id.")] = None,
+    sequencer: Annotated[str | None, typer.Option("--sequencer", help="With --etag: the S3 event sequencer.")] = None,
+    filedrop: Annotated[str | None, typer.Option("--filedrop", help="Name of the FileDrop this load is for.")] = None,
     replay: Annotated[str, typer.Option("--replay", help="Replay token: load again even if loaded before.")] = "",
 ) -> None:
     """Load one file with a named FileRoute, exactly once.
@@ -302,7 +302,7 @@ def _fmt_time(value: datetime | None) -> str:
 def history_cmd(
     warehouse: WarehouseOpt = None,
     limit: Annotated[int, typer.Option("--limit", "-n", help="How many rows, newest first.")] = 50,
-    route: Annotated[Optional[str], typer.Option("--route", help="Only this route.")] = None,
+    route: Annotated[str | None, typer.Option("--route", help="Only this route.")] = None,
 ) -> None:
     """The per-file load history (filedrop.ingest_history), newest first."""
     settings = Settings()
@@ -461,7 +461,7 @@ def _transform(url: str, settings: Settings, as_of: str | None, ingestion_date: 
 @app.command("transform")
 def transform_cmd(
     as_of: AsOfOpt = None,
-    ingestion_date: Annotated[Optional[str], typer.Option(
+    ingestion_date: Annotated[str | None, typer.Option(
         "--ingestion-date", help="The day the analytics rows are written for, YYYY-MM-DD (default: today); "
         "a rerun on the same day replaces that day's rows.", show_default=False)] = None,
     warehouse: WarehouseOpt = None,
@@ -483,7 +483,7 @@ def transform_cmd(
 @app.command("export")
 def export_cmd(
     to: Annotated[str, typer.Option("--to", help="s3://bucket/prefix to write analytics_export/<id>/ under.")],
-    export_id: Annotated[Optional[str], typer.Option(
+    export_id: Annotated[str | None, typer.Option(
         "--id", help="The <id> path segment (default $FILEDROP_EXPORT_ID, else the analytics schema "
         "without its _analytics suffix).", show_default=False)] = None,
     warehouse: WarehouseOpt = None,

@@ -18,7 +18,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 import yaml
@@ -66,7 +66,7 @@ def rendered_files(root: Path) -> dict[Path, str]:
 
 @workflows_app.command("render")
 def render(
-    root: Annotated[Optional[Path], typer.Option(
+    root: Annotated[Path | None, typer.Option(
         "--root", help="Repository root holding workflows/ and helm/filedrop/ (default: this checkout).")] = None,
     check: Annotated[bool, typer.Option(
         "--check", help="Write nothing; exit 1 if a committed file differs from what the Hera code renders.")] = False,
@@ -115,19 +115,19 @@ def apply(
         "--argo-server", envvar="ARGO_SERVER_URL", help="Argo server URL, e.g. https://argo.example.com:2746.")],
     namespace: Annotated[str, typer.Option("--namespace", "-n", envvar="ARGO_NAMESPACE",
                                            help="Namespace of the WorkflowTemplate and CronWorkflow.")],
-    token: Annotated[Optional[str], typer.Option(
+    token: Annotated[str | None, typer.Option(
         "--token", envvar="ARGO_TOKEN", help="Bearer token for the Argo server ($ARGO_TOKEN).",
         show_default=False)] = None,
-    config: Annotated[Optional[Path], typer.Option(
+    config: Annotated[Path | None, typer.Option(
         "--config", help="YAML of workflow settings (image, service_account, warehouse_secret, schedule, "
         "timezone, export_to, docs_to ...; see filedrop.analytics.workflows.WorkflowConfig).")] = None,
-    image: Annotated[Optional[str], typer.Option("--image", help="The filedrop image the steps run.")] = None,
+    image: Annotated[str | None, typer.Option("--image", help="The filedrop image the steps run.")] = None,
     insecure: Annotated[bool, typer.Option(
         "--insecure-skip-verify", help="Do not verify the Argo server's TLS certificate.")] = False,
 ) -> None:
     """Create or update the WorkflowTemplate and the CronWorkflow through the Argo server (Hera's client)."""
-    from hera.workflows import WorkflowsService
     from hera.exceptions import HeraException
+    from hera.workflows import WorkflowsService
 
     from filedrop.analytics import workflows as wf
 
@@ -154,8 +154,8 @@ def _given(value: str | None) -> str | None:
 
 def _prepare(warehouse: str | None) -> tuple[str, Any, Any]:
     """(warehouse URL, Settings, TransformConfig); exit 75 when the warehouse cannot be reached."""
-    from filedrop.config import Settings
     from filedrop.analytics.transform import TransformConfig, TransformError
+    from filedrop.config import Settings
     from filedrop.warehouse.server import WarehouseError, connect, resolve_url
 
     settings = Settings()
@@ -206,10 +206,10 @@ def _run(command: list[str], url: str, cfg: Any, variables: dict[str, str] | Non
     return step
 
 
-WarehouseOpt = Annotated[Optional[str], typer.Option(
+WarehouseOpt = Annotated[str | None, typer.Option(
     "--warehouse", help="PostgreSQL URL; default $FILEDROP_WAREHOUSE_URL.", show_default=False)]
-AsOfOpt = Annotated[Optional[str], typer.Option("--as-of", help="as_of_date YYYY-MM-DD; empty: today.")]
-IngestionOpt = Annotated[Optional[str], typer.Option(
+AsOfOpt = Annotated[str | None, typer.Option("--as-of", help="as_of_date YYYY-MM-DD; empty: today.")]
+IngestionOpt = Annotated[str | None, typer.Option(
     "--ingestion-date", help="ingestion_date YYYY-MM-DD; empty: today.")]
 
 
@@ -225,7 +225,7 @@ def step_freshness(warehouse: WarehouseOpt = None) -> None:
 def step_build(
     as_of: AsOfOpt = None,
     ingestion_date: IngestionOpt = None,
-    select: Annotated[Optional[str], typer.Option("--select", help="dbt node selection; empty: all.")] = None,
+    select: Annotated[str | None, typer.Option("--select", help="dbt node selection; empty: all.")] = None,
     full_refresh: Annotated[str, typer.Option(
         "--full-refresh", help="true: rebuild incremental models from scratch.")] = "false",
     warehouse: WarehouseOpt = None,
@@ -277,7 +277,7 @@ def step_docs(
 def step_publish_docs(
     source: Annotated[Path, typer.Option("--from", help="Directory with the docs site (index.html).")],
     to: Annotated[str, typer.Option("--to", help="s3://bucket/prefix to publish to.")],
-    notify: Annotated[Optional[str], typer.Option(
+    notify: Annotated[str | None, typer.Option(
         "--notify", help="Docs server reload URL to call afterwards; empty: none.")] = None,
 ) -> None:
     """Upload the docs site to S3, then ask the docs server (if any) to serve the new one."""

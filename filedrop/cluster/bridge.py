@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from filedrop.warehouse import history
-from filedrop.config import Settings
-from filedrop.events import EventParseError, parse_message
 from filedrop.cluster.kube import Kube
 from filedrop.cluster.resources import filedrop_manifest
-from filedrop.routes import FileRoute, RouteError, route_for
+from filedrop.config import Settings
+from filedrop.events import EventParseError, parse_message
 from filedrop.load.sources import Location, list_objects
+from filedrop.routes import FileRoute, RouteError, route_for
+from filedrop.warehouse import history
 from filedrop.warehouse.server import connect, ensure_meta
 
 log = logging.getLogger(__name__)

@@ -11,22 +11,22 @@ import logging
 import os
 import threading
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
-from filedrop.warehouse import history
 from filedrop.cluster import metrics
-from filedrop.config import Settings
 from filedrop.cluster.jobs import JobSettings, build_loader_job, job_name, job_state, spark_state
-from filedrop.spark.application import SparkJobConfig, build_spark_application
-from filedrop.spark.sizing import DEFAULT_TIERS, Tier, tier_for, tiers_from_env
 from filedrop.cluster.kube import Kube
-from filedrop.protocol import choose_engine, decide
 from filedrop.cluster.reconcile import Facts, Limits, Outcome, Step, step
 from filedrop.cluster.resources import REPLAY_ANNOTATION, TERMINAL_PHASES, now_iso, source_object
+from filedrop.config import Settings
+from filedrop.protocol import choose_engine, decide
 from filedrop.routes import FileRoute, RouteError, route_for
-from filedrop.warehouse.sql import ident
+from filedrop.spark.application import SparkJobConfig, build_spark_application
+from filedrop.spark.sizing import DEFAULT_TIERS, Tier, tier_for, tiers_from_env
+from filedrop.warehouse import history
 from filedrop.warehouse.server import connect, ensure_meta
+from filedrop.warehouse.sql import ident
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +184,7 @@ class Controller:
         phase = st.get("phase") or "Pending"
         key = _key(fd)
         replay = (meta.get("annotations") or {}).get(REPLAY_ANNOTATION, "")
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         route: FileRoute | None = None
         route_error = None
         decision, reason = "load", ""
@@ -286,7 +286,7 @@ class Controller:
                                   "filesLoaded": s.loaded if s else 0, "filesFailed": s.failed if s else 0,
                                   "rowsLoaded": int(s.rows_loaded) if s else 0}
         if s and s.last_load:
-            status["lastLoadedAt"] = s.last_load.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+            status["lastLoadedAt"] = s.last_load.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         if last:
             status["lastLoadedKey"] = last[0]
         status["lastError"] = (s.last_error or "") if s else ""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
@@ -40,7 +40,7 @@ def finished(fd: dict[str, Any], status: dict[str, Any]) -> None:
     FILES.labels(route, phase).inc()
     if old.get("phase") == "Loading":
         LOADING.dec()
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     if phase == "Loaded":
         ROWS.labels(route).inc(status.get("rowsLoaded") or 0)
         REJECTED.labels(route).inc(status.get("rowsRejected") or 0)

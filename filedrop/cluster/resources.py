@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from filedrop.objects import SourceObject
@@ -49,12 +49,12 @@ def filedrop_manifest(*, bucket: str, key: str, etag: str, size: int, version_id
     if sequencer:
         spec["sequencer"] = sequencer
     if event_time:
-        spec["eventTime"] = event_time.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        spec["eventTime"] = event_time.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     # an unversioned (or versioning-suspended) object: the same bytes uploaded again later are another
     # version, so the ETag is qualified by the event's sequencer (S3 sets one on every ObjectCreated
     # event; a redelivery repeats it), or by LastModified for a backfill. An event without a sequencer
     # (some S3-compatible servers) is named by its ETag alone: its re-uploads are not told apart.
-    when = event_time.astimezone(timezone.utc).isoformat() if event_time else ""
+    when = event_time.astimezone(UTC).isoformat() if event_time else ""
     version = version_id if version_id and version_id != "null" else (
         f"{etag}@{sequencer}" if sequencer else f"{etag}@{when}" if source == "backfill" and when else etag)
     metadata: dict[str, Any] = {"name": filedrop_name(bucket, key, version)}
@@ -93,4 +93,4 @@ def route_manifest(route: FileRoute, namespace: str | None = None) -> dict[str, 
 
 
 def now_iso() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

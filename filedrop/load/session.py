@@ -24,12 +24,12 @@ import psycopg
 from psycopg import errors as pgerrors
 
 from filedrop import csvscan
-from filedrop.warehouse import history, sql
 from filedrop.config import Settings
+from filedrop.load.sources import CHUNK, ObjectChanged, ObjectSuperseded, SourceError, open_stream
 from filedrop.objects import SourceObject
 from filedrop.protocol import choose_engine, decide, too_many_bad_rows
 from filedrop.routes import DATE_TYPES, FileRoute
-from filedrop.load.sources import CHUNK, ObjectChanged, ObjectSuperseded, SourceError, open_stream
+from filedrop.warehouse import history, sql
 from filedrop.warehouse.server import WarehouseError, connect, ensure_meta, ensure_staging
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ import io
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -134,7 +134,7 @@ def list_objects(loc: Location, client: Any = None) -> Iterator[Listed]:
         st = p.stat()
         key = p.relative_to(root).as_posix()
         shown, bucket = printable_name(key), printable_name(str(root))
-        yield Listed(bucket, shown, st.st_size, datetime.fromtimestamp(st.st_mtime, timezone.utc),
+        yield Listed(bucket, shown, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC),
                      path=str(p) if (shown, bucket) != (key, str(root)) else None, changed=st.st_ctime_ns)
 
 

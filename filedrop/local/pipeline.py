@@ -11,16 +11,16 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC
 from typing import Any, Protocol
 
-from filedrop.warehouse import history
 from filedrop.config import Settings
 from filedrop.events import EventParseError, S3Event, parse_message
 from filedrop.load.session import LoadResult, LoadSession
+from filedrop.load.sources import Listed, Location, SourceError, describe, list_objects, printable_name
 from filedrop.objects import SourceObject
 from filedrop.routes import FileRoute, RouteError, route_for
-from filedrop.load.sources import Listed, Location, SourceError, describe, list_objects, printable_name
-from filedrop.warehouse.server import connect, ensure_meta, prepare_meta
+from filedrop.warehouse.server import prepare_meta
 
 log = logging.getLogger(__name__)
 
@@ -175,9 +175,9 @@ def load_event(session: LoadSession, routes: list[FileRoute], event: S3Event, *,
 
 
 def _now() -> Any:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def drain_queue(url: str, settings: Settings, routes: list[FileRoute], queue_url: str, *, engine: str | None = None,

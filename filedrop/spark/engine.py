@@ -29,24 +29,25 @@ import io
 import logging
 import time
 import zlib
+from collections.abc import Callable
 from functools import partial
-from typing import Any, Callable
+from typing import Any
 
 import psycopg
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from filedrop.warehouse import sql
 from filedrop.config import Settings
 from filedrop.csvscan import FastPathCheck, NeedsTolerant
 from filedrop.load.session import ENGINES, LoadFailed, Parsed, fast_path_check, first_format_violation, read_header
+from filedrop.load.sources import GZIP_MAGIC, ContentChanged, ObjectChanged, ObjectSuperseded, SourceError, local_md5
 from filedrop.objects import SourceObject
 from filedrop.routes import FileRoute
-from filedrop.load.sources import GZIP_MAGIC, ContentChanged, ObjectChanged, ObjectSuperseded, SourceError, local_md5
 from filedrop.spark import plan as planning
 from filedrop.spark import tasks
 from filedrop.spark.conf import hadoop_uri
 from filedrop.spark.session import get_session
+from filedrop.warehouse import sql
 
 log = logging.getLogger(__name__)
 Conn = psycopg.Connection[Any]

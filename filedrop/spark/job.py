@@ -18,12 +18,12 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from filedrop.warehouse.server import prepare_meta
 from filedrop.config import Settings
 from filedrop.load.session import load_object
+from filedrop.load.sources import Location, describe_uri
 from filedrop.objects import SourceObject
 from filedrop.routes import load_routes, parse_route, route_named
-from filedrop.load.sources import Location, describe_uri
+from filedrop.warehouse.server import prepare_meta
 
 EX_TEMPFAIL = 75
 

@@ -17,8 +17,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from filedrop.warehouse import sql
 from filedrop.routes import FileRoute
+from filedrop.warehouse import sql
 
 #: Largest continuation (a record spanning a split boundary) carried from one block to another; a
 #: longer one makes the engine load the file in one task instead (:class:`NeedsOneTask`).

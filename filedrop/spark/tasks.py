@@ -24,16 +24,16 @@ import pyarrow.compute as pc
 from filedrop.config import Settings
 from filedrop.csvscan import FastPathCheck, NeedsTolerant
 from filedrop.load.session import DirectEngine, LoadFailed, Parsed
+from filedrop.load.sources import CHUNK
 from filedrop.objects import SourceObject
 from filedrop.routes import FileRoute
-from filedrop.load.sources import CHUNK
-from filedrop.warehouse.sql import SESSION_SETUP
 from filedrop.spark.plan import (
     MAX_CONTINUATION,
     ROW_SEQUENCE_DDL,
     BlockPlan,
     row_sequence_setup,
 )
+from filedrop.warehouse.sql import SESSION_SETUP
 
 BOM = b"\xef\xbb\xbf"
 

@@ -16,9 +16,9 @@ from typing import Any
 
 import psycopg
 
-from filedrop.warehouse import history, sql
 from filedrop.config import Settings
 from filedrop.routes import FileRoute
+from filedrop.warehouse import history, sql
 
 log = logging.getLogger(__name__)
 

@@ -15,10 +15,10 @@ import boto3
 import psycopg
 import pytest
 
-from filedrop.local.sample import SampleSpec, write_sample
-from filedrop.load.sources import pinned_object
 from filedrop.config import Settings
 from filedrop.load.session import load_object
+from filedrop.load.sources import pinned_object
+from filedrop.local.sample import SampleSpec, write_sample
 from filedrop.warehouse.history import object_lock_key
 from tests.conftest import DB
 from tests.support.loads import items_route

@@ -14,8 +14,8 @@ import pytest
 
 from filedrop.config import Settings
 from filedrop.load.session import load_object
-from filedrop.local.pipeline import drain_queue, run_once
 from filedrop.load.sources import describe_uri
+from filedrop.local.pipeline import drain_queue, run_once
 from tests.conftest import DB
 from tests.integration.test_s3 import _notification
 from tests.support.loads import items_route, load, write

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import threading
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +18,9 @@ import pytest
 from filedrop.config import Settings
 from filedrop.events import EventParseError, parse_message
 from filedrop.load.session import load_object
-from filedrop.objects import SourceObject
-from filedrop.local.pipeline import PollMemory, drain_queue, run_once
 from filedrop.load.sources import Location, list_objects
+from filedrop.local.pipeline import PollMemory, drain_queue, run_once
+from filedrop.objects import SourceObject
 from tests.conftest import DB
 from tests.integration.test_s3 import _notification
 from tests.support.loads import items_route, load, write
@@ -39,7 +39,7 @@ def _versioned(name: str) -> Any:
 
 def _obj(bucket: str, put: dict[str, Any], size: int, seq: str) -> SourceObject:
     return SourceObject(bucket=bucket, key="items.csv", etag=put["ETag"].strip('"'), size=size,
-                        last_modified=datetime.now(timezone.utc), version_id=put.get("VersionId"), sequencer=seq,
+                        last_modified=datetime.now(UTC), version_id=put.get("VersionId"), sequencer=seq,
                         uri=f"s3://{bucket}/items.csv", is_s3=True)
 
 

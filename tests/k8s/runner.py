@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import base64
 import datetime as dt
-import json
 import os
 import re
 import shlex
@@ -38,9 +37,9 @@ import subprocess
 import sys
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from kube import ApiError, Kube, token_kubeconfig  # noqa: E402
@@ -50,7 +49,7 @@ OUTPUT_TAIL = 2000  # characters of output kept in errorMessage / terminated.mes
 
 
 def now() -> str:
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def job_owned(pod: dict) -> bool:
@@ -104,7 +103,7 @@ class LocalRunner:
         self.errors: list[str] = []  # the runner's own problems, for test diagnostics
 
     # ----------------------------------------------------------------- lifecycle
-    def start(self) -> "LocalRunner":
+    def start(self) -> LocalRunner:
         for name, path, handler in (("pods", "/api/v1/pods", self._on_pod),
                                     ("sparkapplications", f"{SPARK_PATH}/sparkapplications", self._on_spark)):
             t = threading.Thread(target=self._watch_loop, args=(path, handler), name=f"runner-{name}",
@@ -122,7 +121,7 @@ class LocalRunner:
         for t in self._threads:
             t.join(timeout)
 
-    def __enter__(self) -> "LocalRunner":
+    def __enter__(self) -> LocalRunner:
         return self.start()
 
     def __exit__(self, *exc) -> None:

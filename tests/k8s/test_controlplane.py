@@ -9,7 +9,6 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
 from cluster import REPO, thirdparty_dir
 from kube import ApiError, token_kubeconfig
 

@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from topology import AWS_SECRET, DB_PASSWORD, Stack, s3_event  # tests/k8s (on sys.path via conftest)
 
 from filedrop.cluster.resources import filedrop_manifest
 from filedrop.routes import load_routes, parse_routes_yaml
 from tests.conftest import D2B, DB
 from tests.support.servers import free_port
-from topology import AWS_SECRET, DB_PASSWORD, Stack, s3_event  # tests/k8s (on sys.path via conftest)
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.k8s, pytest.mark.parametrize("pg_server", ["pg18-embedded"], indirect=True)]

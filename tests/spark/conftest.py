@@ -12,8 +12,8 @@ import pytest
 
 from filedrop.config import Settings
 from filedrop.load.session import LoadResult, load_object
-from filedrop.routes import FileRoute
 from filedrop.load.sources import describe_uri
+from filedrop.routes import FileRoute
 from filedrop.spark import jars
 from tests.conftest import DB
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from filedrop.routes import load_routes, route_named
 from filedrop.local.sample import SampleSpec, write_sample
+from filedrop.routes import load_routes, route_named
 from tests.conftest import D2B, DB
 from tests.spark.conftest import DIRECT, SPARK, assert_same, load_both, split_bytes, staged
 from tests.support.loads import items_route, write

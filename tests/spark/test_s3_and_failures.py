@@ -10,9 +10,9 @@ import boto3
 import pytest
 
 from filedrop.load.session import load_object
-from filedrop.routes import load_routes, route_named
-from filedrop.local.sample import SampleSpec, write_sample
 from filedrop.load.sources import describe_uri
+from filedrop.local.sample import SampleSpec, write_sample
+from filedrop.routes import load_routes, route_named
 from tests.conftest import DB
 from tests.spark.conftest import SPARK, assert_same, load_both, split_bytes
 from tests.support.loads import items_route

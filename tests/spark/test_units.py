@@ -4,7 +4,7 @@ manifests (validated against spark-operator's real CRD schema). No services need
 from __future__ import annotations
 
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +12,9 @@ import jsonschema
 import pytest
 import yaml
 
-from filedrop.spark import application as manifests, sizing
 from filedrop.objects import SourceObject
-from filedrop.spark import conf
+from filedrop.spark import application as manifests
+from filedrop.spark import conf, sizing
 from filedrop.spark.plan import BlockStats, NeedsOneTask, make_plan
 
 REPO = Path(__file__).resolve().parents[2]
@@ -161,7 +161,7 @@ def _strict(schema: Any) -> Any:
 
 FILEDROP = {"metadata": {"name": "fd-0123456789ab", "namespace": "loads", "uid": "7c9e6679-7425-40de-944b-e07fc1f90ae7"}}
 OBJ = SourceObject(bucket="d2b-internal-assessment-bucket", key="orders_data/orders.csv", etag="abc", size=3 << 30,
-                   last_modified=datetime(2024, 1, 2, tzinfo=timezone.utc), version_id="v1", sequencer="0A1B",
+                   last_modified=datetime(2024, 1, 2, tzinfo=UTC), version_id="v1", sequencer="0A1B",
                    uri="s3://d2b-internal-assessment-bucket/orders_data/orders.csv", is_s3=True)
 CONFIG = manifests.SparkJobConfig(image="registry.example/filedrop-spark:0.1.0", namespace="loads",
                                   s3_endpoint="http://minio:9000", aws_secret="aws-keys")

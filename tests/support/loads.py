@@ -8,8 +8,8 @@ from typing import Any
 
 from filedrop.config import Settings
 from filedrop.load.session import LoadResult, load_object
-from filedrop.routes import FileRoute, parse_routes_yaml
 from filedrop.load.sources import describe_uri
+from filedrop.routes import FileRoute, parse_routes_yaml
 
 
 def items_route(mode: str = "append", on_error: str = "continue", max_bad: float = 50, *, name_nullable: bool = True,

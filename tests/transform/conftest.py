@@ -12,10 +12,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from filedrop.analytics.transform import TransformConfig, TransformReport, transform
 from filedrop.config import Settings
 from filedrop.local.pipeline import RunReport, run_once
 from filedrop.routes import load_routes
-from filedrop.analytics.transform import TransformConfig, TransformReport, transform
 from tests.conftest import D2B, DB
 
 AS_OF = date(2022, 9, 5)

@@ -12,8 +12,8 @@ import boto3
 import pytest
 from typer.testing import CliRunner
 
-from filedrop.cli import app
 from filedrop.analytics.export import ExportError, export, export_id, export_prefix
+from filedrop.cli import app
 from tests.conftest import DB
 from tests.transform.conftest import Transformed
 

@@ -11,8 +11,8 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from filedrop.config import Settings
 from filedrop.analytics.transform import transform
+from filedrop.config import Settings
 from tests.conftest import D2B, DB
 from tests.transform.conftest import AS_OF, load_dir, make_config
 from tests.transform.expected import Day, analytics, latest_by_key, read_csv

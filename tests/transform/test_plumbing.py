@@ -10,9 +10,17 @@ from pathlib import Path
 import pytest
 
 from filedrop.analytics import dims
+from filedrop.analytics.transform import (
+    PASSWORD_ENV,
+    TransformConfig,
+    TransformError,
+    TransformSchedule,
+    connection_env,
+    dbt_args,
+    dbt_vars,
+    parse_date,
+)
 from filedrop.config import Settings
-from filedrop.analytics.transform import (PASSWORD_ENV, TransformConfig, TransformError, TransformSchedule, connection_env,
-                                dbt_args, dbt_vars, parse_date)
 
 
 def test_connection_env_from_urls(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -11,7 +11,7 @@ from filedrop.events import EventParseError, parse_message
 from filedrop.objects import SourceObject
 from filedrop.protocol import LoadedVersion, choose_engine, decide, too_many_bad_rows
 
-T = datetime(2026, 1, 1, tzinfo=timezone.utc)
+T = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def obj(etag: str, seq: str | None = None, modified: datetime | None = T, version: str | None = None) -> SourceObject:
@@ -104,7 +104,7 @@ def test_direct_and_sns_wrapped_notifications() -> None:
         [ev] = parse_message(message)
         assert (ev.bucket, ev.key, ev.size, ev.etag, ev.sequencer, ev.version_id) == (
             "bkt", "in box/café 1.csv", 12, "abc", "0A", "v1")
-        assert ev.is_create and ev.event_time == datetime(2026, 11, 26, 10, tzinfo=timezone.utc)
+        assert ev.is_create and ev.event_time == datetime(2026, 11, 26, 10, tzinfo=UTC)
 
 
 def test_test_event_is_ignored_and_garbage_is_an_error() -> None:
@@ -119,8 +119,8 @@ def test_test_event_is_ignored_and_garbage_is_an_error() -> None:
 
 def test_poll_memory_skips_unchanged_objects_and_backs_off_failures() -> None:
     from filedrop.load.session import LoadResult
-    from filedrop.local.pipeline import PollMemory
     from filedrop.load.sources import Listed
+    from filedrop.local.pipeline import PollMemory
 
     now = [0.0]
     memory = PollMemory(base=10, cap=40, clock=lambda: now[0])

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import yaml
 
 from filedrop.cluster.jobs import JobSettings, build_loader_job, job_state, spark_state
 from filedrop.cluster.reconcile import Facts, Limits, Outcome, backoff, step
-from filedrop.cluster.resources import filedrop_manifest, filedrop_name, route_from_object, route_manifest, source_object
+from filedrop.cluster.resources import (
+    filedrop_manifest,
+    filedrop_name,
+    route_from_object,
+    route_manifest,
+    source_object,
+)
 from filedrop.routes import load_routes, route_named
 
-NOW = datetime(2026, 11, 26, 12, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 26, 12, tzinfo=UTC)
 LIMITS = Limits(global_loads=2, per_table=1, max_attempts=3, backoff_base_seconds=10)
 REPO = Path(__file__).resolve().parents[2]
 
@@ -152,8 +158,8 @@ def test_crds_agree_with_the_models() -> None:
     """The CRD enums are the pydantic Literals: a drift here would let the server accept what filedrop refuses."""
     from typing import get_args
 
-    from filedrop.routes import ColumnType, Engine, Mode
     from filedrop.cluster.resources import PHASES
+    from filedrop.routes import ColumnType, Engine, Mode
 
     route_crd = yaml.safe_load((REPO / "crds" / "fileroute.yaml").read_text())
     spec = route_crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]

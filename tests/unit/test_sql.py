@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from filedrop.warehouse import sql
 from filedrop.routes import parse_routes_yaml
+from filedrop.warehouse import sql
 from tests.unit.test_routes import route_yaml
 
 ROUTE = parse_routes_yaml(route_yaml(columns="[{name: id, type: integer, nullable: false}, {name: v, type: text}]",

@@ -35,10 +35,10 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -308,7 +308,7 @@ class ControlPlane:
         self._state_file().write_text(json.dumps(state, indent=2) + "\n")
 
     @classmethod
-    def load(cls, dir: Path) -> "ControlPlane":
+    def load(cls, dir: Path) -> ControlPlane:
         cp = cls(Path(dir))
         state = json.loads(cp._state_file().read_text())
         cp.ports = state["ports"]
@@ -443,7 +443,7 @@ class ControlPlane:
                                         + self.log_tails())
             time.sleep(0.1)  # poll interval
 
-    def start(self) -> "ControlPlane":
+    def start(self) -> ControlPlane:
         if self.bin_dir is None:
             self.bin_dir = build_tools()
         self.dir.mkdir(parents=True, exist_ok=True)
