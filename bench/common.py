@@ -109,7 +109,7 @@ def warehouse(url: str | None, workdir: Path | None = None) -> Iterator[str]:
     if url:
         yield url
         return
-    from filedrop.warehouse.server import EmbeddedPostgres
+    from filedrop.warehouse import EmbeddedPostgres
 
     home = Path(tempfile.mkdtemp(prefix="filedrop-bench-pg-", dir=workdir))
     server = EmbeddedPostgres(home)

@@ -26,7 +26,7 @@ import psycopg
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from filedrop.warehouse.server import EmbeddedPostgres  # noqa: E402
+from filedrop.warehouse import EmbeddedPostgres  # noqa: E402
 from tests.support.servers import start_moto  # noqa: E402  (the same moto server the tests use)
 
 

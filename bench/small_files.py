@@ -41,21 +41,21 @@ from common import (
 #: filedrop functions whose cumulative time the profile summary names, with what they stand for.
 STEPS = [
     ("pipeline.py", "run_once", "the whole run"),
-    ("loader.py", "load_object", "one load, everything below (one connection per call)"),
-    ("loader.py", "_load", "one load, everything below"),
-    ("warehouse.py", "connect", "open a connection"),
-    ("warehouse.py", "ensure_meta", "bookkeeping DDL (CREATE … IF NOT EXISTS, CREATE OR REPLACE FUNCTION)"),
-    ("warehouse.py", "ensure_staging", "staging DDL + catalog check"),
+    ("session.py", "load_object", "one load, everything below (one connection per call)"),
+    ("session.py", "_load", "one load, everything below"),
+    ("client.py", "open", "open a connection"),
+    ("schema.py", "ensure_meta", "bookkeeping DDL (CREATE … IF NOT EXISTS, CREATE OR REPLACE FUNCTION)"),
+    ("schema.py", "ensure_staging", "staging DDL + catalog check"),
     ("history.py", "loaded_versions", "history: loaded versions of the key (twice per file)"),
     ("history.py", "next_attempt", "history: attempt number"),
     ("history.py", "insert", "history: insert the running row"),
     ("history.py", "finish", "history: mark loaded"),
-    ("loader.py", "parse", "engine: CREATE the load table + COPY"),
-    ("loader.py", "_finalize", "the apply transaction (upsert, drop load table, history)"),
-    ("loader.py", "_apply", "  of which the upsert statement"),
+    ("direct.py", "parse", "engine: CREATE the load table + COPY"),
+    ("session.py", "_finalize", "the apply transaction (upsert, drop load table, history)"),
+    ("session.py", "_apply", "  of which the upsert statement"),
     ("sources.py", "describe", "MD5 of the file"),
     ("sources.py", "list_objects", "listing the directory"),
-    ("pipeline.py", "cleanup", "dead-load cleanup (once per run)"),
+    ("schema.py", "prepare_meta", "dead-load cleanup (once per run)"),
 ]
 
 

@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from filedrop.config import Settings  # noqa: E402
-from filedrop.warehouse.server import EmbeddedPostgres, connect, ensure_meta  # noqa: E402
+from filedrop.warehouse import EmbeddedPostgres, connect, ensure_meta  # noqa: E402
 
 FILL = """
 INSERT INTO filedrop.ingest_history (load_id, bucket, key, etag, route, target_table, mode, engine, status,

@@ -58,6 +58,7 @@ from common import (
 )
 
 from filedrop.config import Settings
+from filedrop.load import engine as engines
 from filedrop.load import session as loader
 from filedrop.load.sources import describe_uri
 from filedrop.routes import parse_routes_yaml
@@ -179,7 +180,7 @@ def engine_load(url: str, path: Path, engine: str, route: object = APPEND, schem
     global _phases
     if _phases is None:
         _phases = _Phases()
-    factory = loader.engine_factory(engine)
+    factory = engines.engine_factory(engine)
     if factory is not None:
         _phases.wrap(factory)  # type: ignore[arg-type]
     _phases.current = {}

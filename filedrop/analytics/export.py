@@ -14,11 +14,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import psycopg
-from psycopg import sql as pgsql
-
 from filedrop.load.sources import Location, SourceError, s3_client
-from filedrop.warehouse.server import connect
+from filedrop.warehouse import Client, connect
+from filedrop.warehouse.client import quote_name
 
 EXPORT_DIR = "analytics_export"
 _PART = 8 * 1024 * 1024
@@ -49,14 +47,12 @@ def export_prefix(to: str, ident: str) -> tuple[str, str]:
     return loc.bucket, "/".join(p for p in (base, EXPORT_DIR, ident) if p) + "/"
 
 
-def select_sql(schema: str, table: str, columns: list[tuple[str, str]]) -> pgsql.Composed:
+def select_sql(schema: str, table: str, columns: list[tuple[str, str]]) -> str:
     """The COPY query of one table: all columns in order, booleans as true/false, ordered by its first
     column (the key, ingestion_date) so exports are stable."""
-    items = [pgsql.SQL("{}::text AS {}").format(pgsql.Identifier(c), pgsql.Identifier(c)) if t == "boolean"
-             else pgsql.Identifier(c) for c, t in columns]
-    query = pgsql.SQL("SELECT {} FROM {} ORDER BY 1").format(pgsql.SQL(", ").join(items),
-                                                             pgsql.Identifier(schema, table))
-    return pgsql.SQL("COPY ({}) TO STDOUT WITH (FORMAT csv, HEADER true)").format(query)
+    items = [f"{quote_name(c)}::text AS {quote_name(c)}" if t == "boolean" else quote_name(c) for c, t in columns]
+    return (f"COPY (SELECT {', '.join(items)} FROM {quote_name(schema, table)} ORDER BY 1) "
+            "TO STDOUT WITH (FORMAT csv, HEADER true)")
 
 
 @dataclass(frozen=True)
@@ -107,14 +103,14 @@ class _CopyReader(io.RawIOBase):
         return filled
 
 
-def analytics_tables(conn: psycopg.Connection[Any], schema: str) -> dict[str, list[tuple[str, str]]]:
+def analytics_tables(conn: Client, schema: str) -> dict[str, list[tuple[str, str]]]:
     """Base tables of the analytics schema with their (column, type) lists; dbt's scratch tables left out."""
-    rows = conn.execute(
+    rows = conn.all(
         """SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod)
            FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
            JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
            WHERE n.nspname = %s AND c.relkind IN ('r', 'p') AND c.relname NOT LIKE '%%\\_\\_dbt\\_%%'
-           ORDER BY c.relname, a.attnum""", (schema,)).fetchall()
+           ORDER BY c.relname, a.attnum""", (schema,))
     out: dict[str, list[tuple[str, str]]] = {}
     for table, column, typ in rows:
         out.setdefault(str(table), []).append((str(column), str(typ)))
@@ -168,11 +164,10 @@ def _export(url: str, analytics_schema: str, bucket: str, prefix: str, client: A
             raise ExportError(f"schema {analytics_schema!r} has no tables to export (run `filedrop transform` first)")
         for table, columns in tables.items():
             key = f"{prefix}{table}.csv"
-            with conn.cursor() as cur:
-                with cur.copy(select_sql(analytics_schema, table, columns)) as copy:
-                    reader = _CopyReader(iter(copy))
-                    _upload(client, reader, bucket, key)
-                rows = max(cur.rowcount, 0)
+            with conn.copy(select_sql(analytics_schema, table, columns)) as copy:
+                reader = _CopyReader(iter(copy))
+                _upload(client, reader, bucket, key)
+            rows = max(copy.rows, 0)
             item = ExportedTable(table, f"s3://{bucket}/{key}", rows, reader.size)
             written.append(item)
             if on_table:

@@ -27,13 +27,10 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-import psycopg
-from psycopg import sql as pgsql
-from psycopg.conninfo import conninfo_to_dict
-
 from filedrop.analytics import dims
 from filedrop.config import SOURCE_CHECKOUT, Settings
-from filedrop.warehouse.server import connect
+from filedrop.warehouse import connect
+from filedrop.warehouse.client import conninfo, quote_name
 
 log = logging.getLogger(__name__)
 
@@ -135,8 +132,8 @@ def connection_env(url: str) -> dict[str, str]:
     ``PGPASSWORD`` or ``~/.pgpass``.
     """
     try:
-        params = {k: str(v) for k, v in conninfo_to_dict(url).items() if v is not None}
-    except psycopg.ProgrammingError as exc:
+        params = {k: str(v) for k, v in conninfo(url).items() if v is not None}
+    except ValueError as exc:
         raise TransformError(f"cannot read the warehouse URL: {exc}") from None
     unsupported = sorted(set(params) - set(_CONN_ENV) - {"password"} - _IGNORED_PARAMS)
     if unsupported:
@@ -331,19 +328,19 @@ def ensure_dim_dates(url: str, cfg: TransformConfig) -> str:
         days = [d.as_row() for d in dims.calendar(cfg.holiday_country)]
     except (dims.DimsError, ImportError) as exc:
         raise TransformError(f"dim_dates: {exc}") from None
-    table = pgsql.Identifier(cfg.if_common_schema, "dim_dates")
+    table = quote_name(cfg.if_common_schema, "dim_dates")
     with connect(url) as conn:
         with conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(hashtext('filedrop.dim_dates'))")
-            conn.execute(pgsql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(pgsql.Identifier(cfg.if_common_schema)))
-            conn.execute(pgsql.SQL(_DIM_DATES_DDL).format(table=table))
-            current = conn.execute(pgsql.SQL(
+            conn.lock_ddl("filedrop.dim_dates")
+            conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_name(cfg.if_common_schema)}")
+            conn.execute(_DIM_DATES_DDL.format(table=table))
+            current = conn.all(
                 "SELECT calendar_dt::text, year_num, month_of_the_year_num, day_of_the_month_num, "
-                "day_of_the_week_num, working_day::text FROM {} ORDER BY calendar_dt").format(table)).fetchall()
+                f"day_of_the_week_num, working_day::text FROM {table} ORDER BY calendar_dt")
             if [tuple(r) for r in current] == days:
                 return f"{cfg.if_common_schema}.dim_dates up to date ({cfg.holiday_country} holidays)"
-            conn.execute(pgsql.SQL("DELETE FROM {}").format(table))
-            with conn.cursor().copy(pgsql.SQL("COPY {} FROM STDIN").format(table)) as copy:
+            conn.execute(f"DELETE FROM {table}")
+            with conn.copy(f"COPY {table} FROM STDIN") as copy:
                 for row in days:
                     copy.write_row(row)
     return f"{cfg.if_common_schema}.dim_dates generated: {len(days):,} days, {cfg.holiday_country} holidays"
@@ -395,8 +392,8 @@ def read_analytics(url: str, cfg: TransformConfig, ingestion_date: date, tables:
     out = []
     with connect(url) as conn:
         for name in sorted(tables):
-            cur = conn.execute(pgsql.SQL("SELECT * FROM {} WHERE ingestion_date = %s").format(
-                pgsql.Identifier(cfg.analytics_schema, name)), (ingestion_date,))
+            cur = conn.execute(f"SELECT * FROM {quote_name(cfg.analytics_schema, name)} WHERE ingestion_date = %s",
+                               (ingestion_date,))
             columns = [c.name for c in cur.description or []]
             out.append(AnalyticsTable(cfg.analytics_schema, name, columns, cur.fetchall()))
     return out

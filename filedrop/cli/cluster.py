@@ -97,7 +97,7 @@ def backfill_cmd(
     from filedrop.cluster.bridge import backfill
     from filedrop.cluster.kube import Kube
     from filedrop.config import Settings
-    from filedrop.warehouse.server import resolve_url
+    from filedrop.warehouse import resolve_url
 
     settings = Settings()
     if since is not None and since.tzinfo is None:

@@ -14,7 +14,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
-import psycopg
 import typer
 from rich.columns import Columns
 from rich.console import Console
@@ -31,8 +30,16 @@ from filedrop.local import pipeline
 from filedrop.local.sample import SampleSpec, total_rows, write_sample
 from filedrop.objects import SourceObject
 from filedrop.routes import FileRoute, RouteError, load_routes, parse_route, route_named
-from filedrop.warehouse import history
-from filedrop.warehouse.server import EmbeddedPostgres, WarehouseError, connect, ensure_meta, prepare_meta, resolve_url
+from filedrop.warehouse import (
+    EmbeddedPostgres,
+    WarehouseError,
+    connect,
+    ensure_meta,
+    history,
+    prepare_meta,
+    resolve_url,
+)
+from filedrop.warehouse.client import ServerError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False, help=(
     "Load files dropped into S3 (or a directory) exactly once into PostgreSQL staging tables."))
@@ -227,9 +234,9 @@ def _run_loop(url: str, settings: Settings, route_list: list[FileRoute], source:
                     assert source is not None
                     report = pipeline.run_once(url, settings, route_list, source, engine=engine, progress=bars,
                                                on_discovered=bars.discovered, memory=memory)
-        except (SourceError, WarehouseError, RouteError, psycopg.OperationalError) as exc:
+        except (SourceError, WarehouseError, RouteError, ServerError) as exc:
             if not watch:
-                if isinstance(exc, psycopg.OperationalError):
+                if isinstance(exc, ServerError):
                     raise
                 raise _fail(str(exc)) from None
             err.print(f"[bold red]error:[/] {exc}", highlight=False)
@@ -542,7 +549,7 @@ def main() -> None:
     except WarehouseError as exc:
         err.print(f"[bold red]error:[/] {exc}", highlight=False)
         sys.exit(2)
-    except psycopg.OperationalError as exc:  # the warehouse went away mid-command
+    except ServerError as exc:  # the warehouse went away mid-command
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         err.print(f"[bold red]error:[/] lost the warehouse connection: {first}", highlight=False)
         sys.exit(3)

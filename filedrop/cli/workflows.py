@@ -156,7 +156,7 @@ def _prepare(warehouse: str | None) -> tuple[str, Any, Any]:
     """(warehouse URL, Settings, TransformConfig); exit 75 when the warehouse cannot be reached."""
     from filedrop.analytics.transform import TransformConfig, TransformError
     from filedrop.config import Settings
-    from filedrop.warehouse.server import WarehouseError, connect, resolve_url
+    from filedrop.warehouse import WarehouseError, connect, resolve_url
 
     settings = Settings()
     try:

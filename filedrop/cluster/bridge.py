@@ -22,8 +22,7 @@ from filedrop.config import Settings
 from filedrop.events import EventParseError, parse_message
 from filedrop.load.sources import Location, list_objects
 from filedrop.routes import FileRoute, RouteError, route_for
-from filedrop.warehouse import history
-from filedrop.warehouse.server import connect, ensure_meta
+from filedrop.warehouse import connect, ensure_meta, history
 
 log = logging.getLogger(__name__)
 

@@ -24,8 +24,7 @@ from filedrop.protocol import choose_engine, decide
 from filedrop.routes import FileRoute, RouteError, route_for
 from filedrop.spark.application import SparkJobConfig, build_spark_application
 from filedrop.spark.sizing import DEFAULT_TIERS, Tier, tier_for, tiers_from_env
-from filedrop.warehouse import history
-from filedrop.warehouse.server import connect, ensure_meta
+from filedrop.warehouse import connect, ensure_meta, history
 from filedrop.warehouse.sql import ident
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ from filedrop.load.session import LoadResult, LoadSession
 from filedrop.load.sources import Listed, Location, SourceError, describe, list_objects, printable_name
 from filedrop.objects import SourceObject
 from filedrop.routes import FileRoute, RouteError, route_for
-from filedrop.warehouse.server import prepare_meta
+from filedrop.warehouse import prepare_meta
 
 log = logging.getLogger(__name__)
 

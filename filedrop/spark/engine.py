@@ -1,8 +1,8 @@
 """The Spark engine: fills the per-load table of :mod:`filedrop.load.session`'s protocol with Spark.
 
-Adapter layer (pyspark, psycopg). :class:`SparkEngine` has the constructor and ``parse() -> Parsed`` of
+Adapter layer (pyspark; SQL through the warehouse client). :class:`SparkEngine` has the constructor and ``parse() -> Parsed`` of
 :class:`~filedrop.load.session.DirectEngine`; the protocol around it (history, onError rules, the final apply)
-is the loader's, unchanged. Importing this module registers the engine as ``loader.ENGINES["spark"]``.
+is the loader's, unchanged. Importing this module registers the engine as ``ENGINES["spark"]`` (:mod:`filedrop.load.engine`).
 
 How a file is read (see :mod:`filedrop.spark.plan` for the numbering):
 
@@ -33,13 +33,12 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-import psycopg
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from filedrop.config import Settings
 from filedrop.csvscan import FastPathCheck, NeedsTolerant
-from filedrop.load.session import ENGINES, LoadFailed, Parsed, fast_path_check, first_format_violation, read_header
+from filedrop.load.engine import ENGINES, LoadFailed, Parsed, fast_path_check, first_format_violation, read_header
 from filedrop.load.sources import GZIP_MAGIC, ContentChanged, ObjectChanged, ObjectSuperseded, SourceError, local_md5
 from filedrop.objects import SourceObject
 from filedrop.routes import FileRoute
@@ -47,10 +46,9 @@ from filedrop.spark import plan as planning
 from filedrop.spark import tasks
 from filedrop.spark.conf import hadoop_uri
 from filedrop.spark.session import get_session
-from filedrop.warehouse import sql
+from filedrop.warehouse import Client, sql
 
 log = logging.getLogger(__name__)
-Conn = psycopg.Connection[Any]
 
 #: Bytes the driver reads to check the header.
 HEAD_BYTES = 1 << 20
@@ -62,13 +60,13 @@ class SparkEngine:
 
     name = "spark"
 
-    def __init__(self, conn: Conn, settings: Settings, route: FileRoute, obj: SourceObject, load_id: str,
+    def __init__(self, conn: Client, settings: Settings, route: FileRoute, obj: SourceObject, load_id: str,
                  on_bytes: Callable[[int], None] | None = None) -> None:
         self.conn, self.settings, self.route, self.obj, self.load_id = conn, settings, route, obj, load_id
         self.on_bytes = on_bytes
         self.meta = settings.meta_schema
         self.src = hadoop_uri(obj.uri, obj.is_s3)
-        self.conninfo = conn.info.dsn
+        self.conninfo = conn.dsn
         #: which path the last parse took (``parallel``, ``one-task``), and why, for logs and tests.
         self.path = ""
         self.blocks = 0
@@ -113,7 +111,7 @@ class SparkEngine:
         gz = fmt.compression == "gzip" or (fmt.compression == "auto" and (
             self.obj.key.endswith(".gz") or head[:2] == GZIP_MAGIC))
         text_head = _gunzip_head(head) if gz else head
-        file_columns = read_header(io.BufferedReader(io.BytesIO(text_head)), self.route,  # type: ignore[arg-type]
+        file_columns = read_header(io.BufferedReader(io.BytesIO(text_head)), self.route,
                                    self.settings.max_record_bytes)
         hadoop_gz = self.src.endswith(".gz")
         copy_stmt = sql.copy_csv(self.meta, self.load_id, self.route, file_columns)
@@ -155,7 +153,7 @@ class SparkEngine:
         self.blocks = len(plans)
         log.info("%s: %d blocks planned in %.1fs", self.obj.display, len(plans), time.monotonic() - t0)
         t0 = time.monotonic()
-        self.conn.execute(planning.load_table_ddl(self.meta, self.load_id, self.route))  # type: ignore[arg-type]
+        self.conn.execute(planning.load_table_ddl(self.meta, self.load_id, self.route))
         by_start = {p.start: p for p in plans}
         results = _wrap(lambda: lines.mapInArrow(
             partial(tasks.write_blocks, conninfo=self.conninfo, copy_stmt=copy_stmt, plans=by_start,
@@ -171,14 +169,14 @@ class SparkEngine:
             log.info("%s: COPY met bad data in block at byte %d (%s); re-reading with the tolerant parser",
                      self.obj.display, *errors[0])
             for stmt in sql.drop_load_tables(self.meta, self.load_id):
-                self.conn.execute(stmt)  # type: ignore[arg-type]
+                self.conn.execute(stmt)
             raise planning.NeedsOneTask("bad data")
         violation = first_format_violation(self.conn, self.meta, self.load_id, self.route)
         if violation is not None:
             log.info("%s: record %s has a date not in its column's format; re-reading with the tolerant "
                      "parser", self.obj.display, violation)
             for stmt in sql.drop_load_tables(self.meta, self.load_id):
-                self.conn.execute(stmt)  # type: ignore[arg-type]
+                self.conn.execute(stmt)
             raise planning.NeedsOneTask("bad data")
         rows = planning.total_rows(plans)
         stored = self._count()
@@ -188,8 +186,7 @@ class SparkEngine:
         return Parsed(rows, rows, 0)
 
     def _count(self) -> int:
-        row = self.conn.execute(
-            f"SELECT count(*) FROM {sql.qualified(self.meta, sql.load_table_name(self.load_id))}").fetchone()  # type: ignore[arg-type]
+        row = self.conn.one(f"SELECT count(*) FROM {sql.qualified(self.meta, sql.load_table_name(self.load_id))}")
         return int(row[0]) if row else 0
 
     def _one_task(self, spark: SparkSession, *, gunzip: bool, fast: bool) -> Parsed:
@@ -198,7 +195,7 @@ class SparkEngine:
         run = partial(tasks.reference_parse, conninfo=self.conninfo, settings=self.settings, route=self.route,
                       obj=self.obj, load_id=self.load_id, gunzip=gunzip,
                       exact_size=self.obj.size if gunzip else None)
-        self.conn.execute(sql.load_table_ddl(self.meta, self.load_id, self.route))  # type: ignore[arg-type]
+        self.conn.execute(sql.load_table_ddl(self.meta, self.load_id, self.route))
         for step in (("fast", "tolerant") if fast else ("tolerant",)):
             [row] = _wrap(lambda: lines.mapInArrow(partial(run, step=step), tasks.REFERENCE_SCHEMA).collect())
             if row.outcome == "failed":

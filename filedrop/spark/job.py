@@ -23,7 +23,7 @@ from filedrop.load.session import load_object
 from filedrop.load.sources import Location, describe_uri
 from filedrop.objects import SourceObject
 from filedrop.routes import load_routes, parse_route, route_named
-from filedrop.warehouse.server import prepare_meta
+from filedrop.warehouse import prepare_meta
 
 EX_TEMPFAIL = 75
 

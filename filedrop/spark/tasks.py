@@ -3,7 +3,7 @@ block's records, and the one-task reference load. Inputs are Arrow batches of th
 (``line``: the bytes, exactly as in the file; ``block``: the Hadoop split they belong to).
 
 No pyspark here: functions take and yield ``pyarrow.RecordBatch`` iterators (``DataFrame.mapInArrow``)
-and talk to PostgreSQL with psycopg. Connections use a conninfo without password; libpq takes it from
+and talk to PostgreSQL through :class:`~filedrop.warehouse.client.Client`. Connections use a conninfo without password; libpq takes it from
 ``PGPASSWORD``/``PGPASSFILE`` in the workers' environment (a Secret in the cluster).
 """
 
@@ -17,13 +17,13 @@ from dataclasses import dataclass, field
 from itertools import groupby
 from typing import Any
 
-import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from filedrop.config import Settings
 from filedrop.csvscan import FastPathCheck, NeedsTolerant
-from filedrop.load.session import DirectEngine, LoadFailed, Parsed
+from filedrop.load.direct import DirectEngine
+from filedrop.load.engine import LoadFailed, Parsed
 from filedrop.load.sources import CHUNK
 from filedrop.objects import SourceObject
 from filedrop.routes import FileRoute
@@ -33,7 +33,7 @@ from filedrop.spark.plan import (
     BlockPlan,
     row_sequence_setup,
 )
-from filedrop.warehouse.sql import SESSION_SETUP
+from filedrop.warehouse.client import BadValue, Client
 
 BOM = b"\xef\xbb\xbf"
 
@@ -144,35 +144,33 @@ def write_blocks(batches: Iterable[pa.RecordBatch], *, conninfo: str, copy_stmt:
     direct engine: bytes COPY would read differently from RFC 4180 are reported like bad data.
     """
     out: dict[str, list[Any]] = {"start": [], "rows": [], "error": []}
-    with psycopg.connect(conninfo, autocommit=True, application_name="filedrop-spark") as conn:
-        conn.execute(SESSION_SETUP)  # type: ignore[arg-type]
-        conn.execute(ROW_SEQUENCE_DDL)  # type: ignore[arg-type]
+    with Client.open(conninfo, application_name="filedrop-spark") as conn:
+        conn.execute(ROW_SEQUENCE_DDL)
         for start, segs in groupby(segments(batches), key=lambda s: s[0]):
             plan = plans[start]
             rows, error = 0, None
             scan = FastPathCheck(check[0], check[1], dates=check[2], max_record=check[3], ascii_only=check[4])
             try:
-                with conn.cursor() as cur:
-                    cur.execute(*row_sequence_setup(plan.first_row))  # type: ignore[arg-type]
-                    with cur.copy(copy_stmt) as copy:  # type: ignore[arg-type]
-                        skip, seen = plan.skip, 0
-                        for _, lines in segs:
-                            lines_in = len(lines)
-                            lines = _strip_first(lines, start, header, seen)
-                            seen += lines_in
-                            if skip:
-                                take = min(skip, len(lines))
-                                lines, skip = lines.slice(take), skip - take
-                            if len(lines):
-                                piece = join_lines(lines)
-                                scan.feed(piece)
-                                copy.write(piece)
-                        if plan.tail:
-                            scan.feed(plan.tail)
-                            copy.write(plan.tail)
-                        scan.finish()
-                    rows = cur.rowcount
-            except (psycopg.DataError, psycopg.IntegrityError) as exc:
+                conn.execute(*row_sequence_setup(plan.first_row))
+                with conn.copy(copy_stmt) as copy:
+                    skip, seen = plan.skip, 0
+                    for _, lines in segs:
+                        lines_in = len(lines)
+                        lines = _strip_first(lines, start, header, seen)
+                        seen += lines_in
+                        if skip:
+                            take = min(skip, len(lines))
+                            lines, skip = lines.slice(take), skip - take
+                        if len(lines):
+                            piece = join_lines(lines)
+                            scan.feed(piece)
+                            copy.write(piece)
+                    if plan.tail:
+                        scan.feed(plan.tail)
+                        copy.write(plan.tail)
+                    scan.finish()
+                rows = copy.rows
+            except BadValue as exc:
                 error = (exc.diag.message_primary or str(exc)) + (f" ({exc.diag.context})" if exc.diag.context else "")
             except NeedsTolerant as exc:
                 error = str(exc)
@@ -246,8 +244,7 @@ def reference_parse(batches: Iterable[pa.RecordBatch], *, conninfo: str, setting
     stream = io.BufferedReader(gzip.GzipFile(fileobj=raw, mode="rb"), CHUNK) if gunzip else raw  # type: ignore[arg-type]
     row: dict[str, Any] = dict(outcome="ok", rows_parsed=0, rows_good=0, rows_rejected=0, first_error=None,
                                first_error_line=None, note=None)
-    with psycopg.connect(conninfo, autocommit=True, application_name="filedrop-spark") as conn:
-        conn.execute(SESSION_SETUP)  # type: ignore[arg-type]
+    with Client.open(conninfo, application_name="filedrop-spark") as conn:
         engine = _StreamEngine(stream, conn, settings, route, obj, load_id, None)
         try:
             try:
@@ -259,7 +256,7 @@ def reference_parse(batches: Iterable[pa.RecordBatch], *, conninfo: str, setting
             row.update(rows_parsed=parsed.rows_parsed, rows_good=parsed.rows_good,
                        rows_rejected=parsed.rows_rejected, first_error=parsed.first_error,
                        first_error_line=parsed.first_error_line, note=parsed.notes[0] if parsed.notes else None)
-        except (psycopg.DataError, psycopg.IntegrityError) as exc:
+        except BadValue as exc:
             if step != "fast":
                 raise
             row.update(outcome="bad_data", first_error=exc.diag.message_primary)

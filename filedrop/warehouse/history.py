@@ -10,15 +10,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import psycopg
-from psycopg.rows import dict_row
-
 from filedrop.objects import SourceObject
 from filedrop.protocol import LoadedVersion
+from filedrop.warehouse.client import Client, load_lock
 from filedrop.warehouse.sql import drop_load_tables, ident
-
-Conn = psycopg.Connection[Any]
-
 
 #: Longest message stored in history (``first_error``, ``message``); longer ones are cut with a note.
 MESSAGE_CAP = 2000
@@ -35,18 +30,7 @@ def clean(text: str | None, cap: int = MESSAGE_CAP) -> str | None:
     return text
 
 
-def load_lock_key(load_id: str) -> str:
-    """Text hashed into the session advisory lock a live loader holds for its whole load."""
-    return f"filedrop.load:{load_id}"
-
-
-def object_lock_key(bucket: str, key: str) -> str:
-    """Text hashed into the locks on one (bucket, key): held by a loader for its whole load (so a
-    concurrent loader of the same object waits instead of parsing it too) and by final applies."""
-    return f"filedrop.object:{bucket}/{key}"
-
-
-def loaded_versions(conn: Conn, meta: str, bucket: str, key: str) -> list[LoadedVersion]:
+def loaded_versions(conn: Client, meta: str, bucket: str, key: str) -> list[LoadedVersion]:
     """The loaded versions of one (bucket, key), in the order they were applied (the latest last), and
     the event-named versions recorded as duplicates of them (``loaded=False``; they order events)."""
     rows = conn.execute(
@@ -60,7 +44,7 @@ def loaded_versions(conn: Conn, meta: str, bucket: str, key: str) -> list[Loaded
     return [LoadedVersion(*r) for r in rows]
 
 
-def next_attempt(conn: Conn, meta: str, obj: SourceObject) -> int:
+def next_attempt(conn: Client, meta: str, obj: SourceObject) -> int:
     row = conn.execute(
         f"""SELECT count(*) FROM {ident(meta)}.ingest_history
             WHERE bucket = %s AND key = %s AND etag = %s AND status IN ('running', 'failed', 'loaded')""",
@@ -69,7 +53,7 @@ def next_attempt(conn: Conn, meta: str, obj: SourceObject) -> int:
     return int(row[0]) + 1 if row else 1
 
 
-def insert(conn: Conn, meta: str, *, load_id: str, obj: SourceObject, route: str, table: str, mode: str,
+def insert(conn: Client, meta: str, *, load_id: str, obj: SourceObject, route: str, table: str, mode: str,
            engine: str, status: str, attempt: int = 1, filedrop: str | None = None, message: str | None = None,
            first_error: str | None = None, finished: bool = False, replay: str = "", retryable: bool = False) -> None:
     conn.execute(
@@ -84,7 +68,7 @@ def insert(conn: Conn, meta: str, *, load_id: str, obj: SourceObject, route: str
     )
 
 
-def finish(conn: Conn, meta: str, load_id: str, *, status: str, rows_parsed: int | None = None,
+def finish(conn: Client, meta: str, load_id: str, *, status: str, rows_parsed: int | None = None,
            rows_loaded: int | None = None, rows_rejected: int | None = None, first_error: str | None = None,
            first_error_line: int | None = None, message: str | None = None, retryable: bool = False,
            previous_load_id: str | None = None) -> None:
@@ -98,7 +82,7 @@ def finish(conn: Conn, meta: str, load_id: str, *, status: str, rows_parsed: int
     )
 
 
-def cleanup_dead_loads(conn: Conn, meta: str) -> list[str]:
+def cleanup_dead_loads(conn: Client, meta: str) -> list[str]:
     """Mark loads whose loader died as failed and drop their tables; returns their load ids.
 
     A live loader holds a session advisory lock on its load id; if we can take that lock, the
@@ -109,14 +93,12 @@ def cleanup_dead_loads(conn: Conn, meta: str) -> list[str]:
         f"SELECT load_id FROM {m}.ingest_history WHERE status = 'running'").fetchall()]
     cleaned = []
     for load_id in running:
-        got = conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))",
-                           (load_lock_key(load_id),)).fetchone()
-        if not got or not got[0]:
+        if not conn.try_lock(load_lock(load_id)):
             continue  # alive
         try:
             with conn.transaction():
                 for stmt in drop_load_tables(meta, load_id):
-                    conn.execute(stmt)  # type: ignore[arg-type]
+                    conn.execute(stmt)
                 conn.execute(
                     f"""UPDATE {m}.ingest_history SET status = 'failed', finished_at = clock_timestamp(),
                         first_error = coalesce(first_error, 'the loader stopped before finishing (process killed or connection lost); nothing from this attempt is visible'),
@@ -127,7 +109,7 @@ def cleanup_dead_loads(conn: Conn, meta: str) -> list[str]:
                 conn.execute(f"DELETE FROM {m}.rejected_rows WHERE load_id = %s", (load_id,))
             cleaned.append(load_id)
         finally:
-            conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (load_lock_key(load_id),))
+            conn.unlock(load_lock(load_id))
     # Per-load tables without a running history row (e.g. the history insert never committed).
     orphans = conn.execute(
         f"""SELECT DISTINCT right(c.relname, 32) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -138,7 +120,7 @@ def cleanup_dead_loads(conn: Conn, meta: str) -> list[str]:
     ).fetchall()
     for (load_id,) in orphans:
         for stmt in drop_load_tables(meta, load_id):
-            conn.execute(stmt)  # type: ignore[arg-type]
+            conn.execute(stmt)
     return cleaned
 
 
@@ -155,9 +137,8 @@ class RouteStatus:
     last_error: str | None
 
 
-def recent(conn: Conn, meta: str, limit: int = 50, route: str | None = None) -> list[dict[str, Any]]:
-    with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(
+def recent(conn: Client, meta: str, limit: int = 50, route: str | None = None) -> list[dict[str, Any]]:
+    return conn.dicts(
             f"""SELECT load_id, bucket, key, etag, route, target_table, mode, engine, status, rows_parsed,
                        rows_loaded, rows_rejected, first_error, first_error_line, message, attempt, size_bytes,
                        started_at, finished_at
@@ -165,10 +146,9 @@ def recent(conn: Conn, meta: str, limit: int = 50, route: str | None = None) -> 
                 ORDER BY started_at DESC, load_id DESC LIMIT %(limit)s""",
             {"route": route, "limit": limit},
         )
-        return list(cur.fetchall())
 
 
-def route_status(conn: Conn, meta: str) -> list[RouteStatus]:
+def route_status(conn: Client, meta: str) -> list[RouteStatus]:
     """Per route, counting object versions: loaded; failed (and not since replaced by a newer loaded
     version of the same key); skipped; running; rows loaded; last load; the latest outstanding error."""
     rows = conn.execute(
@@ -203,14 +183,13 @@ def route_status(conn: Conn, meta: str) -> list[RouteStatus]:
     return [RouteStatus(*r) for r in rows]
 
 
-def latest_for_filedrop(conn: Conn, meta: str, filedrop: str) -> dict[str, Any] | None:
+def latest_for_filedrop(conn: Client, meta: str, filedrop: str) -> dict[str, Any] | None:
     """The newest history row a FileDrop's loads wrote (its current attempt's outcome)."""
-    with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(
+    rows = conn.dicts(
             f"""SELECT load_id, status, rows_parsed, rows_loaded, rows_rejected, first_error, message, retryable,
                        started_at, finished_at
                 FROM {ident(meta)}.ingest_history WHERE filedrop = %s
                 ORDER BY started_at DESC, load_id DESC LIMIT 1""",
             (filedrop,),
         )
-        return cur.fetchone()
+    return rows[0] if rows else None

@@ -88,7 +88,7 @@ def test_load_command_and_missing_source(cli: CliRunner, warehouse: str, db: DB)
 
 def test_embedded_warehouse_is_started_and_reused(cli: CliRunner, tmp_path: Path) -> None:
     """No --warehouse and no FILEDROP_WAREHOUSE_URL: the embedded PostgreSQL under FILEDROP_HOME."""
-    from filedrop.warehouse.server import EmbeddedPostgres
+    from filedrop.warehouse import EmbeddedPostgres
 
     try:
         first = cli.invoke(app, ["run", "--source", str(D2B)])

@@ -19,7 +19,7 @@ from filedrop.config import Settings
 from filedrop.load.session import load_object
 from filedrop.load.sources import pinned_object
 from filedrop.local.sample import SampleSpec, write_sample
-from filedrop.warehouse.history import object_lock_key
+from filedrop.warehouse.client import object_lock as object_lock_key
 from tests.conftest import DB
 from tests.support.loads import items_route
 from tests.support.servers import DebianPostgres, wait_until

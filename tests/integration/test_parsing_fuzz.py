@@ -20,7 +20,7 @@ import random
 import psycopg
 
 from filedrop.csvscan import FastPathCheck, NeedsTolerant, RecordReader
-from filedrop.load.session import _hold_blank_lines
+from filedrop.load.direct import _hold_blank_lines
 
 TOKENS = ["a", "b", ",", ",", '"', '""', "\n", "\n", "\r\n", "\r", "\\", ".", "\\.", " ", "x"]
 CASES = int(os.environ.get("FILEDROP_FUZZ_CASES", "800"))

@@ -58,7 +58,7 @@ def start_debian_postgres() -> tuple[str, Callable[[], None]]:
 
 def start_embedded_postgres() -> tuple[str, Callable[[], None]]:
     """The embedded PostgreSQL 18 exactly as ``filedrop`` starts it, in a throwaway FILEDROP_HOME."""
-    from filedrop.warehouse.server import EmbeddedPostgres
+    from filedrop.warehouse import EmbeddedPostgres
 
     home = Path(tempfile.mkdtemp(prefix="filedrop-home-"))
     server = EmbeddedPostgres(home)
