@@ -172,7 +172,7 @@ def _prepare(warehouse: str | None) -> tuple[str, Any, Any]:
 
 
 def _variables(as_of: str | None, ingestion_date: str | None) -> dict[str, str]:
-    from filedrop.analytics.transform import TransformError, dbt_vars, parse_date
+    from filedrop.analytics.dbt import TransformError, dbt_vars, parse_date
 
     try:
         return dbt_vars(parse_date(_given(as_of), "--as-of"), parse_date(_given(ingestion_date), "--ingestion-date"))
@@ -181,7 +181,7 @@ def _variables(as_of: str | None, ingestion_date: str | None) -> dict[str, str]:
 
 
 def _run(command: list[str], url: str, cfg: Any, variables: dict[str, str] | None) -> Any:
-    from filedrop.analytics.transform import TransformError, connection_env, dbt_args, dbt_env, run_dbt
+    from filedrop.analytics.dbt import TransformError, connection_env, dbt_args, dbt_env, run_dbt
 
     try:
         env = {**connection_env(url), **dbt_env(cfg)}

@@ -9,7 +9,7 @@ import logging
 import zlib
 from collections.abc import Callable
 
-from filedrop import csvscan
+from filedrop import csvrecords, csvscan
 from filedrop.config import Settings
 from filedrop.load.engine import (
     ENGINES,
@@ -87,7 +87,7 @@ class DirectEngine:
             raise csvscan.NeedsTolerant(f"record {row}: a date not written in its column's format")
 
     def _tolerant(self) -> Parsed:
-        """Re-read the file record by record (:class:`~filedrop.csvscan.RecordReader`, RFC 4180, the
+        """Re-read the file record by record (:class:`~filedrop.csvrecords.RecordReader`, RFC 4180, the
         record's bytes kept as written); PostgreSQL types each value (``input_error``) so accepted values
         are exactly what COPY accepts."""
         fmt = self.route.spec.format
@@ -98,19 +98,19 @@ class DirectEngine:
         stop_error: str | None = None
         with self._open(None) as stream:
             file_columns = read_header(stream, self.route, self.settings.max_record_bytes)
-            reader = csvscan.RecordReader(stream, delimiter=fmt.delimiter, quote=fmt.quote, null=fmt.null_value,
+            reader = csvrecords.RecordReader(stream, delimiter=fmt.delimiter, quote=fmt.quote, null=fmt.null_value,
                                           encoding=fmt.encoding, columns=len(file_columns),
                                           max_record=self.settings.max_record_bytes, chunk=CHUNK)
             with self.conn.copy(sql.copy_raw(meta, load_id, file_columns)) as copy:
                 try:
                     for record in reader:
                         rownum += 1
-                        raw = csvscan.printable(record.raw, fmt.encoding, RAW_LINE_CAP)
+                        raw = csvrecords.printable(record.raw, fmt.encoding, RAW_LINE_CAP)
                         if record.values is None:
                             rejects.append((load_id, rownum, raw, record.error or "malformed record", None))
                             continue
                         copy.write_row([rownum, raw, *record.values])
-                except csvscan.RecordTooLong as exc:
+                except csvrecords.RecordTooLong as exc:
                     stop_error = f"unreadable CSV after data record {rownum}: {exc}"
         m = sql.ident(meta)
         with self.conn.transaction():

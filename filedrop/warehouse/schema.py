@@ -10,7 +10,7 @@ import logging
 
 from filedrop.config import Settings
 from filedrop.routes import FileRoute
-from filedrop.warehouse import history, sql
+from filedrop.warehouse import ddl, history, sql
 from filedrop.warehouse.client import Client, WarehouseError, connect
 
 log = logging.getLogger(__name__)
@@ -27,7 +27,7 @@ def ensure_meta(conn: Client, settings: Settings) -> None:
         if _meta_is_current(conn, settings.meta_schema):
             return
         log.info("creating or upgrading the bookkeeping schema %s", settings.meta_schema)
-        for stmt in sql.meta_ddl(settings.meta_schema, conn.server_version):
+        for stmt in ddl.meta_ddl(settings.meta_schema, conn.server_version):
             conn.execute(stmt)
 
 
@@ -35,9 +35,9 @@ def _meta_is_current(conn: Client, meta: str) -> bool:
     row = conn.execute(
         "SELECT obj_description(to_regclass(%s), 'pg_class'), "
         "(SELECT count(*) FROM unnest(%s::text[]) AS o(name) WHERE to_regclass(o.name) IS NOT NULL)",
-        (f"{sql.ident(meta)}.ingest_history", [f"{sql.ident(meta)}.{sql.ident(n)}" for n in sql.LEGACY_META_OBJECTS]),
+        (f"{sql.ident(meta)}.ingest_history", [f"{sql.ident(meta)}.{sql.ident(n)}" for n in ddl.LEGACY_META_OBJECTS]),
     ).fetchone()
-    return row is not None and row[0] == sql.meta_version_comment() and row[1] == 0
+    return row is not None and row[0] == ddl.meta_version_comment() and row[1] == 0
 
 
 def ensure_staging(conn: Client, settings: Settings, route: FileRoute) -> None:
@@ -53,24 +53,24 @@ def ensure_staging(conn: Client, settings: Settings, route: FileRoute) -> None:
         return
     with conn.transaction():
         conn.lock_ddl()
-        ddl = sql.staging_ddl(schema, route)
-        for stmt in ddl[:2]:  # schema and table
+        statements = ddl.staging_ddl(schema, route)
+        for stmt in statements[:2]:  # schema and table
             conn.execute(stmt)
         rows = _columns(conn, schema, route.spec.table)
         if "_source_key" in {n for n, _ in rows} and "_source_bucket" not in {n for n, _ in rows}:
             log.info("adding _source_bucket to %s.%s (from the load history)", schema, route.spec.table)
-            for stmt in sql.staging_bucket_migration(schema, settings.meta_schema, route.spec.table):
+            for stmt in ddl.staging_bucket_migration(schema, settings.meta_schema, route.spec.table):
                 conn.execute(stmt)
             rows = _columns(conn, schema, route.spec.table)
         if "_source_bucket" in {n for n, _ in rows}:
-            for stmt in ddl[2:]:  # indexes
+            for stmt in statements[2:]:  # indexes
                 conn.execute(stmt)
     _check_columns(schema, route, rows)
     _check_primary_key(conn, schema, route)
 
 
 def _indexes_present(conn: Client, schema: str, route: FileRoute) -> bool:
-    wanted = sql.staging_index_names(route)
+    wanted = ddl.staging_index_names(route)
     if not wanted:
         return True
     found = conn.execute(
@@ -100,7 +100,7 @@ def _check_primary_key(conn: Client, schema: str, route: FileRoute) -> None:
 
 def _check_columns(schema: str, route: FileRoute, rows: list[tuple[str, str]]) -> None:
     have = {str(n): str(t) for n, t in rows}
-    want = {n: t for n, t, _ in sql.staging_columns(route)}
+    want = {n: t for n, t, _ in ddl.staging_columns(route)}
     problems = []
     missing = [n for n in want if n not in have]
     if missing:

@@ -4,7 +4,7 @@ Random short files over the characters that matter (delimiter, quote, doubled qu
 backslash, `\\.`, space) with 1–3 columns. For each:
 
 - :class:`~filedrop.csvscan.FastPathCheck` gives the same verdict whatever the chunking;
-- :class:`~filedrop.csvscan.RecordReader` reads the same records whatever the chunking;
+- :class:`~filedrop.csvrecords.RecordReader` reads the same records whatever the chunking;
 - where the check lets the bytes through to PostgreSQL's COPY (the fast path) and COPY accepts them, COPY's
   rows equal the reader's (the tolerant path): a value never depends on the path.
 
@@ -19,7 +19,8 @@ import random
 
 import psycopg
 
-from filedrop.csvscan import FastPathCheck, NeedsTolerant, RecordReader
+from filedrop.csvrecords import RecordReader
+from filedrop.csvscan import FastPathCheck, NeedsTolerant
 from filedrop.load.direct import _hold_blank_lines
 
 TOKENS = ["a", "b", ",", ",", '"', '""', "\n", "\n", "\r\n", "\r", "\\", ".", "\\.", " ", "x"]

@@ -42,8 +42,8 @@ from topology import Stack, s3_event  # tests/k8s (on sys.path via conftest)
 
 from filedrop.config import Settings
 from filedrop.routes import parse_routes_yaml
-from filedrop.warehouse.client import object_lock as object_lock_key
 from filedrop.warehouse import prepare_meta
+from filedrop.warehouse.client import object_lock as object_lock_key
 from tests.conftest import DB
 from tests.support.servers import DebianPostgres
 from tests.support.slowproxy import SlowProxy

@@ -12,7 +12,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from filedrop.analytics import dims
-from filedrop.analytics.transform import connection_env, dbt_args, dbt_env, run_dbt
+from filedrop.analytics.dbt import connection_env, dbt_args, dbt_env, run_dbt
 from tests.conftest import D2B, REPO
 from tests.transform.conftest import AS_OF, Transformed
 from tests.transform.expected import Day, analytics, read_csv

@@ -10,16 +10,16 @@ from pathlib import Path
 import pytest
 
 from filedrop.analytics import dims
-from filedrop.analytics.transform import (
+from filedrop.analytics.dbt import (
     PASSWORD_ENV,
     TransformConfig,
     TransformError,
-    TransformSchedule,
     connection_env,
     dbt_args,
     dbt_vars,
     parse_date,
 )
+from filedrop.analytics.transform import TransformSchedule
 from filedrop.config import Settings
 
 

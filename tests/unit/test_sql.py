@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from filedrop.routes import parse_routes_yaml
-from filedrop.warehouse import sql
+from filedrop.warehouse import ddl, sql
 from tests.unit.test_routes import route_yaml
 
 ROUTE = parse_routes_yaml(route_yaml(columns="[{name: id, type: integer, nullable: false}, {name: v, type: text}]",
@@ -31,7 +31,7 @@ def test_load_id_is_checked() -> None:
 
 
 def test_staging_ddl_has_lineage_and_primary_key() -> None:
-    create = sql.staging_ddl("staging", ROUTE)[1]
+    create = ddl.staging_ddl("staging", ROUTE)[1]
     assert create.startswith('CREATE TABLE IF NOT EXISTS "staging"."things" ("id" integer NOT NULL, "v" text, ')
     assert '"_source_bucket" text NOT NULL, "_source_key" text NOT NULL' in create and '"_row_number" bigint NOT NULL' in create
     assert create.endswith('PRIMARY KEY ("id"))')
