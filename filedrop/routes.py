@@ -10,13 +10,13 @@ import re
 from collections.abc import Iterable, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-API_VERSION = "filedrop.dev/v1alpha1"
-KIND = "FileRoute"
+API_VERSION: Final = "filedrop.dev/v1alpha1"
+KIND: Final = "FileRoute"
 
 #: Unquoted-identifier rule we accept for schema, table and column names: lower-case start, then
 #: lower-case letters, digits and underscores, at most 63 bytes (PostgreSQL's NAMEDATALEN - 1).

@@ -142,7 +142,7 @@ def _upload(client: Any, reader: io.RawIOBase, bucket: str, key: str) -> None:
         client.put_object(Bucket=bucket, Key=key, Body=data, **extra)
         return
     upload_id = client.create_multipart_upload(Bucket=bucket, Key=key, **extra)["UploadId"]
-    parts = []
+    parts: list[dict[str, Any]] = []
     try:
         while data:
             number = len(parts) + 1

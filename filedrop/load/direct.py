@@ -8,6 +8,7 @@ import io
 import logging
 import zlib
 from collections.abc import Callable
+from typing import Any
 
 from filedrop import csvrecords, csvscan
 from filedrop.config import Settings
@@ -40,7 +41,7 @@ class DirectEngine:
         self.on_bytes = on_bytes
         self.meta = settings.meta_schema
 
-    def _open(self, on_bytes: Callable[[int], None] | None) -> io.BufferedReader:
+    def _open(self, on_bytes: Callable[[int], None] | None) -> io.BufferedReader[Any]:
         return open_stream(self.obj, self.route.spec.format.compression, on_bytes=on_bytes)
 
     def parse(self) -> Parsed:

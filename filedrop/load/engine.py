@@ -13,7 +13,7 @@ import io
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from filedrop import csvscan
 from filedrop.config import Settings
@@ -54,7 +54,7 @@ class Parsed:
 
 # --- what every engine shares ----------------------------------------------------------------------------------------
 
-def read_header(stream: io.BufferedReader, route: FileRoute, max_bytes: int = MAX_FIELD) -> list[str]:
+def read_header(stream: io.BufferedReader[Any], route: FileRoute, max_bytes: int = MAX_FIELD) -> list[str]:
     """Consume the header line (if the route has one) and return the file's column order.
 
     Strict: the header must name exactly the route's columns (any order, case-insensitive); the

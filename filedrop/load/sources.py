@@ -232,7 +232,7 @@ class _Counting(io.RawIOBase):
 
 
 def open_stream(obj: SourceObject, compression: str = "auto",
-                on_bytes: Callable[[int], None] | None = None, client: Any = None) -> io.BufferedReader:
+                on_bytes: Callable[[int], None] | None = None, client: Any = None) -> io.BufferedReader[Any]:
     """The object's content, decompressed, as a buffered byte stream.
 
     ``compression: auto`` decides by the ``.gz`` extension or the gzip magic bytes. S3 reads are
@@ -273,5 +273,5 @@ def open_stream(obj: SourceObject, compression: str = "auto",
         compression == "auto" and (obj.key.endswith(".gz") or raw.peek(2)[:2] == GZIP_MAGIC)
     )
     if gz:
-        return io.BufferedReader(gzip.GzipFile(fileobj=raw, mode="rb"), CHUNK)  # type: ignore[arg-type]
+        return io.BufferedReader(gzip.GzipFile(fileobj=raw, mode="rb"), CHUNK)
     return raw

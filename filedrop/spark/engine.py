@@ -74,9 +74,10 @@ class SparkEngine:
     # --- driver-side helpers -------------------------------------------------------------------------
 
     def _hadoop(self, spark: SparkSession) -> tuple[Any, Any]:
-        jvm = spark.sparkContext._jvm  # type: ignore[attr-defined]
+        jvm, jsc = spark.sparkContext._jvm, spark.sparkContext._jsc
+        assert jvm is not None and jsc is not None, "a classic (JVM) SparkSession"
         path = jvm.org.apache.hadoop.fs.Path(self.src)
-        return path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()), path  # type: ignore[union-attr]
+        return path.getFileSystem(jsc.hadoopConfiguration()), path
 
     def _peek(self, spark: SparkSession) -> bytes:
         """The first bytes of the object, raw, through Hadoop; checks the S3 ETag is still ours."""
@@ -262,4 +263,4 @@ def _first_line(text: str) -> str:
     return (lines[0] if lines else text)[:500]
 
 
-ENGINES["spark"] = SparkEngine  # type: ignore[assignment]
+ENGINES["spark"] = SparkEngine

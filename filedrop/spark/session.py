@@ -37,7 +37,7 @@ def get_session() -> SparkSession:
         for key, value in settings.items():
             builder = builder.config(key, value)
         spark = builder.getOrCreate()
-    hadoop = spark.sparkContext._jsc.hadoopConfiguration()  # type: ignore[union-attr]
+    hadoop = spark.sparkContext._jsc.hadoopConfiguration()
     for key, value in conf.s3a_conf(os.environ).items():
         hadoop.set(key, value)
     return spark

@@ -226,11 +226,11 @@ def file_bytes(batches: Iterable[pa.RecordBatch], exact_size: int | None) -> Ite
 class _StreamEngine(DirectEngine):
     """The direct engine's parser over the bytes Spark read (so both engines share one parser)."""
 
-    def __init__(self, stream: io.BufferedReader, *args: Any) -> None:
+    def __init__(self, stream: io.BufferedReader[Any], *args: Any) -> None:
         super().__init__(*args)
         self._stream = stream
 
-    def _open(self, on_bytes: Any) -> io.BufferedReader:
+    def _open(self, on_bytes: Any) -> io.BufferedReader[Any]:
         return self._stream
 
 
@@ -240,8 +240,8 @@ def reference_parse(batches: Iterable[pa.RecordBatch], *, conninfo: str, setting
     """Run one step of :class:`~filedrop.load.session.DirectEngine` (``fast`` COPY, or the ``tolerant`` pass)
     over the whole file in this one task. Outcome ``ok``, ``bad_data`` (fast COPY met bad data) or
     ``failed`` (the file cannot be loaded: :class:`~filedrop.load.session.LoadFailed`)."""
-    raw: io.BufferedReader = io.BufferedReader(_Pieces(file_bytes(batches, exact_size)), CHUNK)
-    stream = io.BufferedReader(gzip.GzipFile(fileobj=raw, mode="rb"), CHUNK) if gunzip else raw  # type: ignore[arg-type]
+    raw: io.BufferedReader[Any] = io.BufferedReader(_Pieces(file_bytes(batches, exact_size)), CHUNK)
+    stream: io.BufferedReader[Any] = io.BufferedReader(gzip.GzipFile(fileobj=raw, mode="rb"), CHUNK) if gunzip else raw
     row: dict[str, Any] = dict(outcome="ok", rows_parsed=0, rows_good=0, rows_rejected=0, first_error=None,
                                first_error_line=None, note=None)
     with Client.open(conninfo, application_name="filedrop-spark") as conn:
