@@ -57,10 +57,11 @@ def _default_root() -> Path:
 
 def rendered_files(root: Path) -> dict[Path, str]:
     """Every file ``render`` writes, by path: the plain manifests and the chart's templates."""
+    from filedrop.analytics import chart
     from filedrop.analytics import workflows as wf
 
     files = {root / "workflows" / name: text for name, text in wf.render_plain().items()}
-    files.update({root / "helm" / "filedrop" / rel: text for rel, text in wf.render_chart().items()})
+    files.update({root / "helm" / "filedrop" / rel: text for rel, text in chart.render_chart().items()})
     return files
 
 
