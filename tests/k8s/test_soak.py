@@ -38,13 +38,13 @@ from typing import Any
 import psutil
 import psycopg
 import pytest
-from topology import Stack, s3_event  # tests/k8s (on sys.path via conftest)
 
 from filedrop.config import Settings
 from filedrop.routes import parse_routes_yaml
 from filedrop.warehouse.history import object_lock_key
 from filedrop.warehouse.server import prepare_meta
 from tests.conftest import DB
+from tests.support.k8s.topology import Stack, s3_event
 from tests.support.servers import DebianPostgres
 from tests.support.slowproxy import SlowProxy
 
