@@ -138,7 +138,7 @@ def apply(
         except OSError as exc:  # requests' connection errors: no answer at all
             raise fail(f"{obj.kind} {obj.name}: cannot reach {argo_server}: {exc}", ExitCode.TEMPFAIL) from None
         say(f"{obj.kind} {namespace}/{done.metadata.name} applied "
-                  f"(resourceVersion {done.metadata.resource_version})")
+            f"(resourceVersion {done.metadata.resource_version})")
 
 
 # --- the steps ---------------------------------------------------------------------------------------
