@@ -83,7 +83,7 @@ bench: venv spark-jars
 		--data $(BENCH_DATA) $(BENCH_ARGS) | tee $(BENCH_RESULTS)/small_files.md
 	set -o pipefail; $(PY) bench/transform_scaling.py --orders $(BENCH_TRANSFORM_ORDERS) --repeat $(BENCH_REPEAT) \
 		$(BENCH_ARGS) | tee $(BENCH_RESULTS)/transform.md
-	set -o pipefail; $(PY) bench/latency.py --files 20 --size-mb 1 | tee $(BENCH_RESULTS)/latency.md
+	set -o pipefail; $(PY) -m bench.latency --files 20 --size-mb 1 | tee $(BENCH_RESULTS)/latency.md
 	set -o pipefail; $(PY) bench/status.py --versions $(BENCH_STATUS_VERSIONS) $(if $(BENCH_WAREHOUSE),--warehouse $(BENCH_WAREHOUSE)) \
 		| tee $(BENCH_RESULTS)/status.md
 	@echo "load average after: $$(uptime)" | tee -a $(BENCH_RESULTS)/uptime.txt

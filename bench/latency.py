@@ -1,6 +1,6 @@
 """Benchmark (not a test): S3 put → rows queryable, local runtime reading S3 notifications from SQS.
 
-    .venv/bin/python bench/latency.py [--files 20] [--size-mb 1]
+    .venv/bin/python -m bench.latency [--files 20] [--size-mb 1]     # from the repository root
 
 Starts moto's S3/SQS server and an embedded PostgreSQL in a temporary directory, points the bucket's
 ObjectCreated notifications at a queue, runs `filedrop run --watch --queue URL --no-transform` as a
@@ -24,16 +24,14 @@ from pathlib import Path
 import boto3
 import psycopg
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-from filedrop.warehouse import EmbeddedPostgres  # noqa: E402
-from tests.support.servers import start_moto  # noqa: E402  (the same moto server the tests use)
+from filedrop.warehouse import EmbeddedPostgres
+from tests.support.servers import start_moto  # the same moto server the tests use
 
 
 def orders_file(n_rows: int, start: int) -> bytes:
     lines = ["order_id,customer_id,order_date,product_id,unit_price,quantity,total_price"]
-    lines += [f"{i},{i % 997},2022-0{1 + i % 9}-1{i % 10},{i % 30},{10 + i % 90},{1 + i % 9},{(10 + i % 90) * (1 + i % 9)}"
-              for i in range(start, start + n_rows)]
+    lines += [f"{i},{i % 997},2022-0{1 + i % 9}-1{i % 10},{i % 30},{10 + i % 90},{1 + i % 9},"
+              f"{(10 + i % 90) * (1 + i % 9)}" for i in range(start, start + n_rows)]
     return ("\n".join(lines) + "\n").encode()
 
 

@@ -11,17 +11,15 @@ server, the analytics tables to S3). A daily ``CronWorkflow`` runs that same tem
 :func:`step_command` gives (pure, unit-tested): what a step does can be run by hand the same way.
 
 This module is the single source of the Argo manifests. :func:`render_plain` gives the YAML committed in
-``workflows/`` (and what ``filedrop workflows apply`` submits); :func:`render_chart` gives the chart's
-templates, in which Argo's ``{{...}}`` is escaped for Helm and chart values stand where the plain
-rendering has defaults. ``filedrop workflows render`` writes both; a test fails when the committed files
-drift from what this module renders.
+``workflows/`` (and what ``filedrop workflows apply`` submits); :func:`filedrop.analytics.chart.render_chart`
+turns the same manifests into the chart's templates. ``filedrop workflows render`` writes both; a test
+fails when the committed files drift from what these modules render.
 
 Pure: builds objects and text, does no I/O (:mod:`filedrop.cli.workflows` writes files and talks to Argo).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
@@ -40,11 +38,13 @@ from hera.workflows import (
     RetryStrategy,
     SecretEnv,
     SecretEnvFrom,
+    Task,
     WorkflowTemplate,
 )
 from hera.workflows.models import (
     Backoff,
     Capabilities,
+    IntOrString,
     Metadata,
     Mutex,
     PodGC,
@@ -59,9 +59,11 @@ from hera.workflows.models import (
     WorkflowTemplateRef,
 )
 
+from filedrop.exitcodes import ExitCode
+
 __all__ = [
-    "CHART_TEMPLATES",
     "DOCS_DIR",
+    "HEADER",
     "PARAMETERS",
     "PLAIN_FILES",
     "RETRYABLE_EXIT_CODES",
@@ -71,13 +73,11 @@ __all__ = [
     "WorkflowConfig",
     "config_from_mapping",
     "cron_workflow",
-    "escape_for_helm",
+    "dump_yaml",
     "manifests",
-    "render_chart",
     "render_plain",
     "retry_expression",
     "step_command",
-    "substitute_values",
     "workflow_template",
 ]
 
@@ -94,7 +94,7 @@ PARAMETERS: dict[str, tuple[str, str]] = {
 
 #: Exit statuses worth a retry: 75 (EX_TEMPFAIL: the warehouse or S3 could not be reached) from the step
 #: commands and ``filedrop load``, 3 (the warehouse connection was lost mid-command) from the CLI.
-RETRYABLE_EXIT_CODES = (3, 75)
+RETRYABLE_EXIT_CODES: tuple[int, ...] = (ExitCode.WAREHOUSE_LOST, ExitCode.TEMPFAIL)
 
 #: Where a step keeps its files (an emptyDir: the root filesystem is read-only).
 TMP = "/tmp"
@@ -107,8 +107,6 @@ WORKFLOW_DEADLINE = 6 * 3600
 
 PLAIN_FILES = {"template": "filedrop-transform.workflowtemplate.yaml",
                "cron": "filedrop-transform.cronworkflow.yaml"}
-CHART_TEMPLATES = {"template": "templates/workflows-workflowtemplate.yaml",
-                   "cron": "templates/workflows-cronworkflow.yaml"}
 
 
 @dataclass(frozen=True)
@@ -177,17 +175,17 @@ def step_command(step: str, *, as_of_date: str = "", ingestion_date: str = "", s
 def retry_expression(codes: tuple[int, ...] = RETRYABLE_EXIT_CODES) -> str:
     """Argo retry expression: the pod failed to run (``Error``: evicted, node lost), or the command
     said a retry may help. A failing dbt test or model is not retried: it would fail the same way."""
-    quoted = ", ".join(f'"{c}"' for c in codes)
+    quoted = ", ".join(f'"{int(c)}"' for c in codes)
     return f'lastRetry.status == "Error" || lastRetry.exitCode in [{quoted}]'
 
 
 def _retry(limit: int = 3) -> RetryStrategy:
     return RetryStrategy(limit=limit, retry_policy="Always", expression=retry_expression(),
-                         backoff=Backoff(duration="1m", factor=2, max_duration="30m"))
+                         backoff=Backoff(duration="1m", factor=IntOrString(2), max_duration="30m"))
 
 
 def _param(name: str) -> str:
-    return "{{workflow.parameters.%s}}" % name
+    return f"{{{{workflow.parameters.{name}}}}}"
 
 
 def _step_container(cfg: WorkflowConfig, step: str, **kw: Any) -> Container:
@@ -251,14 +249,22 @@ def workflow_template(cfg: WorkflowConfig = WorkflowConfig()) -> WorkflowTemplat
         publish = _step_container(cfg, "publish-docs", inputs=[Artifact(name="docs", path=f"{DOCS_DIR}/index.html")])
         export = _step_container(cfg, "export")
         with DAG(name="transform"):
-            t_fresh = freshness(name="freshness")
-            t_build = build(name="build")
-            t_docs = docs(name="docs")
-            t_publish = publish(name="publish-docs", arguments=[t_docs.get_artifact("docs")])
-            t_export = export(name="export")
-            t_fresh >> t_build >> [t_docs, t_export]
+            t_fresh = _task(freshness, "freshness")
+            t_build = _task(build, "build")
+            t_docs = _task(docs, "docs")
+            t_publish = _task(publish, "publish-docs", arguments=[t_docs.get_artifact("docs")])
+            t_export = _task(export, "export")
+            t_fresh >> t_build
+            t_build >> [t_docs, t_export]
             t_docs >> t_publish
     return w
+
+
+def _task(template: Container, name: str, **kw: Any) -> Task:
+    """A task of the DAG being defined: calling a template inside a ``with DAG`` adds one."""
+    task = template(name=name, **kw)
+    assert isinstance(task, Task)
+    return task
 
 
 def cron_workflow(cfg: WorkflowConfig = WorkflowConfig()) -> CronWorkflow:
@@ -297,138 +303,19 @@ def manifests(cfg: WorkflowConfig = WorkflowConfig()) -> dict[str, dict[str, Any
     return {"template": _ordered(workflow_template(cfg).to_dict()), "cron": _ordered(cron_workflow(cfg).to_dict())}
 
 
-_HEADER = "# Generated by `filedrop workflows render` from filedrop/analytics/workflows.py. Do not edit: change the Hera code.\n"
+#: The first line of the files ``filedrop workflows render`` writes to ``workflows/``.
+HEADER = ("# Generated by `filedrop workflows render` from filedrop/analytics/workflows.py. "
+          "Do not edit: change the Hera code.\n")
 
 
-def _dump(doc: dict[str, Any]) -> str:
+def dump_yaml(doc: dict[str, Any]) -> str:
+    """A manifest as the committed files have it: keys in :func:`_ordered`'s order, block style."""
     return yaml.safe_dump(doc, sort_keys=False, default_flow_style=False, width=120)
 
 
 def render_plain(cfg: WorkflowConfig = WorkflowConfig()) -> dict[str, str]:
     """The manifests with ``cfg``'s values, by file name (``workflows/``)."""
-    return {PLAIN_FILES[kind]: _HEADER + _dump(doc) for kind, doc in manifests(cfg).items()}
-
-
-# --- the chart's templates -------------------------------------------------------------------------
-
-#: Placeholders for chart values: ``__HELM_<KEY>__`` stands for one scalar (rendered quoted) and a
-#: mapping value ``__HELM_BLOCK_<KEY>__`` for a YAML block (rendered with nindent).
-CHART_SCALARS = {
-    "NAME": 'include "filedrop.workflows.name" .',
-    "CRON_NAME": 'printf "%s-daily" (include "filedrop.workflows.name" .)',
-    "NAMESPACE": ".Release.Namespace",
-    "IMAGE": 'include "filedrop.image" .',
-    "PULL_POLICY": ".Values.image.pullPolicy",
-    "SERVICE_ACCOUNT": 'include "filedrop.workflows.serviceAccountName" .',
-    "WAREHOUSE_SECRET": 'required "warehouse.existingSecret is required" .Values.warehouse.existingSecret',
-    "WAREHOUSE_KEY": ".Values.warehouse.urlKey",
-    "SCHEDULE": ".Values.argo.schedule",
-    "TIMEZONE": ".Values.argo.timezone",
-    "EXPORT_TO": 'required "argo.exportTo is required when argo.enabled" .Values.argo.exportTo',
-    "DOCS_TO": 'required "docs.s3Uri is required when argo.enabled" .Values.docs.s3Uri',
-    "DOCS_SERVER": 'include "filedrop.docs.reloadUrl" .',
-    "SUCCESSFUL_HISTORY": ".Values.argo.successfulJobsHistoryLimit",
-    "FAILED_HISTORY": ".Values.argo.failedJobsHistoryLimit",
-    "STARTING_DEADLINE": ".Values.argo.startingDeadlineSeconds",
-}
-CHART_BLOCKS = {
-    "LABELS": 'include "filedrop.labels" (dict "context" . "component" "workflows")',
-    "POD_LABELS": 'include "filedrop.selectorLabels" (dict "context" . "component" "workflows")',
-    "RESOURCES": "toYaml .Values.argo.resources",
-    "ENV_FROM": 'include "filedrop.workflows.envFrom" .',
-}
-#: Integers in the manifest that come from values (a placeholder must be a string until rendered).
-_CHART_INTS = {"SUCCESSFUL_HISTORY", "FAILED_HISTORY", "STARTING_DEADLINE"}
-
-
-def _scalar(key: str) -> str:
-    return f"__HELM_{key}__"
-
-
-def _block(key: str) -> str:
-    return f"__HELM_BLOCK_{key}__"
-
-
-def chart_config() -> WorkflowConfig:
-    """The config whose values are chart placeholders."""
-    s = _scalar
-    return WorkflowConfig(
-        name=s("NAME"), namespace=s("NAMESPACE"), labels={_block("LABELS"): ""}, image=s("IMAGE"),
-        service_account=s("SERVICE_ACCOUNT"),
-        warehouse_secret=s("WAREHOUSE_SECRET"), warehouse_secret_key=s("WAREHOUSE_KEY"),
-        schedule="0 6 * * *", timezone=s("TIMEZONE"), export_to=s("EXPORT_TO"), docs_to=s("DOCS_TO"),
-        docs_server=s("DOCS_SERVER"))
-
-
-def _chart_manifests() -> dict[str, dict[str, Any]]:
-    """The manifests with placeholders; Hera validates types, so a few fields are placed afterwards."""
-    docs = manifests(chart_config())
-    blocks = {_block("LABELS"): ""}
-    for doc in docs.values():
-        assert doc["metadata"]["labels"] == blocks
-        doc["metadata"]["labels"] = _block("LABELS")
-    tmpl, cron = docs["template"]["spec"], docs["cron"]["spec"]
-    tmpl["workflowMetadata"]["labels"] = _block("LABELS")
-    tmpl["podMetadata"]["labels"] = _block("POD_LABELS")
-    for t in tmpl["templates"]:
-        if "container" in t:
-            t["container"]["imagePullPolicy"] = _scalar("PULL_POLICY")
-            t["container"]["resources"] = _block("RESOURCES")
-            t["container"]["envFrom"] = _block("ENV_FROM")
-    docs["cron"]["metadata"]["name"] = _scalar("CRON_NAME")
-    cron["schedules"] = [_scalar("SCHEDULE")]
-    cron["timezone"] = _scalar("TIMEZONE")
-    cron["successfulJobsHistoryLimit"] = _scalar("SUCCESSFUL_HISTORY")
-    cron["failedJobsHistoryLimit"] = _scalar("FAILED_HISTORY")
-    cron["startingDeadlineSeconds"] = _scalar("STARTING_DEADLINE")
-    return docs
-
-
-_ARGO_EXPR = re.compile(r"\{\{(.*?)\}\}")
-
-
-def escape_for_helm(text: str) -> str:
-    """Make every Argo ``{{...}}`` expression come out of Helm unchanged: ``{{`{{...}}`}}``."""
-    def esc(m: re.Match[str]) -> str:
-        if "`" in m.group(0):
-            raise ValueError(f"cannot escape an Argo expression containing a backtick: {m.group(0)}")
-        return "{{`" + m.group(0) + "`}}"
-    return _ARGO_EXPR.sub(esc, text)
-
-
-_BLOCK_LINE = re.compile(r"^(?P<indent> *)(?P<dash>- )?(?P<key>[^\s:]+): __HELM_BLOCK_(?P<name>[A-Z_]+)__$", re.M)
-_SCALAR = re.compile(r"(?P<q>'?)__HELM_(?P<name>[A-Z_]+)__(?P=q)")
-
-
-def substitute_values(text: str, scalars: Mapping[str, str] = CHART_SCALARS,
-                      blocks: Mapping[str, str] = CHART_BLOCKS) -> str:
-    """Replace placeholders by Helm actions: a scalar by ``{{ expr | quote }}`` (``| int`` for numbers),
-    a block by ``{{- expr | nindent N }}`` under its key."""
-    def block(m: re.Match[str]) -> str:
-        indent = len(m["indent"]) + (2 if m["dash"] else 0) + 2
-        return f"{m['indent']}{m['dash'] or ''}{m['key']}:\n{' ' * indent}{{{{- {blocks[m['name']]} | nindent {indent} }}}}"
-
-    def scalar(m: re.Match[str]) -> str:
-        name = m["name"]
-        if name in _CHART_INTS:
-            return f"{{{{ {scalars[name]} | int }}}}"
-        return f"{{{{ {scalars[name]} | quote }}}}"
-
-    out = _BLOCK_LINE.sub(block, text)
-    out = _SCALAR.sub(scalar, out)
-    left = re.findall(r"__HELM_\w+?__", out)
-    if left:
-        raise ValueError(f"placeholders left after substitution: {left}")
-    return out
-
-
-def render_chart() -> dict[str, str]:
-    """The chart's Argo templates, by path inside the chart, rendered only with ``argo.enabled``."""
-    out = {}
-    for kind, doc in _chart_manifests().items():
-        body = substitute_values(escape_for_helm(_dump(doc)))
-        out[CHART_TEMPLATES[kind]] = (_HEADER + '{{- if .Values.argo.enabled }}\n' + body + "{{- end }}\n")
-    return out
+    return {PLAIN_FILES[kind]: HEADER + dump_yaml(doc) for kind, doc in manifests(cfg).items()}
 
 
 def config_from_mapping(values: Mapping[str, Any]) -> WorkflowConfig:

@@ -1,5 +1,5 @@
-"""The ``filedrop`` command line: one Typer app, with the cluster and workflow commands as sub-apps."""
+"""The ``filedrop`` command line: one Typer app (:mod:`filedrop.cli.root`) assembled from a module per area."""
 
-from filedrop.cli.commands import app, main
+from filedrop.cli.root import app, main
 
 __all__ = ["app", "main"]

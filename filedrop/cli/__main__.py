@@ -1,4 +1,4 @@
-"""``python -m filedrop.cli``: the same as the ``filedrop`` command."""
+"""``python -m filedrop.cli``, the same as ``python -m filedrop`` and the ``filedrop`` script."""
 
 from filedrop.cli import main
 

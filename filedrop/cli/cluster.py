@@ -10,9 +10,9 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-out = Console()
+from filedrop.cli.common import out
+
 log = logging.getLogger(__name__)
 
 

@@ -1,14 +1,15 @@
 """``filedrop workflows``: the Argo workflows of the cluster runtime (DESIGN §4).
 
-``render`` writes the manifests :mod:`filedrop.analytics.workflows` defines (``workflows/`` and the chart's
-templates), ``apply`` submits them to an Argo server with Hera's client, ``step ...`` are the commands the
-workflow's steps run, and ``serve-docs`` is the chart's docs server.
+``render`` writes the manifests :mod:`filedrop.analytics.workflows` defines (``workflows/``, and the chart's
+templates through :mod:`filedrop.analytics.chart`), ``apply`` submits them to an Argo server with Hera's
+client, ``step ...`` are the commands the workflow's steps run, and ``serve-docs`` is the chart's docs server.
 
 Hera is imported only by the commands that need it (it takes a second or two to import, and every
 ``filedrop`` command, e.g. each load Job, would pay for it).
 
-Exit statuses of the steps: 0 done, 1 dbt reported failures (a retry would fail the same way), 2 bad
-arguments, 75 the warehouse, S3 or the docs server could not be reached (the workflow retries those).
+Exit statuses of the steps (:class:`~filedrop.exitcodes.ExitCode`): 0 done, 1 dbt reported failures (a retry
+would fail the same way), 2 bad arguments, 75 the warehouse, S3 or the docs server could not be reached (the
+workflow retries those).
 """
 
 from __future__ import annotations
@@ -22,29 +23,21 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 import yaml
-from rich.console import Console
 
+from filedrop.cli.common import WarehouseOpt, err, error, fail, say
 from filedrop.config import SOURCE_CHECKOUT
+from filedrop.exitcodes import ExitCode
 
 if TYPE_CHECKING:
     from filedrop.analytics.workflows import WorkflowConfig
 
-out = Console(width=160, highlight=False, soft_wrap=True, markup=False)
-err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
 log = logging.getLogger(__name__)
-
-EXIT_TEMPFAIL = 75
 
 workflows_app = typer.Typer(no_args_is_help=True, help="The dbt workflows on Argo: render, apply, and their steps.")
 step_app = typer.Typer(no_args_is_help=True, help=(
     "The commands the workflow's steps run (one per Argo task). Empty option values mean 'not given', "
     "which is what Argo passes for empty parameters."))
 workflows_app.add_typer(step_app, name="step")
-
-
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    err.print(f"error: {message}")
-    return typer.Exit(code)
 
 
 # --- render and apply --------------------------------------------------------------------------------
@@ -57,10 +50,11 @@ def _default_root() -> Path:
 
 def rendered_files(root: Path) -> dict[Path, str]:
     """Every file ``render`` writes, by path: the plain manifests and the chart's templates."""
+    from filedrop.analytics import chart
     from filedrop.analytics import workflows as wf
 
     files = {root / "workflows" / name: text for name, text in wf.render_plain().items()}
-    files.update({root / "helm" / "filedrop" / rel: text for rel, text in wf.render_chart().items()})
+    files.update({root / "helm" / "filedrop" / rel: text for rel, text in chart.render_chart().items()})
     return files
 
 
@@ -83,12 +77,13 @@ def render(
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text)
     for path in stale:
-        out.print(f"{'differs' if check else 'wrote'}: {path.relative_to(base)}")
+        say(f"{'differs' if check else 'wrote'}: {path.relative_to(base)}")
     if check and stale:
-        err.print("the committed manifests drifted from filedrop/analytics/workflows.py: run `filedrop workflows render`")
-        raise typer.Exit(1)
+        say("the committed manifests drifted from the Hera code (filedrop/analytics/workflows.py, chart.py): "
+            "run `filedrop workflows render`", err)
+        raise typer.Exit(ExitCode.FAILED)
     if not stale:
-        out.print("up to date")
+        say("up to date")
 
 
 def _config(path: Path | None, namespace: str, image: str | None) -> WorkflowConfig:
@@ -98,7 +93,7 @@ def _config(path: Path | None, namespace: str, image: str | None) -> WorkflowCon
     if path is not None:
         loaded = yaml.safe_load(path.read_text()) or {}
         if not isinstance(loaded, dict):
-            raise _fail(f"{path}: expected a mapping of workflow settings")
+            raise fail(f"{path}: expected a mapping of workflow settings")
         values.update(loaded)
     values["namespace"] = namespace
     if image:
@@ -106,7 +101,7 @@ def _config(path: Path | None, namespace: str, image: str | None) -> WorkflowCon
     try:
         return wf.config_from_mapping(values)
     except (TypeError, ValueError) as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
 
 
 @workflows_app.command("apply")
@@ -139,11 +134,11 @@ def apply(
         try:
             done = obj.update()  # creates it when it does not exist yet
         except HeraException as exc:  # the server answered no
-            raise _fail(f"{obj.kind} {obj.name}: {type(exc).__name__}: {exc}", 1) from None
+            raise fail(f"{obj.kind} {obj.name}: {type(exc).__name__}: {exc}", ExitCode.FAILED) from None
         except OSError as exc:  # requests' connection errors: no answer at all
-            raise _fail(f"{obj.kind} {obj.name}: cannot reach {argo_server}: {exc}", EXIT_TEMPFAIL) from None
-        out.print(f"{obj.kind} {namespace}/{done.metadata.name} applied "
-                  f"(resourceVersion {done.metadata.resource_version})")
+            raise fail(f"{obj.kind} {obj.name}: cannot reach {argo_server}: {exc}", ExitCode.TEMPFAIL) from None
+        say(f"{obj.kind} {namespace}/{done.metadata.name} applied "
+            f"(resourceVersion {done.metadata.resource_version})")
 
 
 # --- the steps ---------------------------------------------------------------------------------------
@@ -165,9 +160,9 @@ def _prepare(warehouse: str | None) -> tuple[str, Any, Any]:
         with connect(url) as conn:
             conn.execute("SELECT 1")
     except TransformError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     except WarehouseError as exc:
-        raise _fail(str(exc), EXIT_TEMPFAIL) from None
+        raise fail(str(exc), ExitCode.TEMPFAIL) from None
     return url, settings, cfg
 
 
@@ -177,7 +172,7 @@ def _variables(as_of: str | None, ingestion_date: str | None) -> dict[str, str]:
     try:
         return dbt_vars(parse_date(_given(as_of), "--as-of"), parse_date(_given(ingestion_date), "--ingestion-date"))
     except TransformError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
 
 
 def _run(command: list[str], url: str, cfg: Any, variables: dict[str, str] | None) -> Any:
@@ -187,29 +182,28 @@ def _run(command: list[str], url: str, cfg: Any, variables: dict[str, str] | Non
         env = {**connection_env(url), **dbt_env(cfg)}
         step = run_dbt(dbt_args(command, cfg, variables), env)
     except TransformError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     counts: dict[str, int] = {}
     for n in step.nodes:
         counts[n.status] = counts.get(n.status, 0) + 1
     summary = ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) or "no nodes"
-    out.print(f"dbt {step.command}: {'ok' if step.success else 'FAILED'} in {step.seconds:.1f}s ({summary})")
+    say(f"dbt {step.command}: {'ok' if step.success else 'FAILED'} in {step.seconds:.1f}s ({summary})")
     for n in step.nodes:
         if n.failed or n.status in ("warn", "skipped"):
             detail = f"{n.failures} failing row(s)" if n.failures else (n.message or "")
-            out.print(f"  {n.status}: {n.resource_type} {n.name}: {detail}")
+            say(f"  {n.status}: {n.resource_type} {n.name}: {detail}")
     if step.error:
-        err.print(f"error: {step.error}")
+        error(step.error)
     log_file = cfg.log_path / "dbt.log"
     if not step.success and log_file.is_file():
         # the pod's log is all a reader of the Argo UI gets: the end of dbt's own log goes there too
-        err.print("".join(log_file.read_text(errors="replace").splitlines(keepends=True)[-40:]))
+        say("".join(log_file.read_text(errors="replace").splitlines(keepends=True)[-40:]), err)
     return step
 
 
-WarehouseOpt = Annotated[str | None, typer.Option(
-    "--warehouse", help="PostgreSQL URL; default $FILEDROP_WAREHOUSE_URL.", show_default=False)]
-AsOfOpt = Annotated[str | None, typer.Option("--as-of", help="as_of_date YYYY-MM-DD; empty: today.")]
-IngestionOpt = Annotated[str | None, typer.Option(
+#: the steps' dates: Argo passes an empty parameter as an empty string, which means today
+StepAsOfOpt = Annotated[str | None, typer.Option("--as-of", help="as_of_date YYYY-MM-DD; empty: today.")]
+StepIngestionOpt = Annotated[str | None, typer.Option(
     "--ingestion-date", help="ingestion_date YYYY-MM-DD; empty: today.")]
 
 
@@ -218,13 +212,13 @@ def step_freshness(warehouse: WarehouseOpt = None) -> None:
     """dbt source freshness of the staging tables (a warning passes, an error fails the step)."""
     url, _settings, cfg = _prepare(warehouse)
     step = _run(["source", "freshness"], url, cfg, None)
-    raise typer.Exit(0 if step.success else 1)
+    raise typer.Exit(ExitCode.OK if step.success else ExitCode.FAILED)
 
 
 @step_app.command("build")
 def step_build(
-    as_of: AsOfOpt = None,
-    ingestion_date: IngestionOpt = None,
+    as_of: StepAsOfOpt = None,
+    ingestion_date: StepIngestionOpt = None,
     select: Annotated[str | None, typer.Option("--select", help="dbt node selection; empty: all.")] = None,
     full_refresh: Annotated[str, typer.Option(
         "--full-refresh", help="true: rebuild incremental models from scratch.")] = "false",
@@ -234,29 +228,29 @@ def step_build(
     from filedrop.analytics.transform import TransformError, ensure_dim_dates
 
     if full_refresh.lower() not in ("", "true", "false"):
-        raise _fail(f"--full-refresh must be true or false, not {full_refresh!r}")
+        raise fail(f"--full-refresh must be true or false, not {full_refresh!r}")
     variables = _variables(as_of, ingestion_date)
     url, _settings, cfg = _prepare(warehouse)
     if cfg.builds_if_common:
         try:
-            out.print(ensure_dim_dates(url, cfg))
+            say(ensure_dim_dates(url, cfg))
         except (TransformError, ImportError) as exc:
-            raise _fail(f"cannot generate dim_dates: {exc}") from None
+            raise fail(f"cannot generate dim_dates: {exc}") from None
     command = ["build"]
     if _given(select):
         command += ["--select", str(select)]
     if full_refresh.lower() == "true":
         command.append("--full-refresh")
-    out.print(f"as_of_date {variables['as_of_date']}, ingestion_date {variables['ingestion_date']}")
+    say(f"as_of_date {variables['as_of_date']}, ingestion_date {variables['ingestion_date']}")
     step = _run(command, url, cfg, variables)
-    raise typer.Exit(0 if step.success else 1)
+    raise typer.Exit(ExitCode.OK if step.success else ExitCode.FAILED)
 
 
 @step_app.command("docs")
 def step_docs(
     out_dir: Annotated[Path, typer.Option("--out", help="Directory to write index.html into.")],
-    as_of: AsOfOpt = None,
-    ingestion_date: IngestionOpt = None,
+    as_of: StepAsOfOpt = None,
+    ingestion_date: StepIngestionOpt = None,
     warehouse: WarehouseOpt = None,
 ) -> None:
     """dbt docs generate --static: one self-contained index.html in --out."""
@@ -267,10 +261,10 @@ def step_docs(
     step = _run(["docs", "generate", "--static"], url, cfg, variables)
     static = cfg.target_path / "static_index.html"
     if not step.success or not static.is_file():
-        raise typer.Exit(1)
+        raise typer.Exit(ExitCode.FAILED)
     out_dir.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(static, out_dir / "index.html")
-    out.print(f"docs: {out_dir / 'index.html'} ({(out_dir / 'index.html').stat().st_size:,} bytes)")
+    say(f"docs: {out_dir / 'index.html'} ({(out_dir / 'index.html').stat().st_size:,} bytes)")
 
 
 @step_app.command("publish-docs")
@@ -287,17 +281,17 @@ def step_publish_docs(
     try:
         split_uri(to)
     except DocsError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     try:
         for item in publish(source, to):
-            out.print(f"published {item.uri} ({item.bytes:,} bytes)")
+            say(f"published {item.uri} ({item.bytes:,} bytes)")
     except DocsError as exc:
-        raise _fail(str(exc), EXIT_TEMPFAIL if isinstance(exc, DocsUnavailable) else 1) from None
+        raise fail(str(exc), ExitCode.TEMPFAIL if isinstance(exc, DocsUnavailable) else ExitCode.FAILED) from None
     if _given(notify):
         try:
-            out.print(f"docs server: {notify_server(str(notify))}")
+            say(f"docs server: {notify_server(str(notify))}")
         except DocsError as exc:
-            raise _fail(str(exc), EXIT_TEMPFAIL) from None
+            raise fail(str(exc), ExitCode.TEMPFAIL) from None
 
 
 @workflows_app.command("serve-docs")
@@ -314,11 +308,11 @@ def serve_docs(
     try:
         site = DocsSite(source)
     except DocsError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     try:
         site.reload()
     except DocsError as exc:
-        err.print(f"warning: {exc} (serving once it can be read)")
+        say(f"warning: {exc} (serving once it can be read)", err)
     server = make_server(site, host, port, refresh)
 
     def stop(signum: int, _frame: object) -> None:
@@ -326,7 +320,7 @@ def serve_docs(
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    out.print(f"serving {source} on http://{host}:{server.server_address[1]}/")
+    say(f"serving {source} on http://{host}:{server.server_address[1]}/")
     sys.stdout.flush()
     server.serve_forever()
     server.server_close()

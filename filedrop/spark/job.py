@@ -19,13 +19,12 @@ from datetime import datetime
 from pathlib import Path
 
 from filedrop.config import Settings
+from filedrop.exitcodes import ExitCode
 from filedrop.load.session import load_object
 from filedrop.load.sources import Location, describe_uri
 from filedrop.objects import SourceObject
 from filedrop.routes import load_routes, parse_route, route_named
 from filedrop.warehouse import prepare_meta
-
-EX_TEMPFAIL = 75
 
 
 def _object(args: argparse.Namespace) -> SourceObject:
@@ -76,8 +75,8 @@ def main(argv: list[str] | None = None) -> int:
         "first_error_line": result.first_error_line, "message": result.message, "retryable": result.retryable,
     }))
     if result.status != "failed":
-        return 0
-    return EX_TEMPFAIL if result.retryable else 1
+        return ExitCode.OK
+    return ExitCode.TEMPFAIL if result.retryable else ExitCode.FAILED
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
-"""Fixtures of the chart tests: the real control plane of tests/k8s (cluster.py), and helpers to render,
-validate and install the chart with its Helm binary.
+"""Fixtures of the chart tests: the real control plane of tests/k8s (tests/support/k8s/cluster.py), and
+helpers to render, validate and install the chart with its Helm binary.
 
 The control plane fixtures are cluster.py's own functions, registered here with package scope: tests/k8s
 registers them for its directory only, so in a run of the whole suite each directory gets its own control
@@ -9,19 +9,18 @@ plane, and package scope stops ours when tests/chart is done instead of keeping 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from tests.support.k8s import cluster as _cluster
+from tests.support.k8s.cluster import current_cluster, k8s_namespace  # noqa: F401  (fixtures)
+
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "filedrop"
 ALL_ON = CHART / "ci" / "all-on-values.yaml"
-sys.path.insert(0, str(REPO / "tests" / "k8s"))
-import cluster as _cluster  # noqa: E402
-from cluster import current_cluster, k8s_namespace  # noqa: E402,F401  (fixtures)
 
 k8s_cluster = pytest.fixture(scope="package", name="k8s_cluster")(_cluster.k8s_cluster.__wrapped__)
 k8s_thirdparty_crds = pytest.fixture(scope="package", name="k8s_thirdparty_crds")(

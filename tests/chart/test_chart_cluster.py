@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 from filedrop.analytics import workflows as wf
 from filedrop.cli import app
 from tests.chart.conftest import ALL_ON, CHART, REPO, by_kind, dump, helm_template
+from tests.support.k8s.kube import ApiError
 
 pytestmark = pytest.mark.k8s
 
@@ -134,7 +135,8 @@ def test_chart_sets_only_settings_filedrop_reads(k8s_cluster: Any) -> None:
     assert [t.name for t in parse_tiers(env["FILEDROP_SPARK_TIERS"])] == ["small", "large"]
     defaults = helm_template(k8s_cluster, "data")
     [operator] = [d for d in defaults if d["kind"] == "Deployment"]
-    assert "FILEDROP_SPARK_IMAGE" not in {e["name"] for e in operator["spec"]["template"]["spec"]["containers"][0]["env"]}
+    env = operator["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert "FILEDROP_SPARK_IMAGE" not in {e["name"] for e in env}
 
 
 def test_service_accounts_are_denied_what_they_do_not_need(k8s_cluster: Any, chart_crds: list[str],
@@ -150,7 +152,8 @@ def test_service_accounts_are_denied_what_they_do_not_need(k8s_cluster: Any, cha
 
     allowed = [("bridge", "create", "filedrops.filedrop.dev"), ("bridge", "list", "fileroutes.filedrop.dev"),
                ("operator", "create", "jobs.batch"), ("operator", "create", "sparkapplications.sparkoperator.k8s.io"),
-               ("operator", "patch", "filedrops.filedrop.dev", "status"), ("operator", "patch", "kopfpeerings.kopf.dev"),
+               ("operator", "patch", "filedrops.filedrop.dev", "status"),
+               ("operator", "patch", "kopfpeerings.kopf.dev"),
                ("operator", "watch", "fileroutes.filedrop.dev"), ("spark", "create", "pods"),
                ("workflows", "create", "workflowtaskresults.argoproj.io")]
     denied = [("bridge", "delete", "filedrops.filedrop.dev"), ("bridge", "get", "filedrops.filedrop.dev"),
@@ -231,8 +234,6 @@ class _ArgoServer:
                 self.wfile.write(body)
 
             def _handle(self, method: str) -> None:
-                from kube import ApiError
-
                 outer.calls.append((method, self.path))
                 if self.headers.get("Authorization") != f"Bearer {outer.token}":
                     self._reply(401, {"code": 16, "message": "token not valid"})

@@ -1,10 +1,6 @@
-import sys
-from pathlib import Path
-
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cluster import (  # noqa: E402,F401  (fixtures)
+from tests.support.k8s.cluster import (  # noqa: F401  (fixtures)
     current_cluster,
     k8s_cluster,
     k8s_namespace,

@@ -9,8 +9,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from cluster import REPO, thirdparty_dir
-from kube import ApiError, token_kubeconfig
+
+from tests.support.k8s.cluster import REPO, thirdparty_dir
+from tests.support.k8s.kube import ApiError, token_kubeconfig
 
 pytestmark = pytest.mark.k8s
 

@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from topology import AWS_SECRET, DB_PASSWORD, Stack, s3_event  # tests/k8s (on sys.path via conftest)
 
 from filedrop.cluster.resources import filedrop_manifest
 from filedrop.routes import load_routes, parse_routes_yaml
 from tests.conftest import D2B, DB
+from tests.support.k8s.topology import AWS_SECRET, DB_PASSWORD, Stack, s3_event
 from tests.support.servers import free_port
 
 REPO = Path(__file__).resolve().parents[2]

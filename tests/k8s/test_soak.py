@@ -38,13 +38,13 @@ from typing import Any
 import psutil
 import psycopg
 import pytest
-from topology import Stack, s3_event  # tests/k8s (on sys.path via conftest)
 
 from filedrop.config import Settings
 from filedrop.routes import parse_routes_yaml
 from filedrop.warehouse import prepare_meta
 from filedrop.warehouse.client import object_lock as object_lock_key
 from tests.conftest import DB
+from tests.support.k8s.topology import Stack, s3_event
 from tests.support.servers import DebianPostgres
 from tests.support.slowproxy import SlowProxy
 

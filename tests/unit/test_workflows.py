@@ -9,6 +9,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from filedrop.analytics import chart as helm_chart
 from filedrop.analytics import workflows as wf
 from filedrop.cli import app
 from filedrop.cli.workflows import rendered_files
@@ -98,26 +99,27 @@ def test_retry_expression_retries_pod_errors_and_tempfail_only() -> None:
 
 
 def test_escape_for_helm() -> None:
-    assert wf.escape_for_helm("x: '{{workflow.parameters.a}}' {{tasks.b.outputs}}") == (
+    assert helm_chart.escape_for_helm("x: '{{workflow.parameters.a}}' {{tasks.b.outputs}}") == (
         "x: '{{`{{workflow.parameters.a}}`}}' {{`{{tasks.b.outputs}}`}}")
-    assert wf.escape_for_helm("no expressions") == "no expressions"
+    assert helm_chart.escape_for_helm("no expressions") == "no expressions"
     with pytest.raises(ValueError, match="backtick"):
-        wf.escape_for_helm("{{=`x`}}")
+        helm_chart.escape_for_helm("{{=`x`}}")
 
 
 def test_substitute_values() -> None:
-    text = "metadata:\n  name: __HELM_NAME__\n  labels: __HELM_BLOCK_LABELS__\nspec:\n  n: __HELM_SUCCESSFUL_HISTORY__\n"
-    out = wf.substitute_values(text)
+    text = ("metadata:\n  name: __HELM_NAME__\n  labels: __HELM_BLOCK_LABELS__\n"
+            "spec:\n  n: __HELM_SUCCESSFUL_HISTORY__\n")
+    out = helm_chart.substitute_values(text)
     assert out == ('metadata:\n  name: {{ include "filedrop.workflows.name" . | quote }}\n  labels:\n'
                    '    {{- include "filedrop.labels" (dict "context" . "component" "workflows") | nindent 4 }}\n'
                    "spec:\n  n: {{ .Values.argo.successfulJobsHistoryLimit | int }}\n")
     with pytest.raises(KeyError):
-        wf.substitute_values("x: __HELM_NOPE__\n")
+        helm_chart.substitute_values("x: __HELM_NOPE__\n")
 
 
 def test_chart_templates_keep_argo_expressions_and_take_values() -> None:
-    chart = wf.render_chart()
-    tmpl = chart[wf.CHART_TEMPLATES["template"]]
+    chart = helm_chart.render_chart()
+    tmpl = chart[helm_chart.CHART_TEMPLATES["template"]]
     assert tmpl.splitlines()[1] == "{{- if .Values.argo.enabled }}" and tmpl.endswith("{{- end }}\n")
     assert "'{{`{{workflow.parameters.as_of_date}}`}}'" in tmpl
     assert "__HELM" not in tmpl and "filedrop-warehouse" not in tmpl  # every setting comes from values
@@ -130,7 +132,7 @@ def test_committed_manifests_are_what_the_code_renders() -> None:
     """Hera is the single source: `filedrop workflows render` must have been run after every change."""
     stale = [str(p.relative_to(REPO)) for p, text in rendered_files(REPO).items()
              if not p.is_file() or p.read_text() != text]
-    assert stale == [], f"run `filedrop workflows render`: {stale} drifted from filedrop/analytics/workflows.py"
+    assert stale == [], f"run `filedrop workflows render`: {stale} drifted from filedrop/analytics/ (workflows, chart)"
     res = CliRunner().invoke(app, ["workflows", "render", "--check", "--root", str(REPO)])
     assert res.exit_code == 0, res.output
 

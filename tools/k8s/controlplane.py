@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """A real Kubernetes control plane on loopback, for tests and for people.
 
 Starts etcd, kube-apiserver and kube-controller-manager (built by build.sh from
@@ -7,28 +6,25 @@ does, but with the controller-manager too and with production-like settings:
 RBAC authorization, service-account token signing, the PodSecurity admission
 plugin, client-certificate authentication for an admin kubeconfig.
 
-There is no scheduler and no kubelet: nothing runs Pods (see tests/k8s/runner.py).
+There is no scheduler and no kubelet: nothing runs Pods (see tests/support/k8s/runner.py).
+From the repository root:
 
-    python tools/k8s/controlplane.py up   --dir DIR   # start in the background, wait for readiness
+    python -m tools.k8s.controlplane up   --dir DIR   # start in the background, wait for readiness
         [--crds PATH]... [--runner]                  # and install CRDs, start the local runner
-    python tools/k8s/controlplane.py env  --dir DIR   # print `export KUBECONFIG=...` of a running one
-    python tools/k8s/controlplane.py down --dir DIR   # stop it (processes named by DIR/*.pid)
+    python -m tools.k8s.controlplane env  --dir DIR   # print `export KUBECONFIG=...` of a running one
+    python -m tools.k8s.controlplane down --dir DIR   # stop it (processes named by DIR/*.pid)
 
 Everything lives in DIR: certificates (pki/), etcd's data, one log file per
 component, pid files, state.json and the admin kubeconfig (DIR/kubeconfig).
-Only the standard library and the `openssl` command are used.
+Only the standard library and the `openssl` command are used: the certificates
+are tools/k8s/pki.py, the CRDs tools/k8s/crds.py, pid files and ports tools/k8s/base.py.
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
-import hashlib
 import json
 import os
-import re
-import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -36,23 +32,23 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from tools.k8s.base import ControlPlaneError, die_with_parent, free_port, start_time, stop_pidfile, tail, write_pidfile
+from tools.k8s.crds import install_crds, yaml_files
+from tools.k8s.pki import kubeconfig_text, make_pki
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 BUILD_SH = HERE / "build.sh"
-RUNNER = REPO / "tests" / "k8s" / "runner.py"
+#: the local runner (Job Pods and SparkApplications run as local processes), run as `python -m` from REPO
+RUNNER_MODULE = "tests.support.k8s.runner"
 
 SERVICE_CIDR = "10.0.0.0/24"
 SERVICE_IP = "10.0.0.1"  # first address of SERVICE_CIDR: the `kubernetes` Service
 CLUSTER_CIDR = "10.1.0.0/16"
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager")
-
-
-class ControlPlaneError(RuntimeError):
-    pass
 
 
 def build_tools(quiet: bool = False) -> Path:
@@ -73,178 +69,6 @@ def build_tools(quiet: bool = False) -> Path:
     if proc.returncode != 0 or not lines:
         raise ControlPlaneError(f"{BUILD_SH} failed with exit code {proc.returncode}")
     return Path(lines[-1])
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def tail(path: Path, lines: int = 40) -> str:
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - 256 * 1024))
-            text = f.read().decode("utf-8", "replace")
-    except FileNotFoundError:
-        return "(no log)"
-    return "\n".join(text.splitlines()[-lines:])
-
-
-# --------------------------------------------------------------------------- PKI
-
-
-def _openssl(*args: str, cwd: Path) -> None:
-    proc = subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise ControlPlaneError(f"openssl {' '.join(args)} failed:\n{proc.stderr}")
-
-
-def _cert(pki: Path, name: str, subject: dict[str, str], ext: list[str], ca: bool = False,
-          issuer: str = "ca") -> None:
-    """Write pki/NAME.crt and pki/NAME.key (P-256), signed by pki/ISSUER unless self-signed (ca=True)."""
-    dn = "\n".join(f"{k} = {v}" for k, v in subject.items())
-    cnf = pki / f"{name}.cnf"
-    cnf.write_text(
-        "[req]\ndistinguished_name = dn\nprompt = no\n"
-        f"[dn]\n{dn}\n[ext]\n" + "\n".join(ext) + "\n"
-    )
-    args = [
-        "req", "-x509", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-        "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.crt", "-days", "3650",
-        "-config", cnf.name, "-extensions", "ext",
-    ]
-    if not ca:
-        args += ["-CA", f"{issuer}.crt", "-CAkey", f"{issuer}.key"]
-    _openssl(*args, cwd=pki)
-    cnf.unlink()
-
-
-def make_pki(pki: Path) -> None:
-    if (pki / "done").exists():
-        return
-    pki.mkdir(parents=True, exist_ok=True)
-    _cert(pki, "ca", {"CN": "filedrop-test-ca"},
-          ["basicConstraints = critical,CA:TRUE",
-           "keyUsage = critical,keyCertSign,cRLSign,digitalSignature",
-           "subjectKeyIdentifier = hash"], ca=True)
-    leaf = ["basicConstraints = critical,CA:FALSE", "keyUsage = critical,digitalSignature,keyEncipherment"]
-    sans = ",".join(["DNS:localhost", "DNS:kubernetes", "DNS:kubernetes.default",
-                     "DNS:kubernetes.default.svc", "DNS:kubernetes.default.svc.cluster.local",
-                     "IP:127.0.0.1", f"IP:{SERVICE_IP}"])
-    _cert(pki, "apiserver", {"CN": "kube-apiserver"},
-          leaf + ["extendedKeyUsage = serverAuth", f"subjectAltName = {sans}"])
-    client = leaf + ["extendedKeyUsage = clientAuth"]
-    _cert(pki, "admin", {"O": "system:masters", "CN": "filedrop-admin"}, client)
-    _cert(pki, "controller-manager", {"CN": "system:kube-controller-manager"}, client)
-    # The aggregation layer's front proxy: its own CA and the client certificate the
-    # API server presents to extension API servers (as kubeadm sets it up).
-    _cert(pki, "front-proxy-ca", {"CN": "filedrop-test-front-proxy-ca"},
-          ["basicConstraints = critical,CA:TRUE", "keyUsage = critical,keyCertSign,cRLSign,digitalSignature",
-           "subjectKeyIdentifier = hash"], ca=True)
-    _cert(pki, "front-proxy-client", {"CN": "front-proxy-client"}, client, issuer="front-proxy-ca")
-    # The service-account token signing key pair.
-    _openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", "sa.key", cwd=pki)
-    _openssl("pkey", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=pki)
-    for key in pki.glob("*.key"):
-        key.chmod(0o600)
-    (pki / "done").write_text("")
-
-
-def kubeconfig_text(server: str, pki: Path, user: str) -> str:
-    def b64(name: str) -> str:
-        return base64.b64encode((pki / name).read_bytes()).decode()
-
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "filedrop-test", "cluster": {
-            "server": server, "certificate-authority-data": b64("ca.crt")}}],
-        "users": [{"name": user, "user": {
-            "client-certificate-data": b64(f"{user}.crt"),
-            "client-key-data": b64(f"{user}.key")}}],
-        "contexts": [{"name": "filedrop-test", "context": {"cluster": "filedrop-test", "user": user}}],
-        "current-context": "filedrop-test",
-    }
-    return json.dumps(config, indent=2) + "\n"  # JSON is YAML
-
-
-# ------------------------------------------------------------------ processes
-
-
-def _start_time(pid: int) -> str | None:
-    """The process's start time in clock ticks since boot, or None when it is gone or a zombie."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return None
-    return None if fields[0] == "Z" else fields[19]
-
-
-def write_pidfile(path: Path, pid: int) -> None:
-    """Record pid with its start time, so a recycled pid is never mistaken for ours."""
-    Path(path).write_text(f"{pid} {_start_time(pid)}\n")
-
-
-def stop_pidfile(path: Path, timeout: float = 20.0) -> None:
-    """SIGTERM the process a pid file names (if it is still that process), SIGKILL after timeout."""
-    try:
-        pid_s, started = Path(path).read_text().split()[:2]
-        pid = int(pid_s)
-    except (FileNotFoundError, ValueError):
-        Path(path).unlink(missing_ok=True)
-        return
-    if _start_time(pid) == started:
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while _start_time(pid) == started and time.monotonic() < deadline:
-            try:  # reap it if it is our child
-                os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                pass
-            time.sleep(0.05)  # polling a process's exit
-        if _start_time(pid) == started:
-            os.kill(pid, signal.SIGKILL)
-    Path(path).unlink(missing_ok=True)
-
-
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    import ctypes
-
-    PR_SET_PDEATHSIG = 1
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-_DOC_SPLIT = re.compile(r"^---[ \t]*$", re.MULTILINE)
-_CRD_KIND = re.compile(r"^kind:[ \t]*CustomResourceDefinition[ \t]*$", re.MULTILINE)
-_NAME = re.compile(r"^metadata:[ \t]*\n(?:[ \t]+.*\n)*?[ \t]+name:[ \t]*['\"]?([^'\"\s]+)", re.MULTILINE)
-
-
-def yaml_files(paths: Iterable[Path]) -> list[Path]:
-    """*.yaml and *.yml files: the paths that are files, and those under the paths that are
-    directories (recursively). Paths that do not exist are skipped."""
-    out: list[Path] = []
-    for p in map(Path, paths):
-        if p.is_file():
-            out.append(p)
-        elif p.is_dir():
-            out += sorted(f for f in p.rglob("*") if f.suffix in (".yaml", ".yml") and f.is_file())
-    return out
-
-
-def crd_documents(files: Iterable[Path]) -> dict[str, str]:
-    """The CustomResourceDefinition documents of YAML files by CRD name (other documents,
-    like kopf's example objects, are left out). Text only: Argo's CRDs are megabytes."""
-    docs: dict[str, str] = {}
-    for f in files:
-        for doc in _DOC_SPLIT.split(Path(f).read_text()):
-            if _CRD_KIND.search(doc):
-                m = _NAME.search(doc)
-                if not m:
-                    raise ControlPlaneError(f"{f}: a CustomResourceDefinition without metadata.name")
-                docs[m.group(1)] = doc.strip("\n") + "\n"
-    return docs
 
 
 @dataclass
@@ -316,12 +140,12 @@ class ControlPlane:
         return cp
 
     # HTTP checks with the admin client certificate
-    def _ssl_context(self) -> ssl.SSLContext:
+    def admin_context(self) -> ssl.SSLContext:
         ctx = ssl.create_default_context(cafile=str(self.pki / "ca.crt"))
         ctx.load_cert_chain(str(self.pki / "admin.crt"), str(self.pki / "admin.key"))
         return ctx
 
-    def _get(self, url: str, ctx: ssl.SSLContext | None, accept: str | None = None) -> tuple[int, str]:
+    def http_get(self, url: str, ctx: ssl.SSLContext | None, accept: str | None = None) -> tuple[int, str]:
         req = urllib.request.Request(url, headers={"Accept": accept} if accept else {})
         try:
             with urllib.request.urlopen(req, context=ctx, timeout=5) as r:
@@ -334,63 +158,12 @@ class ControlPlane:
     def ready(self) -> bool:
         if "apiserver" not in self.ports:
             return False
-        status, _ = self._get(f"{self.server}/readyz", self._ssl_context())
+        status, _ = self.http_get(f"{self.server}/readyz", self.admin_context())
         return status == 200
 
     def install_crds(self, files: Iterable[Path], timeout: float = 180.0) -> list[str]:
-        """Server-side apply the CRDs in YAML files (too big for client-side apply's
-        annotation) and wait until they are Established. Returns their names."""
-        docs = crd_documents(files)
-        if not docs:
-            return []
-        kubectl, env = str(self.bin_dir / "kubectl"), self.env()
-        ctx = self._ssl_context()
-
-        def current(name: str, metadata_only: bool = False) -> dict:
-            accept = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1" if metadata_only else None
-            status, body = self._get(f"{self.server}/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}",
-                                     ctx, accept)
-            return json.loads(body) if status == 200 else {}
-
-        # Applying an unchanged multi-megabyte CRD still costs the API server seconds: skip the
-        # CRDs this directory's record says were applied from the same text and not changed since.
-        record_file = self.dir / "crds-applied.json"
-        record = json.loads(record_file.read_text()) if record_file.exists() else {}
-        digest = {n: hashlib.sha256(d.encode()).hexdigest() for n, d in docs.items()}
-
-        def unchanged(name: str) -> bool:
-            md = current(name, metadata_only=True).get("metadata", {})
-            return record.get(name) == [digest[name], md.get("uid"), md.get("generation")]
-        todo = [n for n in docs if not unchanged(n)]
-
-        def apply(name: str) -> None:
-            proc = subprocess.run([kubectl, "apply", "--server-side", "--force-conflicts",
-                                   "--field-manager=filedrop", "-f", "-"],
-                                  input=docs[name], capture_output=True, text=True, env=env, timeout=timeout)
-            if proc.returncode != 0:
-                raise ControlPlaneError(f"kubectl apply of CRD {name} failed:\n{proc.stderr}")
-        # The API server, not kubectl, is the bottleneck: a few at once take half the time.
-        with ThreadPoolExecutor(max_workers=3) as pool:
-            list(pool.map(apply, sorted(todo, key=lambda n: -len(docs[n]))))
-
-        def established(name: str) -> bool:
-            # (kubectl wait gives up on a CRD whose status has no conditions yet.)
-            crd = current(name)
-            if not any(c["type"] == "Established" and c["status"] == "True"
-                       for c in crd.get("status", {}).get("conditions") or []):
-                return False
-            record[name] = [digest[name], crd["metadata"]["uid"], crd["metadata"]["generation"]]
-            return True
-        deadline = time.monotonic() + timeout
-        pending = sorted(todo)
-        while pending:
-            pending = [n for n in pending if not established(n)]
-            if pending and time.monotonic() > deadline:
-                raise ControlPlaneError(f"CRDs not Established after {timeout:.0f}s: {', '.join(pending)}")
-            if pending:
-                time.sleep(0.1)  # poll interval
-        record_file.write_text(json.dumps(record, indent=1) + "\n")
-        return sorted(docs)
+        """Server-side apply the CRDs in YAML files and wait until they are Established; their names."""
+        return install_crds(self, files, timeout)
 
     # start / stop
     def _spawn(self, name: str, args: list[str]) -> None:
@@ -401,24 +174,25 @@ class ControlPlane:
             [str(self.bin_dir / name), *args],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=self.dir,
             start_new_session=True,
-            preexec_fn=None if self.detach else _die_with_parent,
+            preexec_fn=None if self.detach else die_with_parent,
         )
         log.close()
         self.procs[name] = proc
         write_pidfile(self.dir / f"{name}.pid", proc.pid)
 
     def start_runner(self, timeout: float = 30.0) -> None:
-        """Start the local runner (tests/k8s/runner.py) in the background, unless it runs."""
+        """Start the local runner (tests/support/k8s/runner.py) in the background, unless it runs."""
         pidfile = self.dir / "runner.pid"
         if pidfile.exists():
             pid, started = pidfile.read_text().split()[:2]
-            if _start_time(int(pid)) == started:
+            if start_time(int(pid)) == started:
                 return
         log = self.dir / "runner.log"
         offset = log.stat().st_size if log.exists() else 0
         with open(log, "ab") as out:
             proc = subprocess.Popen(
-                [sys.executable, str(RUNNER), f"--kubeconfig={self.kubeconfig}", f"--log-dir={self.dir / 'runner'}"],
+                [sys.executable, "-m", RUNNER_MODULE, f"--kubeconfig={self.kubeconfig}",
+                 f"--log-dir={self.dir / 'runner'}"],
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True)
         write_pidfile(pidfile, proc.pid)
         deadline = time.monotonic() + timeout
@@ -447,7 +221,7 @@ class ControlPlane:
         if self.bin_dir is None:
             self.bin_dir = build_tools()
         self.dir.mkdir(parents=True, exist_ok=True)
-        make_pki(self.pki)
+        make_pki(self.pki, SERVICE_IP)
         for attempt in range(3):  # a free port can be taken before we bind it
             try:
                 self._start_once()
@@ -474,7 +248,7 @@ class ControlPlane:
             "--max-request-bytes=10485760",  # Argo's full CRDs are a few MB each
             "--log-level=warn",
         ])
-        self._wait("etcd /health", lambda: self._get(f"{etcd_url}/health", None)[0] == 200, ["etcd"])
+        self._wait("etcd /health", lambda: self.http_get(f"{etcd_url}/health", None)[0] == 200, ["etcd"])
         t_etcd = time.monotonic() - t0
 
         self._spawn("kube-apiserver", [
@@ -530,13 +304,13 @@ class ControlPlane:
         insecure.check_hostname = False
         insecure.verify_mode = ssl.CERT_NONE  # its serving certificate is self-signed on the fly
         kcm_url = f"https://127.0.0.1:{p['controller-manager']}/healthz"
-        self._wait("kube-controller-manager /healthz", lambda: self._get(kcm_url, insecure)[0] == 200,
+        self._wait("kube-controller-manager /healthz", lambda: self.http_get(kcm_url, insecure)[0] == 200,
                    list(COMPONENTS))
         # Its controllers are running once the ServiceAccount controller has made default/default
         # (Pods cannot be created in a namespace before its default ServiceAccount exists).
         sa_url = f"{self.server}/api/v1/namespaces/default/serviceaccounts/default"
-        admin = self._ssl_context()
-        self._wait("the default ServiceAccount", lambda: self._get(sa_url, admin)[0] == 200, list(COMPONENTS))
+        admin = self.admin_context()
+        self._wait("the default ServiceAccount", lambda: self.http_get(sa_url, admin)[0] == 200, list(COMPONENTS))
         self.timings = {"etcd": t_etcd, "kube-apiserver": t_api, "total": time.monotonic() - t0}
         self.save_state()
 
@@ -576,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="up: also install the CRDs in this YAML file or directory (repeatable; "
                          "a path that does not exist is skipped)")
     ap.add_argument("--runner", action="store_true",
-                    help="up: also run tests/k8s/runner.py in the background (runs Job Pods and "
+                    help="up: also run the local runner in the background (runs Job Pods and "
                          "SparkApplications locally; log in DIR/runner.log)")
     args = ap.parse_args(argv)
     d = args.dir.resolve()

@@ -8,6 +8,7 @@
 #   make cluster-down  stop all of it
 
 K8S_TOOLS_DIR := $(dir $(lastword $(MAKEFILE_LIST)))
+# tools/ is a package: its modules run with `python -m` from the repository root (the top-level Makefile's directory)
 FILEDROP_HOME ?= $(HOME)/.local/share/filedrop
 K8S_CLUSTER_DIR ?= $(FILEDROP_HOME)/cluster
 FILEDROP_THIRDPARTY ?= $(abspath $(CURDIR)/../shared/thirdparty)
@@ -18,14 +19,14 @@ k8s-tools:
 	@bash $(K8S_TOOLS_DIR)build.sh >/dev/null
 
 cluster: k8s-tools
-	@$(PY) $(K8S_TOOLS_DIR)controlplane.py up --dir "$(K8S_CLUSTER_DIR)" \
+	@$(PY) -m tools.k8s.controlplane up --dir "$(K8S_CLUSTER_DIR)" \
 		--crds "$(FILEDROP_THIRDPARTY)" --crds "$(CURDIR)/crds" --runner
-	@$(PY) $(K8S_TOOLS_DIR)stack.py up --dir "$(K8S_CLUSTER_DIR)"
+	@$(PY) -m tools.k8s.stack up --dir "$(K8S_CLUSTER_DIR)"
 
 # Drop a file into the local bucket: make cluster-put FILE=../shared/data/d2b/orders.csv
 cluster-put:
-	@$(PY) $(K8S_TOOLS_DIR)stack.py put "$(FILE)" --dir "$(K8S_CLUSTER_DIR)"
+	@$(PY) -m tools.k8s.stack put "$(FILE)" --dir "$(K8S_CLUSTER_DIR)"
 
 cluster-down:
-	@$(PY) $(K8S_TOOLS_DIR)stack.py down --dir "$(K8S_CLUSTER_DIR)"
-	@$(PY) $(K8S_TOOLS_DIR)controlplane.py down --dir "$(K8S_CLUSTER_DIR)"
+	@$(PY) -m tools.k8s.stack down --dir "$(K8S_CLUSTER_DIR)"
+	@$(PY) -m tools.k8s.controlplane down --dir "$(K8S_CLUSTER_DIR)"

@@ -1,15 +1,16 @@
 """filedrop's production topology on one machine, on top of the control plane (DESIGN §7).
 
-`make cluster` runs `controlplane.py up` and then this script's `up`, which adds: moto's S3/SQS
+`make cluster` runs `python -m tools.k8s.controlplane up` and then this module's `up`, which adds: moto's S3/SQS
 server, the embedded warehouse, a namespace `filedrop` with the CRDs' FileRoutes (the d2b routes),
 the least-privilege RBAC of operator/rbac.yaml, a bucket whose ObjectCreated events go to an SQS
 queue, and `filedrop operator` and `filedrop bridge` running in the background with their
 ServiceAccounts' tokens. Then
 
-    python tools/k8s/stack.py put ../shared/data/d2b/orders.csv      # drop a file into the bucket
-    kubectl get filedrops -n filedrop                                   # watch it load
+    python -m tools.k8s.stack put ../shared/data/d2b/orders.csv      # drop a file into the bucket
+    kubectl get filedrops -n filedrop                                  # watch it load
 
-`down` stops what `up` started (the control plane itself: `controlplane.py down`).
+`down` stops what `up` started (the control plane itself: `python -m tools.k8s.controlplane down`).
+Run from the repository root.
 """
 
 from __future__ import annotations
@@ -25,13 +26,11 @@ from pathlib import Path
 
 import yaml
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parents[1]
-sys.path.insert(0, str(HERE))
-from controlplane import ControlPlane, _start_time, free_port, stop_pidfile, tail, write_pidfile  # noqa: E402
+from tests.support.k8s.kube import token_kubeconfig  # the local runner's small client
+from tools.k8s.base import free_port, start_time, stop_pidfile, tail, write_pidfile
+from tools.k8s.controlplane import ControlPlane
 
-sys.path.insert(0, str(REPO / "tests" / "k8s"))  # the local runner and its small client live there
-from kube import token_kubeconfig  # noqa: E402
+REPO = Path(__file__).resolve().parents[2]
 
 BUCKET = "d2b-internal-assessment-bucket"
 QUEUE = "filedrop-events"
@@ -43,7 +42,7 @@ def _alive(pidfile: Path) -> bool:
         pid, started = pidfile.read_text().split()[:2]
     except (FileNotFoundError, ValueError):
         return False
-    return _start_time(int(pid)) == started
+    return start_time(int(pid)) == started
 
 
 def _spawn(d: Path, name: str, argv: list[str], env: dict[str, str]) -> None:
@@ -140,12 +139,13 @@ def up(d: Path, ns: str) -> int:
            {**base, "KUBECONFIG": _token_kubeconfig(cp, d, ns, "filedrop-operator"),
             "FILEDROP_WAREHOUSE_URL": warehouse, "FILEDROP_LOADER_ENV_SECRET": "aws-creds",
             "FILEDROP_METRICS_PORT": str(free_port()), "FILEDROP_PEERING_LIFETIME": "15"})
-    _spawn(d, "bridge", [sys.executable, "-m", "filedrop", "bridge", "--queue", queue, "--namespace", ns, "--wait", "5"],
+    _spawn(d, "bridge",
+           [sys.executable, "-m", "filedrop", "bridge", "--queue", queue, "--namespace", ns, "--wait", "5"],
            {**base, "KUBECONFIG": _token_kubeconfig(cp, d, ns, "filedrop-bridge")})
     (d / "stack.env").write_text(f"AWS_ENDPOINT_URL={endpoint}\nFILEDROP_WAREHOUSE_URL={warehouse}\n")
     print(f"filedrop running in namespace {ns}: bucket s3://{BUCKET} (moto at {endpoint}) -> SQS -> bridge -> "
           f"operator -> loader Jobs -> {warehouse}", file=sys.stderr)
-    print(f"  drop a file:  {sys.executable} tools/k8s/stack.py put ../shared/data/d2b/orders.csv", file=sys.stderr)
+    print(f"  drop a file:  {sys.executable} -m tools.k8s.stack put ../shared/data/d2b/orders.csv", file=sys.stderr)
     print(f"  watch:        kubectl get filedrops,fileroutes -n {ns}", file=sys.stderr)
     print(f"  logs:         {d}/operator.log {d}/bridge.log {d}/runner.log", file=sys.stderr)
     return 0
@@ -172,8 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("command", choices=["up", "put", "down"])
     ap.add_argument("file", nargs="?", type=Path, help="put: the file to upload")
-    ap.add_argument("--dir", type=Path, default=Path(os.environ.get("FILEDROP_HOME", Path.home() / ".local/share/filedrop"))
-                    / "cluster", help="the control plane's state directory")
+    home = Path(os.environ.get("FILEDROP_HOME", Path.home() / ".local/share/filedrop"))
+    ap.add_argument("--dir", type=Path, default=home / "cluster", help="the control plane's state directory")
     ap.add_argument("--namespace", default="filedrop")
     ap.add_argument("--key", help="put: the object key (default orders_data/<file name>)")
     args = ap.parse_args(argv)

@@ -21,7 +21,8 @@ Each workload runs with KUBECONFIG pointing at a token for its service account
 service_account_identity=False to give it the runner's own kubeconfig instead.
 Output goes to a log file per run (LocalRunner.output()).
 
-As a script (for `make cluster`): python tests/k8s/runner.py --kubeconfig K --log-dir D
+As a program (for `make cluster`, from the repository root):
+python -m tests.support.k8s.runner --kubeconfig K --log-dir D
 """
 
 from __future__ import annotations
@@ -41,8 +42,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from kube import ApiError, Kube, token_kubeconfig  # noqa: E402
+from tests.support.k8s.kube import ApiError, Kube, token_kubeconfig
 
 SPARK_PATH = "/apis/sparkoperator.k8s.io/v1beta2"
 OUTPUT_TAIL = 2000  # characters of output kept in errorMessage / terminated.message
@@ -511,7 +511,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Run Job Pods and SparkApplications of a cluster locally.")
     ap.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG"), required="KUBECONFIG" not in os.environ)
     ap.add_argument("--log-dir", required=True, type=Path)
-    ap.add_argument("--pid-file", type=Path, help="write '<pid> <start time>' here (controlplane.py down stops it)")
+    ap.add_argument("--pid-file", type=Path, help="write '<pid> <start time>' here (`controlplane down` stops it)")
     ap.add_argument("--namespace", action="append", dest="namespaces", help="only these namespaces (repeatable)")
     ap.add_argument("--admin-identity", action="store_true",
                     help="run workloads with the runner's kubeconfig, not their service accounts' tokens")

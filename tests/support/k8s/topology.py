@@ -17,9 +17,10 @@ import boto3
 import yaml
 
 from filedrop.cluster.resources import route_manifest
+from tests.support.k8s.kube import token_kubeconfig
 from tests.support.servers import free_port
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 AWS_SECRET = "aws-secret-Zq8v1x"  # moto accepts any keys; a distinctive one can be searched for
 DB_PASSWORD = "pg-pass-Hy7c2w"
@@ -56,14 +57,13 @@ class Stack:
         self.apply([route_manifest(r) for r in routes])
         self.s3.create_bucket(Bucket=self.bucket)
         if notify:
-            arn = self.sqs.get_queue_attributes(QueueUrl=self.queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+            attributes = self.sqs.get_queue_attributes(QueueUrl=self.queue, AttributeNames=["QueueArn"])["Attributes"]
+            arn = attributes["QueueArn"]
             self.s3.put_bucket_notification_configuration(Bucket=self.bucket, NotificationConfiguration={
                 "QueueConfigurations": [{"QueueArn": arn, "Events": ["s3:ObjectCreated:*"], **({"Filter": {
                     "Key": {"FilterRules": [{"Name": "prefix", "Value": notify_prefix}]}}} if notify_prefix else {})}]})
 
     def token_kubeconfig(self, service_account: str) -> str:
-        from kube import token_kubeconfig  # tests/k8s/kube.py
-
         token = self.kubectl("create", "token", service_account, "-n", self.ns, "--duration=2h").stdout.strip()
         admin = yaml.safe_load(Path(self.cluster.kubeconfig).read_text())
         cluster = admin["clusters"][0]["cluster"]
@@ -113,7 +113,8 @@ class Stack:
                 proc.wait(10)
 
     def logs(self) -> str:
-        return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-4000:]}" for p in sorted(self.tmp.glob("*.log")))
+        return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-4000:]}"
+                         for p in sorted(self.tmp.glob("*.log")))
 
     def filedrops(self) -> list[dict[str, Any]]:
         return list(json.loads(self.kubectl("get", "filedrops", "-n", self.ns, "-o", "json").stdout)["items"])

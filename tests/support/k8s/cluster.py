@@ -1,4 +1,4 @@
-"""pytest fixtures for a real Kubernetes control plane (tools/k8s/controlplane.py).
+"""pytest fixtures for a real Kubernetes control plane (tools/k8s: :mod:`tools.k8s.controlplane`).
 
 Fixtures (all but k8s_namespace are session-scoped):
   k8s_cluster          the running control plane: a Cluster (kubeconfig, server, env,
@@ -14,12 +14,10 @@ many minutes on a cold cache; afterwards the control plane starts in seconds.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -28,25 +26,12 @@ from typing import Any
 
 import pytest
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parents[1]
-sys.path.insert(0, str(HERE))
-from kube import ApiError, Kube  # noqa: E402
-from runner import LocalRunner  # noqa: E402
+from tests.support.k8s.kube import ApiError, Kube
+from tests.support.k8s.runner import LocalRunner
+from tools.k8s import controlplane
+from tools.k8s.crds import yaml_files
 
-
-def _load_controlplane():
-    name = "filedrop_tools_k8s_controlplane"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, REPO / "tools" / "k8s" / "controlplane.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-controlplane = _load_controlplane()
+REPO = Path(__file__).resolve().parents[3]
 
 
 def thirdparty_dir() -> Path:
@@ -109,14 +94,14 @@ class Cluster:
     def install_crds(self, files: Iterable[Path], timeout: float = 180) -> list[str]:
         """Server-side apply the CRDs in YAML files (or directories of them) and wait until
         they are Established; returns their names."""
-        names = self.cp.install_crds(controlplane.yaml_files(files), timeout)
+        names = self.cp.install_crds(yaml_files(files), timeout)
         self._installed.update(names)
         return names
 
     def install_thirdparty_crds(self, directory: Path | None = None) -> list[str]:
         """Install the third-party CRDs (Argo Workflows, spark-operator, kopf peering)."""
         d = Path(directory or thirdparty_dir())
-        if not controlplane.yaml_files([d]):
+        if not yaml_files([d]):
             raise FileNotFoundError(f"no CRD YAML files under {d} (set FILEDROP_THIRDPARTY)")
         return self.install_crds([d])
 
@@ -144,7 +129,7 @@ class Cluster:
         return config.new_client_from_config(config_file=str(self.kubeconfig))
 
 
-_current: dict[str, Any] = {}  # for the failure hook in conftest.py
+_current: dict[str, Any] = {}  # for the failure hooks in tests/k8s/conftest.py and tests/chart/conftest.py
 
 
 def current_cluster() -> Cluster | None:

