@@ -16,12 +16,13 @@ export FILEDROP_D2B_DIR ?= $(SHARED)/data/d2b
 export FILEDROP_THIRDPARTY ?= $(SHARED)/thirdparty
 PG15_BIN := /usr/lib/postgresql/15/bin
 
-.PHONY: help demo test test-deps unit venv clean-venv bench soak
+.PHONY: help demo test test-deps unit lint venv clean-venv bench soak
 
 help:
 	@echo "make demo    - load the d2b files into an embedded PostgreSQL and show what happened"
 	@echo "make test    - run the test suite (installs what it needs)"
 	@echo "make unit    - only the fast tests that need no server"
+	@echo "make lint    - ruff and mypy --strict (part of make test)"
 	@echo "make bench   - load benchmarks (docs/benchmarks.md); not part of make test"
 	@echo "make soak    - the fault-injection suite, long: SOAK_FILES files (docs/reliability.md)"
 	@echo "make cluster - a local Kubernetes control plane for kubectl get filedrops (make cluster-down stops it)"
@@ -51,7 +52,12 @@ test-deps:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-15 >/dev/null; \
 	fi
 
-test: venv test-deps k8s-tools spark-jars
+# Static checks first (seconds): ruff on everything, mypy --strict on the package (pyproject.toml).
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(PY) -m mypy
+
+test: lint venv test-deps k8s-tools spark-jars
 	$(PY) -m pytest
 
 # Benchmarks (never part of `make test`): docs/benchmarks.md records the results and the command lines.

@@ -1,13 +1,16 @@
 """filedrop: load files dropped into S3 exactly once into PostgreSQL staging (DESIGN.md).
 
-Layers, lowest first (enforced by the import-linter contracts in pyproject.toml):
+One package per box of the design, each depending only on the ones below it (import-linter contracts in
+pyproject.toml):
 
-* pure models and decisions — ``config``, ``routes``, ``objects``, ``protocol``, ``csvscan`` (how CSV
-  bytes are read, the same on every path), ``sql``, ``events``, ``sample``: no service clients,
-  unit-testable without any server;
-* adapters, the only modules that talk to PostgreSQL or S3 — ``warehouse``, ``sources``, ``history``,
-  and ``loader`` (the direct engine and the load protocol);
-* entry points — ``pipeline`` (discover, match, load) and ``cli``.
+* ``cli`` — the ``filedrop`` command;
+* runtimes, independent of each other — ``cluster`` (the kopf operator, the SQS bridge, loader Jobs),
+  ``local`` (``filedrop run``: the same loads in one process), ``analytics`` (dbt, export, docs, Argo);
+* engines — ``spark`` (the Spark engine and its SparkApplication), ``load`` (the load protocol and the
+  direct engine);
+* ``warehouse`` — the only package that talks to PostgreSQL: one client, the schema, the history, SQL text;
+* the shared vocabulary at the root, pure: ``config``, ``routes``, ``objects``, ``events``, ``protocol``,
+  ``csvscan`` and ``csvrecords`` (how CSV bytes are read, the same on every path), ``exitcodes``.
 """
 
 __version__ = "0.1.0"
