@@ -32,7 +32,8 @@ from tests.support.servers import start_moto  # noqa: E402  (the same moto serve
 
 def orders_file(n_rows: int, start: int) -> bytes:
     lines = ["order_id,customer_id,order_date,product_id,unit_price,quantity,total_price"]
-    lines += [f"{i},{i % 997},2022-0{1 + i % 9}-1{i % 10},{i % 30},{10 + i % 90},{1 + i % 9},{(10 + i % 90) * (1 + i % 9)}"
+    lines += [f"{i},{i % 997},2022-0{1 + i % 9}-1{i % 10},{i % 30},"
+              f"{10 + i % 90},{1 + i % 9},{(10 + i % 90) * (1 + i % 9)}"
               for i in range(start, start + n_rows)]
     return ("\n".join(lines) + "\n").encode()
 

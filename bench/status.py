@@ -3,7 +3,8 @@
     .venv/bin/python bench/status.py [--versions 100000,1000000] [--warehouse URL]
 
 Fills a fresh bookkeeping schema with synthetic history — three versions per key, each loaded once;
-every 20th version with a failed attempt before its load, every 50th only failed — then times `filedrop status` (the command, as a user runs it) at each size.
+every 20th version with a failed attempt before its load, every 50th only failed — then times
+`filedrop status` (the command, as a user runs it) at each size.
 Without --warehouse it uses the embedded PostgreSQL under a temporary FILEDROP_HOME.
 DESIGN/issue 13 target: < 1 s at 100 k versions, < 5 s at 1 M.
 """

@@ -134,7 +134,8 @@ def test_chart_sets_only_settings_filedrop_reads(k8s_cluster: Any) -> None:
     assert [t.name for t in parse_tiers(env["FILEDROP_SPARK_TIERS"])] == ["small", "large"]
     defaults = helm_template(k8s_cluster, "data")
     [operator] = [d for d in defaults if d["kind"] == "Deployment"]
-    assert "FILEDROP_SPARK_IMAGE" not in {e["name"] for e in operator["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert "FILEDROP_SPARK_IMAGE" not in {
+        e["name"] for e in operator["spec"]["template"]["spec"]["containers"][0]["env"]}
 
 
 def test_service_accounts_are_denied_what_they_do_not_need(k8s_cluster: Any, chart_crds: list[str],
@@ -150,7 +151,8 @@ def test_service_accounts_are_denied_what_they_do_not_need(k8s_cluster: Any, cha
 
     allowed = [("bridge", "create", "filedrops.filedrop.dev"), ("bridge", "list", "fileroutes.filedrop.dev"),
                ("operator", "create", "jobs.batch"), ("operator", "create", "sparkapplications.sparkoperator.k8s.io"),
-               ("operator", "patch", "filedrops.filedrop.dev", "status"), ("operator", "patch", "kopfpeerings.kopf.dev"),
+               ("operator", "patch", "filedrops.filedrop.dev", "status"),
+               ("operator", "patch", "kopfpeerings.kopf.dev"),
                ("operator", "watch", "fileroutes.filedrop.dev"), ("spark", "create", "pods"),
                ("workflows", "create", "workflowtaskresults.argoproj.io")]
     denied = [("bridge", "delete", "filedrops.filedrop.dev"), ("bridge", "get", "filedrops.filedrop.dev"),

@@ -66,7 +66,8 @@ class Release:
         return argv
 
     def logs(self) -> str:
-        return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}" for p in sorted(self.tmp.glob("*.log")))
+        return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}"
+                         for p in sorted(self.tmp.glob("*.log")))
 
     def filedrops(self) -> dict[str, dict[str, Any]]:
         items = self.cluster.kubectl_json("get", "filedrops", "-n", self.ns)["items"]
@@ -91,11 +92,13 @@ def release(k8s_cluster: Any, chart_crds: list[str], local_runner: Any, restrict
             aws: str, tmp_path: Path) -> Iterator[Release]:
     ns = restricted_namespace
     sqs = boto3.client("sqs")
-    queue = sqs.create_queue(QueueName=f"events-{uuid.uuid4().hex[:8]}", Attributes={"VisibilityTimeout": "5"})["QueueUrl"]
+    queue = sqs.create_queue(QueueName=f"events-{uuid.uuid4().hex[:8]}",
+                             Attributes={"VisibilityTimeout": "5"})["QueueUrl"]
     # What an installer creates first (docs/install-eks.md): the Secrets the chart refers to.
-    k8s_cluster.kubectl("create", "secret", "generic", "filedrop-warehouse", "-n", ns, f"--from-literal=url={warehouse}")
-    k8s_cluster.kubectl("create", "secret", "generic", "filedrop-aws", "-n", ns, "--from-literal=AWS_ACCESS_KEY_ID=testing",
-                        "--from-literal=AWS_SECRET_ACCESS_KEY=testing")
+    k8s_cluster.kubectl("create", "secret", "generic", "filedrop-warehouse", "-n", ns,
+                        f"--from-literal=url={warehouse}")
+    k8s_cluster.kubectl("create", "secret", "generic", "filedrop-aws", "-n", ns,
+                        "--from-literal=AWS_ACCESS_KEY_ID=testing", "--from-literal=AWS_SECRET_ACCESS_KEY=testing")
     ports = {"metrics": free_port(), "health": free_port()}
     values = {
         "aws": {"region": "us-east-1", "endpointUrl": aws, "existingSecret": "filedrop-aws"},
@@ -154,7 +157,8 @@ def test_chart_operator_and_bridge_load_the_d2b_files(release: Release, db: DB) 
                                                         "jsonpath={.status.filesLoaded}").stdout, "FileRoute status")
     # the probes' and the metrics Service's ports are the ones the operator serves
     assert release.http(release.ports["health"], "/healthz")
-    assert 'filedrop_files_total{phase="Loaded",route="orders"} 1.0' in release.http(release.ports["metrics"], "/metrics")
+    assert ('filedrop_files_total{phase="Loaded",route="orders"} 1.0'
+            in release.http(release.ports["metrics"], "/metrics"))
     deploy = release.cluster.kubectl_json("get", "deployment", "filedrop-operator", "-n", release.ns)
     probe = deploy["spec"]["template"]["spec"]["containers"][0]["livenessProbe"]["httpGet"]
     assert probe == {"path": "/healthz", "port": "health", "scheme": "HTTP"}

@@ -106,7 +106,8 @@ def test_escape_for_helm() -> None:
 
 
 def test_substitute_values() -> None:
-    text = "metadata:\n  name: __HELM_NAME__\n  labels: __HELM_BLOCK_LABELS__\nspec:\n  n: __HELM_SUCCESSFUL_HISTORY__\n"
+    text = ("metadata:\n  name: __HELM_NAME__\n  labels: __HELM_BLOCK_LABELS__\n"
+            "spec:\n  n: __HELM_SUCCESSFUL_HISTORY__\n")
     out = wf.substitute_values(text)
     assert out == ('metadata:\n  name: {{ include "filedrop.workflows.name" . | quote }}\n  labels:\n'
                    '    {{- include "filedrop.labels" (dict "context" . "component" "workflows") | nindent 4 }}\n'
