@@ -94,11 +94,12 @@ def main() -> int:
     with warehouse(args.warehouse) as url:
         facts = server_facts(url)
         runs = []
-        for n, path in zip(sizes, files):
+        for n, path in zip(sizes, files, strict=True):
             for r in range(args.repeat):
                 execute(url, "DROP SCHEMA IF EXISTS bench_mem CASCADE", "DROP SCHEMA IF EXISTS bench_mem_meta CASCADE")
                 env = {**base_env, "FILEDROP_STAGING_SCHEMA": "bench_mem", "FILEDROP_META_SCHEMA": "bench_mem_meta"}
-                note(f"memory: filedrop load {path.name} ({path.stat().st_size / 1e6:.0f} MB) run {r + 1}/{args.repeat}")
+                note(f"memory: filedrop load {path.name} ({path.stat().st_size / 1e6:.0f} MB) "
+                     f"run {r + 1}/{args.repeat}")
                 secs, rss = peak_rss(filedrop_cmd() + ["load", str(path), "--route", "orders", "--routes", str(routes),
                                                        "--engine", "direct", "--warehouse", url], env)
                 note(f"  {secs:.1f}s, peak RSS {rss / 2**20:.0f} MiB")

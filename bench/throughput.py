@@ -110,7 +110,8 @@ def copy_plain(url: str, path: Path) -> float:
 
 
 def copy_lineage(url: str, path: Path, etag: str) -> float:
-    lineage = LINEAGE_DEFAULTS.format(bucket=_q(str(path.parent)), key=_q(path.name), etag=_q(etag), load_id=_q(LOAD_ID))
+    lineage = LINEAGE_DEFAULTS.format(bucket=_q(str(path.parent)), key=_q(path.name), etag=_q(etag),
+                                      load_id=_q(LOAD_ID))
     execute(url, "DROP TABLE IF EXISTS bench_copy_lineage", f"CREATE TABLE bench_copy_lineage ({TYPED}, {lineage})")
     checkpoint(url)
     return psql(url, f"\\copy bench_copy_lineage ({COLUMN_LIST}) FROM '{path}' (FORMAT csv, HEADER)")
@@ -133,7 +134,8 @@ class _Phases(logging.Handler):
     """Times ``Engine.parse`` and ``loader._finalize`` by wrapping them (no change to filedrop itself) and
     collects the Spark engine's timing log lines (planning pass, parallel COPY)."""
 
-    PATTERNS = {"plan": re.compile(r"blocks planned in ([0-9.]+)s"), "copy": re.compile(r"blocks written in ([0-9.]+)s")}
+    PATTERNS = {"plan": re.compile(r"blocks planned in ([0-9.]+)s"),
+                "copy": re.compile(r"blocks written in ([0-9.]+)s")}
 
     def __init__(self) -> None:
         super().__init__(logging.INFO)
@@ -268,7 +270,8 @@ def hand_upsert(url: str, path: Path, etag: str, *, lineage: bool, fresh: bool) 
         tmp = f"CREATE TEMP TABLE tmp ({TYPED}, _row_number bigint GENERATED ALWAYS AS IDENTITY)"
         lin = ["_source_bucket", "_source_key", "_source_etag", "_load_id", "_row_number", "_loaded_at"]
         insert = (f"INSERT INTO {table_name} AS t ({COLUMN_LIST}, {', '.join(lin)}) "
-                  f"SELECT {COLUMN_LIST}, {_q(str(path.parent))}, {_q(path.name)}, {_q(etag)}, {_q(LOAD_ID)}, _row_number, now() FROM tmp "
+                  f"SELECT {COLUMN_LIST}, {_q(str(path.parent))}, {_q(path.name)}, {_q(etag)}, {_q(LOAD_ID)}, "
+                  f"_row_number, now() FROM tmp "
                   f"ON CONFLICT (order_id) DO UPDATE SET "
                   + ", ".join(f"{n} = EXCLUDED.{n}" for n in rest + lin)
                   + f" WHERE ({', '.join('t.' + n for n in rest)}) IS DISTINCT FROM "
@@ -419,13 +422,14 @@ def main() -> int:
             repeat = args.large_repeat if (args.large_repeat and size > 500e6) else args.repeat
             etag = md5sum(path)
             pandas_rows = max(1, int(n * args.pandas_fraction))
+            # The runners are called within this iteration; bind its values explicitly.
             runners: dict[str, Callable[[], float]] = {
-                "copy": lambda: copy_plain(url, path),
-                "copy-lineage": lambda: copy_lineage(url, path, etag),
-                "direct": lambda: engine_load(url, path, "direct"),
-                "spark": lambda: engine_load(url, path, "spark"),
-                "jdbc": lambda: spark.write_jdbc(path),  # type: ignore[union-attr]
-                "pandas": lambda: pandas_to_sql(url, path, pandas_rows) * n / pandas_rows,
+                "copy": lambda path=path: copy_plain(url, path),
+                "copy-lineage": lambda path=path, etag=etag: copy_lineage(url, path, etag),
+                "direct": lambda path=path: engine_load(url, path, "direct"),
+                "spark": lambda path=path: engine_load(url, path, "spark"),
+                "jdbc": lambda path=path: spark.write_jdbc(path),  # type: ignore[union-attr]
+                "pandas": lambda path=path, n=n, rows=pandas_rows: pandas_to_sql(url, path, rows) * n / rows,
             }
             chosen = [m for m in methods if m != "pandas" or size / 1e6 <= args.pandas_max_mb]
             if "pandas" in methods and "pandas" not in chosen:
@@ -462,7 +466,8 @@ def main() -> int:
           f"{s.get('max_wal_size')}, fsync {s.get('fsync')}); {facts['cores']} cores, {facts['ram_gb']} GiB"
           + (f"; Spark {facts['spark']}" if "spark" in facts else "")
           + f"; filedrop at {facts['git']}"
-          + (f" with uncommitted changes in {', '.join(x.split()[-1] for x in facts['uncommitted_engine_changes'] if x.strip())}"
+          + (" with uncommitted changes in "
+             + ", ".join(x.split()[-1] for x in facts["uncommitted_engine_changes"] if x.strip())
              if facts["uncommitted_engine_changes"] else "") + "\n")
     for f in out["files"]:
         print(report_file(f) + "\n")

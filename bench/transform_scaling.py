@@ -122,7 +122,8 @@ def main() -> int:
                                      "first_transform": first_s, "new_load": new_load_s, "runs": runs,
                                      "nodes": nodes, "transform": transform_s, "staging_rows": counts})
     inc, full = median(runs["incremental"]), median(runs["full-refresh"])
-    print(f"\n### Transform: {args.orders:,} orders ({args.orders / 10_000:g}× d2b) + {new_orders:,} new ({args.new_percent:g}%), "
+    print(f"\n### Transform: {args.orders:,} orders ({args.orders / 10_000:g}× d2b) + "
+          f"{new_orders:,} new ({args.new_percent:g}%), "
           f"{args.repeat} run{'s' if args.repeat > 1 else ''} each\n")
     print("staging rows after the new files: " + ", ".join(f"{t} {n:,}" for t, n in counts.items()) + "\n")
     print(table(["step", "seconds, median (min–max)"], [

@@ -12,8 +12,8 @@ next line become one record. Two pieces keep every path to one reading:
   or — for routes with date columns — a date PostgreSQL would read differently under another DateStyle.
   A chunk without a quote, a backslash or a date separator costs a few ``memchr``-speed scans.
 - :class:`~filedrop.csvrecords.RecordReader` is the tolerant pass's reader: one record at a time with
-  its bytes as written, telling a quoted empty string ``""`` from an empty (NULL) field, and reporting a malformed record with
-  its reason instead of merging it with the next one.
+  its bytes as written, telling a quoted empty string ``""`` from an empty (NULL) field, and reporting a
+  malformed record with its reason instead of merging it with the next one.
 """
 
 from __future__ import annotations

@@ -64,15 +64,17 @@ def decide(obj: SourceObject, versions: list[LoadedVersion], replay: str = "") -
     if replay:
         for prior in loaded:
             if prior.replay == replay and _same_version(obj, prior):
-                return Decision("skipped_duplicate", f"already loaded under this replay token by load {prior.load_id[:12]}")
+                return Decision("skipped_duplicate",
+                                f"already loaded under this replay token by load {prior.load_id[:12]}")
         return Decision("load")
     if obj.version_id:
         for prior in loaded:
             if prior.version_id == obj.version_id:
-                return Decision("skipped_duplicate", f"this object version was already loaded by load {prior.load_id[:12]}")
+                return Decision("skipped_duplicate",
+                                f"this object version was already loaded by load {prior.load_id[:12]}")
     if loaded and loaded[-1].etag == obj.etag:
-        return Decision("skipped_duplicate", f"same content as the latest loaded version (load {loaded[-1].load_id[:12]})",
-                        final=False)
+        return Decision("skipped_duplicate",
+                        f"same content as the latest loaded version (load {loaded[-1].load_id[:12]})", final=False)
     if obj.from_event:
         for prior in versions:
             if is_newer(prior.sequencer, prior.last_modified, obj.sequencer, obj.last_modified):

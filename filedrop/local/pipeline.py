@@ -85,8 +85,8 @@ class PollMemory:
 
     An object whose listing is unchanged since its last attempt (local: size, mtime and ctime — a write
     changes the ctime even when the mtime is put back; S3: ETag and size) is not hashed, not loaded and
-    not written to history again when that attempt loaded or skipped it. A failed one is retried with exponential backoff (``base`` seconds, doubling, at most
-    ``cap``) — or at once when its listing changes.
+    not written to history again when that attempt loaded or skipped it. A failed one is retried with
+    exponential backoff (``base`` seconds, doubling, at most ``cap``) — or at once when its listing changes.
     """
 
     def __init__(self, base: float = 30.0, cap: float = 3600.0, clock: Callable[[], float] = time.monotonic) -> None:
@@ -118,7 +118,8 @@ class PollMemory:
 
 
 def run_once(url: str, settings: Settings, routes: list[FileRoute], source: str, *, engine: str | None = None,
-             progress: Progress | None = None, on_discovered: Callable[[list[tuple[Listed, FileRoute]]], None] | None = None,
+             progress: Progress | None = None,
+             on_discovered: Callable[[list[tuple[Listed, FileRoute]]], None] | None = None,
              memory: PollMemory | None = None) -> RunReport:
     """Load every matched file under ``source`` that is not loaded yet; every file is attempted (with
     ``memory``, a watching run's, only files new or changed since their last attempt, and failed ones

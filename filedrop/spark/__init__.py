@@ -5,7 +5,8 @@ Layers inside this package, lowest first:
 
 * :mod:`~filedrop.spark.jars`, :mod:`~filedrop.spark.conf`, :mod:`~filedrop.spark.plan` — pure: pinned jar
   versions, Spark/S3A settings from the environment, and the record-numbering plan over Hadoop splits.
-* :mod:`~filedrop.spark.tasks` — what runs in the Python workers (pyarrow + ``COPY`` through the warehouse client), no pyspark.
+* :mod:`~filedrop.spark.tasks` — what runs in the Python workers (pyarrow + ``COPY`` through the warehouse
+  client), no pyspark.
 * :mod:`~filedrop.spark.session`, :mod:`~filedrop.spark.engine` — adapters: the SparkSession and
   :class:`~filedrop.spark.engine.SparkEngine` (registered as ``loader.ENGINES["spark"]``).
 * :mod:`~filedrop.spark.job` — the ``spark-submit`` main file.

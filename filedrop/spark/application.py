@@ -131,7 +131,8 @@ def build_spark_application(*, filedrop: Mapping[str, Any], route: str, obj: Sou
     if config.s3_endpoint:
         hadoop_conf.update({"fs.s3a.endpoint": config.s3_endpoint, "fs.s3a.path.style.access": "true",
                             "fs.s3a.connection.ssl.enabled": str(config.s3_endpoint.startswith("https")).lower()})
-    pod_security = {"runAsNonRoot": True, "runAsUser": 185, "fsGroup": 185, "seccompProfile": {"type": "RuntimeDefault"}}
+    pod_security = {"runAsNonRoot": True, "runAsUser": 185, "fsGroup": 185,
+                    "seccompProfile": {"type": "RuntimeDefault"}}
     container_security = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
                           "readOnlyRootFilesystem": False}
     volume_mounts = []

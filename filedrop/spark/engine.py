@@ -1,8 +1,9 @@
 """The Spark engine: fills the per-load table of :mod:`filedrop.load.session`'s protocol with Spark.
 
-Adapter layer (pyspark; SQL through the warehouse client). :class:`SparkEngine` has the constructor and ``parse() -> Parsed`` of
-:class:`~filedrop.load.session.DirectEngine`; the protocol around it (history, onError rules, the final apply)
-is the loader's, unchanged. Importing this module registers the engine as ``ENGINES["spark"]`` (:mod:`filedrop.load.engine`).
+Adapter layer (pyspark; SQL through the warehouse client). :class:`SparkEngine` has the constructor and
+``parse() -> Parsed`` of :class:`~filedrop.load.session.DirectEngine`; the protocol around it (history, onError
+rules, the final apply) is the loader's, unchanged. Importing this module registers the engine as
+``ENGINES["spark"]`` (:mod:`filedrop.load.engine`).
 
 How a file is read (see :mod:`filedrop.spark.plan` for the numbering):
 
@@ -198,7 +199,8 @@ class SparkEngine:
                       exact_size=self.obj.size if gunzip else None)
         self.conn.execute(sql.load_table_ddl(self.meta, self.load_id, self.route))
         for step in (("fast", "tolerant") if fast else ("tolerant",)):
-            [row] = _wrap(lambda: lines.mapInArrow(partial(run, step=step), tasks.REFERENCE_SCHEMA).collect())
+            collect = partial(lambda s: lines.mapInArrow(partial(run, step=s), tasks.REFERENCE_SCHEMA).collect(), step)
+            [row] = _wrap(collect)
             if row.outcome == "failed":
                 raise LoadFailed(row.first_error, line=row.first_error_line)
             if row.outcome == "ok":

@@ -3,8 +3,9 @@ block's records, and the one-task reference load. Inputs are Arrow batches of th
 (``line``: the bytes, exactly as in the file; ``block``: the Hadoop split they belong to).
 
 No pyspark here: functions take and yield ``pyarrow.RecordBatch`` iterators (``DataFrame.mapInArrow``)
-and talk to PostgreSQL through :class:`~filedrop.warehouse.client.Client`. Connections use a conninfo without password; libpq takes it from
-``PGPASSWORD``/``PGPASSFILE`` in the workers' environment (a Secret in the cluster).
+and talk to PostgreSQL through :class:`~filedrop.warehouse.client.Client`. Connections use a conninfo
+without password; libpq takes it from ``PGPASSWORD``/``PGPASSFILE`` in the workers' environment (a Secret
+in the cluster).
 """
 
 from __future__ import annotations
@@ -140,8 +141,9 @@ def write_blocks(batches: Iterable[pa.RecordBatch], *, conninfo: str, copy_stmt:
 
     One COPY (one transaction) per block; bad data ends that block's COPY and is reported, not raised:
     the engine then re-reads the file with the reference parser. ``check`` (delimiter byte, quote byte,
-    dates, record byte cap, ascii only) configures the :class:`~filedrop.csvscan.FastPathCheck` every block's bytes pass, as in the
-    direct engine: bytes COPY would read differently from RFC 4180 are reported like bad data.
+    dates, record byte cap, ascii only) configures the :class:`~filedrop.csvscan.FastPathCheck` every block's
+    bytes pass, as in the direct engine: bytes COPY would read differently from RFC 4180 are reported like
+    bad data.
     """
     out: dict[str, list[Any]] = {"start": [], "rows": [], "error": []}
     with Client.open(conninfo, application_name="filedrop-spark") as conn:

@@ -101,7 +101,8 @@ def cleanup_dead_loads(conn: Client, meta: str) -> list[str]:
                     conn.execute(stmt)
                 conn.execute(
                     f"""UPDATE {m}.ingest_history SET status = 'failed', finished_at = clock_timestamp(),
-                        first_error = coalesce(first_error, 'the loader stopped before finishing (process killed or connection lost); nothing from this attempt is visible'),
+                        first_error = coalesce(first_error, 'the loader stopped before finishing """
+                    """(process killed or connection lost); nothing from this attempt is visible'),
                         message = 'cleaned up after a dead loader', retryable = true
                         WHERE load_id = %s AND status = 'running'""",
                     (load_id,),

@@ -103,7 +103,8 @@ def format_violation(meta: str, load_id: str, route: FileRoute) -> str | None:
 
 def load_table_ddl(meta: str, load_id: str, route: FileRoute) -> str:
     """The private, typed per-load table; UNLOGGED because a crash discards it anyway."""
-    cols = [f"{ident(c.name)} {load_type(c)}{'' if c.nullable and c.name not in route.spec.primary_key else ' NOT NULL'}"
+    cols = [f"{ident(c.name)} {load_type(c)}"
+            f"{'' if c.nullable and c.name not in route.spec.primary_key else ' NOT NULL'}"
             for c in route.spec.columns]
     # One session numbers the rows; a large sequence cache saves a sequence update per row (~20% of the COPY).
     cols.append('"_row_number" bigint GENERATED ALWAYS AS IDENTITY (CACHE 100000)')
@@ -166,11 +167,12 @@ def insert_typed_rows(meta: str, load_id: str, route: FileRoute) -> str:
     """Move the rows that typed from the raw table into the load table."""
     names = route.column_names
     casts = ", ".join(f"r.{ident(c.name)}::{load_type(c)}" for c in route.spec.columns)
-    return f"""INSERT INTO {qualified(meta, load_table_name(load_id))} ({', '.join(ident(n) for n in names)}, "_row_number")
+    return (f"""INSERT INTO {qualified(meta, load_table_name(load_id))} """
+            f"""({', '.join(ident(n) for n in names)}, "_row_number")
         OVERRIDING SYSTEM VALUE
         SELECT {casts}, r."_row_number" FROM {qualified(meta, raw_table_name(load_id))} r
         WHERE NOT EXISTS (SELECT 1 FROM {ident(meta)}.rejected_rows x
-                          WHERE x.load_id = %(load_id)s AND x.line_number = r."_row_number")"""
+                          WHERE x.load_id = %(load_id)s AND x.line_number = r."_row_number")""")
 
 
 # --- the final apply -----------------------------------------------------------------------------

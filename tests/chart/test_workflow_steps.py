@@ -31,7 +31,8 @@ PARAMS = {"as_of_date": "2022-09-05", "ingestion_date": "2022-09-05", "selection
 
 def _dag_order(spec: dict[str, Any]) -> list[dict[str, Any]]:
     """The DAG's tasks in an order that respects `depends` (what Argo would run first)."""
-    tasks = {t["name"]: t for t in next(t for t in spec["templates"] if t["name"] == spec["entrypoint"])["dag"]["tasks"]}
+    entry = next(t for t in spec["templates"] if t["name"] == spec["entrypoint"])
+    tasks = {t["name"]: t for t in entry["dag"]["tasks"]}
     done: list[str] = []
     while len(done) < len(tasks):
         for name, t in tasks.items():

@@ -17,7 +17,8 @@ HEADER = "id,name,qty,day\n"
 def preloaded(warehouse: str, db: DB, tmp_path: Path) -> str:
     """A good file already loaded: bad files must leave it exactly as it is."""
     route = items_route("append")
-    assert load(warehouse, route, write(tmp_path / "good" / "items_good.csv", HEADER + "100,keep,1,2020-01-01\n")).status == "loaded"
+    good = write(tmp_path / "good" / "items_good.csv", HEADER + "100,keep,1,2020-01-01\n")
+    assert load(warehouse, route, good).status == "loaded"
     return warehouse
 
 
@@ -36,7 +37,8 @@ GOOD = (100, "keep", 1, "2020-01-01")
     ("1,a,1,2022-01-01\n2,b,2,2022-01-02,extra\n3,c,3,2022-01-03\n", 2, None, "expected 4 columns, found 5"),
     ("1,a,1,2022-01-01\n2,b,2\n3,c,3,2022-01-03\n", 2, None, "expected 4 columns, found 3"),
     ("1,a,1,2022-01-01\n2,b,2,2022-13-45\n3,c,3,2022-01-03\n", 2, "day", "date"),
-    ("1,a,1,2022-01-01\n2,b,two,2022-01-02\n3,c,3,2022-01-03\n", 2, "qty", 'invalid input syntax for type integer: "two"'),
+    ("1,a,1,2022-01-01\n2,b,two,2022-01-02\n3,c,3,2022-01-03\n", 2, "qty",
+     'invalid input syntax for type integer: "two"'),
     ("1,a,1,2022-01-01\n,b,2,2022-01-02\n3,c,3,2022-01-03\n", 2, "id", "missing value"),
     ("1,a,1,2022-01-01\n2,b,99999999999,2022-01-02\n3,c,3,2022-01-03\n", 2, "qty", "out of range"),
 ])
@@ -51,7 +53,8 @@ def test_bad_row_is_quarantined_and_the_rest_loads(preloaded: str, db: DB, tmp_p
     assert raw == body.splitlines()[line - 1]
     assert staged(db) == [GOOD, (1, "a", 1, "2022-01-01"), (3, "c", 3, "2022-01-03")]
     # lineage row numbers keep the file's record index, with the bad record's number missing
-    assert db.rows("SELECT _row_number FROM staging.items WHERE _source_key = 'items_bad.csv' ORDER BY 1") == [(1,), (3,)]
+    assert db.rows("SELECT _row_number FROM staging.items WHERE _source_key = 'items_bad.csv' "
+                   "ORDER BY 1") == [(1,), (3,)]
 
 
 def test_non_utf8_bytes_are_quarantined(preloaded: str, db: DB, tmp_path: Path) -> None:
@@ -87,7 +90,8 @@ def test_abort_policy_fails_on_the_first_bad_row(preloaded: str, db: DB, tmp_pat
 
 @pytest.mark.parametrize("content,message", [
     (b"", "empty file"),
-    (b"id,name,colour,day\n1,a,red,\n", "header does not match FileRoute items: missing column(s): qty; unexpected column(s): colour"),
+    (b"id,name,colour,day\n1,a,red,\n",
+     "header does not match FileRoute items: missing column(s): qty; unexpected column(s): colour"),
     (b"id,name,day\n1,a,\n", "missing column(s): qty"),
     (b"id,name,qty,day,qty\n", "duplicated column(s): qty"),
 ])

@@ -48,7 +48,8 @@ def test_killed_inside_the_final_transaction(warehouse: str, db: DB, tmp_path: P
         proc = _loader(orders, warehouse, tmp_path / "home")
         wait_until(lambda: bool(db.rows(
             "SELECT 1 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' "
-            "AND NOT l.granted AND a.application_name = 'filedrop'")), 120, "the loader to wait inside its final transaction")
+            "AND NOT l.granted AND a.application_name = 'filedrop'")), 120,
+            "the loader to wait inside its final transaction")
         backend = db.one("SELECT l.pid FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
                          "WHERE l.locktype = 'advisory' AND NOT l.granted AND a.application_name = 'filedrop'")
         proc.send_signal(signal.SIGKILL)

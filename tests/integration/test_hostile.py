@@ -29,7 +29,8 @@ def routes_file(tmp_path: Path) -> Path:
     return write_routes(tmp_path / "routes.yaml", items_route("append"))
 
 
-def run_cli(args: list[str], env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def run_cli(args: list[str], env: dict[str, str] | None = None,
+            timeout: float = 300) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "filedrop.cli", *args], capture_output=True, text=True,
                           timeout=timeout, env={**os.environ, "FILEDROP_NO_COLOR": "1", **(env or {})})
 
@@ -49,7 +50,7 @@ def poison_dir(tmp_path: Path) -> Path:
 def test_poison_pills_fail_alone_and_the_run_goes_on(warehouse: str, db: DB, tmp_path: Path,
                                                      routes_file: Path) -> None:
     src = poison_dir(tmp_path)
-    for attempt in (1, 2):  # the second run must not crash on what the first left
+    for _attempt in (1, 2):  # the second run must not crash on what the first left
         res = run_cli(["run", "--source", str(src), "--warehouse", warehouse, "--routes", str(routes_file),
                        "--no-transform"])
         assert res.returncode == 1, (res.returncode, res.stdout[-3000:], res.stderr[-3000:])
@@ -96,7 +97,8 @@ def test_a_database_limit_is_the_files_failure_not_a_lost_connection(warehouse: 
     route = items_route("upsert")
     big = os.urandom(8000).hex()
     text_route = route.model_copy(update={"spec": route.spec.model_copy(update={
-        "columns": (route.spec.columns[0].model_copy(update={"name": "id", "type": "text"}),) + route.spec.columns[1:]})})
+        "columns": (route.spec.columns[0].model_copy(update={"name": "id", "type": "text"}),)
+        + route.spec.columns[1:]})})
     result = load(warehouse, text_route, write(tmp_path / "items_big_key.csv", HEADER + f"{big},a,1,\n"))
     assert result.status == "failed", result
     assert "index row" in (result.first_error or "") or "exceeds" in (result.first_error or "")
@@ -208,8 +210,8 @@ def test_one_300_mb_line_in_a_small_gzip_keeps_memory_flat(warehouse: str, db: D
         for _ in range(300):
             f.write(block)
         f.write(b",1,\n2,b,2,\n")
-    cmd = [sys.executable, "-m", "filedrop.cli", "load", str(path), "--route", "items", "--warehouse", warehouse, "--routes",
-           str(routes_file)]
+    cmd = [sys.executable, "-m", "filedrop.cli", "load", str(path), "--route", "items", "--warehouse", warehouse,
+           "--routes", str(routes_file)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     loader, backend = _peak_rss(proc, warehouse.rsplit("/", 1)[1])
     out, errout = proc.communicate(timeout=600)
@@ -247,7 +249,8 @@ def test_idle_watch_polls_write_nothing_and_failed_files_back_off(warehouse: str
     write(src / "items_bad.csv", b"id,na\x00me,qty,day\n1,2\n")  # a poison pill: NUL in the header
     proc = subprocess.Popen([sys.executable, "-m", "filedrop.cli", "run", "--watch", "--interval", "0.1",
                              "--source", str(src), "--warehouse", warehouse, "--routes", str(routes_file)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "FILEDROP_NO_COLOR": "1"})
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, "FILEDROP_NO_COLOR": "1"})
     try:
         _wait(db, "SELECT count(*) FROM filedrop.ingest_history WHERE status = 'loaded'", 5)
         for i in (6, 7, 8):  # each new file loading proves polls go on; the others stay untouched
@@ -279,7 +282,8 @@ def test_a_trailing_blank_line_keeps_the_fast_path(warehouse: str, db: DB, tmp_p
     # a blank line inside the data still reads as in the tolerant pass: skipped, not numbered
     inner = load(warehouse, items_route("append"), write(tmp_path / "items_inner.csv", HEADER + "1,a,1,\n\n2,b,2,\n"))
     assert (inner.status, inner.rows_loaded) == ("loaded", 2)
-    assert db.rows("SELECT _row_number FROM staging.items WHERE _source_key = 'items_inner.csv' ORDER BY 1") == [(1,), (2,)]
+    assert db.rows("SELECT _row_number FROM staging.items WHERE _source_key = 'items_inner.csv' "
+                   "ORDER BY 1") == [(1,), (2,)]
 
 
 def test_hostile_names_and_messages_print_as_written(warehouse: str, db: DB, tmp_path: Path,

@@ -13,7 +13,8 @@ T0 = 1_700_000_000.0
 
 
 def contents(db: DB) -> list[tuple[object, ...]]:
-    return db.rows("SELECT id, name, qty, day::text, _source_key FROM staging.items ORDER BY id, _source_key, _row_number")
+    return db.rows("SELECT id, name, qty, day::text, _source_key FROM staging.items "
+                   "ORDER BY id, _source_key, _row_number")
 
 
 def test_append_adds_every_file(warehouse: str, db: DB, tmp_path: Path) -> None:
@@ -44,7 +45,8 @@ def test_replace_source_replaces_rows_of_the_same_key_only(warehouse: str, db: D
 
 def test_replace_table_keeps_only_the_latest_file(warehouse: str, db: DB, tmp_path: Path) -> None:
     route = items_route("replace_table")
-    assert load(warehouse, route, write(tmp_path / "items_1.csv", "id,name,qty,day\n1,a,1,\n2,b,2,\n")).status == "loaded"
+    assert load(warehouse, route,
+                write(tmp_path / "items_1.csv", "id,name,qty,day\n1,a,1,\n2,b,2,\n")).status == "loaded"
     assert load(warehouse, route, write(tmp_path / "items_2.csv", "id,name,qty,day\n7,g,7,\n")).status == "loaded"
     assert contents(db) == [(7, "g", 7, None, "items_2.csv")]
 

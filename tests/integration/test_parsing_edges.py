@@ -38,7 +38,8 @@ def test_cr_line_ends_after_an_lf_header_read_alike_on_both_paths(warehouse: str
     a single merged record (both rows lost) once any other record is bad."""
     body = HEADER + "1,a,1,\r2,b,2,\r"
     fast = load(warehouse, items_route(max_bad=100), write(tmp_path / "items_fast.csv", body))
-    tol = load(warehouse, items_route(max_bad=100), write(tmp_path / "items_tol.csv", body + BAD_ROW.replace("\n", "\r")))
+    tol = load(warehouse, items_route(max_bad=100),
+               write(tmp_path / "items_tol.csv", body + BAD_ROW.replace("\n", "\r")))
     got_fast = rows(db, "items_fast.csv")
     got_tol = rows(db, "items_tol.csv")
     # the same records read the same on both paths: each CR-ended record is rejected with the reason,
@@ -160,7 +161,8 @@ def test_a_record_just_over_the_cap_fails(warehouse: str, db: DB, tmp_path: Path
 def test_trailing_bare_crs_read_alike_on_both_paths(warehouse: str, db: DB, tmp_path: Path) -> None:
     body = HEADER + "1,a,1,\n\r\r"
     fast = load(warehouse, items_route(max_bad=100), write(tmp_path / "items_fast.csv", body))
-    tol = load(warehouse, items_route(max_bad=100), write(tmp_path / "items_tol.csv", HEADER + BAD_ROW + "1,a,1,\n\r\r"))
+    tol = load(warehouse, items_route(max_bad=100),
+               write(tmp_path / "items_tol.csv", HEADER + BAD_ROW + "1,a,1,\n\r\r"))
     assert (fast.rows_parsed, fast.rows_rejected) == (tol.rows_parsed - 1, tol.rows_rejected - 1), \
         ((fast.rows_parsed, fast.rows_rejected), (tol.rows_parsed, tol.rows_rejected), rejected(db))
 

@@ -44,7 +44,8 @@ def reader_rows(data: bytes, columns: int, chunk: int) -> list[tuple[object, ...
     return [tuple(r.values) if r.values is not None else ("rejected", r.raw) for r in reader]
 
 
-def copy_rows(conn: psycopg.Connection[tuple[object, ...]], data: bytes, columns: int) -> list[tuple[object, ...]] | None:
+def copy_rows(conn: psycopg.Connection[tuple[object, ...]], data: bytes,
+              columns: int) -> list[tuple[object, ...]] | None:
     """What the direct engine's fast path sends COPY (blank lines at the end held back) and what COPY
     stores; None when COPY refuses the data (the file then takes the tolerant path)."""
     sent, held, line_start = b"", b"", True

@@ -76,7 +76,8 @@ def _notification(bucket_name: str, key: str, etag: str, size: int, sequencer: s
 def test_queue_mode_loads_notified_objects_and_deletes_messages(aws: str, warehouse: str, db: DB) -> None:
     s3 = bucket("queued")
     sqs = boto3.client("sqs")
-    queue = sqs.create_queue(QueueName=f"filedrop-events-{uuid.uuid4().hex[:8]}", Attributes={"VisibilityTimeout": "30"})["QueueUrl"]
+    queue = sqs.create_queue(QueueName=f"filedrop-events-{uuid.uuid4().hex[:8]}",
+                             Attributes={"VisibilityTimeout": "30"})["QueueUrl"]
     body = b"id,name,qty,day\n1,a,1,\n2,b,2,\n"
     put = s3.put_object(Bucket="queued", Key="drop/items new.csv", Body=body)
     etag = put["ETag"].strip('"')

@@ -43,7 +43,8 @@ def _obj(bucket: str, put: dict[str, Any], size: int, seq: str) -> SourceObject:
                         uri=f"s3://{bucket}/items.csv", is_s3=True)
 
 
-def test_a_rollback_event_while_the_previous_version_loads_is_applied_after_it(aws: str, warehouse: str, db: DB) -> None:
+def test_a_rollback_event_while_the_previous_version_loads_is_applied_after_it(aws: str, warehouse: str,
+                                                                               db: DB) -> None:
     """v1 loaded; worker A loads v2 (still parsing); v1's bytes are uploaded again (v3) and worker B gets
     its event. B used to decide before taking the claim, against history still ending in v1: a duplicate.
     A then applied v2, and staging kept v2 while the object held v1's bytes. B now waits for A's claim."""
@@ -132,7 +133,8 @@ def test_a_claim_held_too_long_fails_that_file_only(warehouse: str, db: DB, tmp_
     assert got == [("items_a.csv", "failed", True), ("items_b.csv", "loaded", False)], got
     assert "another loader has been loading" in report.results[0].first_error
     # the history row says retryable too: the operator retries the FileDrop instead of failing it for good
-    assert db.rows("SELECT status, retryable FROM filedrop.ingest_history WHERE key = 'items_a.csv'") == [("failed", True)]
+    assert db.rows("SELECT status, retryable FROM filedrop.ingest_history "
+                   "WHERE key = 'items_a.csv'") == [("failed", True)]
 
 
 def test_an_older_loader_during_a_rolling_upgrade_still_writes_a_migrated_table(warehouse: str, db: DB,

@@ -92,7 +92,7 @@ def rejected(db: DB, settings: Settings) -> list[tuple[Any, ...]]:
 def history(db: DB, settings: Settings) -> list[dict[str, Any]]:
     rows = db.rows(f'SELECT {", ".join(HISTORY)}, engine FROM "{settings.meta_schema}".ingest_history '
                    "ORDER BY started_at, load_id")
-    return [dict(zip(HISTORY + ("engine",), r)) for r in rows]
+    return [dict(zip(HISTORY + ("engine",), r, strict=True)) for r in rows]
 
 
 def assert_same(db: DB, route: FileRoute, both: Both) -> None:

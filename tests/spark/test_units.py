@@ -38,7 +38,7 @@ def _records(blocks: list[list[bytes]]) -> list[tuple[int, bytes]]:
     """What the writers would send: (row number, record) from the plan, to compare with a plain split."""
     plans = make_plan([_stats(i * 100, b) for i, b in enumerate(blocks)])
     out = []
-    for plan, lines in zip(plans, blocks):
+    for plan, lines in zip(plans, blocks, strict=True):
         text = b"".join(x + b"\n" for x in lines[plan.skip:]) + plan.tail
         recs, cur, parity = [], b"", 0
         for line in text.split(b"\n")[:-1]:
@@ -159,7 +159,8 @@ def _strict(schema: Any) -> Any:
     return schema
 
 
-FILEDROP = {"metadata": {"name": "fd-0123456789ab", "namespace": "loads", "uid": "7c9e6679-7425-40de-944b-e07fc1f90ae7"}}
+FILEDROP = {"metadata": {"name": "fd-0123456789ab", "namespace": "loads",
+                         "uid": "7c9e6679-7425-40de-944b-e07fc1f90ae7"}}
 OBJ = SourceObject(bucket="d2b-internal-assessment-bucket", key="orders_data/orders.csv", etag="abc", size=3 << 30,
                    last_modified=datetime(2024, 1, 2, tzinfo=UTC), version_id="v1", sequencer="0A1B",
                    uri="s3://d2b-internal-assessment-bucket/orders_data/orders.csv", is_s3=True)

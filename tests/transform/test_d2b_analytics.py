@@ -66,7 +66,7 @@ def test_every_number_equals_an_independent_computation(d2b: Transformed) -> Non
     assert [best[f"pct_{s}_star_review"] for s in ("one", "two", "three", "four", "five")] == [
         Decimal("18.67"), Decimal("23.42"), Decimal("18.67"), Decimal("20.25"), Decimal("18.99")]
     # and what the transform printed is what the tables hold
-    printed = {t.name: dict(zip(t.columns, t.rows[0])) for t in d2b.report.tables}
+    printed = {t.name: dict(zip(t.columns, t.rows[0], strict=True)) for t in d2b.report.tables}
     assert printed["agg_shipments"] == expected["agg_shipments"]
     assert printed["best_performing_product"]["product_name"] == "Screwdriver"
 

@@ -46,7 +46,7 @@ def test_dbt_command_line_keeps_state_out_of_the_project(tmp_path: Path) -> None
     cfg = TransformConfig.from_settings(Settings(home=tmp_path))
     args = dbt_args(["build"], cfg, dbt_vars(date(2022, 9, 5), date(2022, 9, 6)))
     assert args[0] == "build"
-    opts = dict(zip(args[1::2], args[2::2]))
+    opts = dict(zip(args[1::2], args[2::2], strict=True))
     assert opts["--target-path"] == str(tmp_path / "dbt" / "target")
     assert opts["--log-path"] == str(tmp_path / "dbt" / "logs")
     assert (Path(opts["--project-dir"]) / "dbt_project.yml").is_file()

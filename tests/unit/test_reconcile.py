@@ -102,7 +102,8 @@ def test_loading_outcomes() -> None:
 
 def test_permanent_failure_stops_transient_retries_with_backoff_then_gives_up() -> None:
     bad = step(facts(phase="Loading", attempts=1, job_state="failed",
-                     outcome=Outcome("failed", "L1", first_error="header does not match", retryable=False)), LIMITS, "t")
+                     outcome=Outcome("failed", "L1", first_error="header does not match", retryable=False)),
+               LIMITS, "t")
     assert bad.status["phase"] == "Failed" and bad.event == ("Warning", "LoadFailed", "header does not match")
     retry = step(facts(phase="Loading", attempts=1, job_state="failed",
                        outcome=Outcome("failed", "L1", first_error="S3 timeout", retryable=True)), LIMITS, "t")
@@ -147,10 +148,11 @@ def test_job_and_spark_states() -> None:
     assert job_state(None)[0] == "none"
     assert job_state({"status": {"active": 1}})[0] == "running"
     assert job_state({"status": {"conditions": [{"type": "Complete", "status": "True"}]}})[0] == "succeeded"
-    assert job_state({"status": {"conditions": [{"type": "Failed", "status": "True", "message": "BackoffLimitExceeded"}]}}) == (
-        "failed", "BackoffLimitExceeded")
+    failed = {"type": "Failed", "status": "True", "message": "BackoffLimitExceeded"}
+    assert job_state({"status": {"conditions": [failed]}}) == ("failed", "BackoffLimitExceeded")
     assert spark_state({"status": {"applicationState": {"state": "RUNNING"}}})[0] == "running"
-    assert spark_state({"status": {"applicationState": {"state": "FAILED", "errorMessage": "boom"}}}) == ("failed", "boom")
+    assert spark_state({"status": {"applicationState": {"state": "FAILED", "errorMessage": "boom"}}}) == (
+        "failed", "boom")
     assert spark_state({"status": {"applicationState": {"state": "COMPLETED"}}})[0] == "succeeded"
 
 
