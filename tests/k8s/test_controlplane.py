@@ -95,7 +95,8 @@ def test_crd_with_structural_schema_is_served_and_validated(k8s_cluster, k8s_nam
     assert row.split()[:3] == ["small", "3", "blue"]
 
     cases = [
-        (widget("too-big", size=100), "spec.size: Invalid value: 100: spec.size in body should be less than or equal to 10"),
+        (widget("too-big", size=100),
+         "spec.size: Invalid value: 100: spec.size in body should be less than or equal to 10"),
         (widget("no-size", colour="red"), "spec.size: Required value"),
         (widget("green", size=2, colour="green"), 'spec.colour: Unsupported value: "green"'),
         (widget("big-blue", size=7, colour="blue"), "big widgets must be red"),

@@ -186,7 +186,8 @@ def test_retry_permanent_failure_and_replay(stack: Stack, db: DB) -> None:
                            f"involvedObject.name={bad['metadata']['name']}").stdout
     assert "LoadFailed" in events
 
-    stack.kubectl("annotate", "-n", stack.ns, f"filedrops.filedrop.dev/{ok['metadata']['name']}", "filedrop.dev/replay=1")
+    stack.kubectl("annotate", "-n", stack.ns, f"filedrops.filedrop.dev/{ok['metadata']['name']}",
+                  "filedrop.dev/replay=1")
     stack.wait(lambda: len([h for h in db.history() if h["status"] == "loaded" and h["key"] == "items_ok.csv"]) == 2,
                "the replayed load")
     stack.wait(lambda: stack.phases().get("items_ok.csv") == "Loaded", "the replayed FileDrop Loaded")
@@ -208,7 +209,7 @@ def test_concurrency_limit_and_operator_restart(stack: Stack, db: DB) -> None:
     loads = db.rows("SELECT started_at, finished_at FROM filedrop.ingest_history WHERE status = 'loaded' "
                     "ORDER BY started_at")
     assert len(loads) == 4
-    for (_, end), (start, _) in zip(loads, loads[1:]):
+    for (_, end), (start, _) in zip(loads, loads[1:], strict=False):
         assert start >= end, "two loads overlapped although the limit is 1"
     jobs = json.loads(stack.kubectl("get", "jobs", "-n", stack.ns, "-o", "json").stdout)["items"]
     per_drop: dict[str, int] = {}
@@ -276,6 +277,7 @@ def test_large_files_are_loaded_by_a_spark_application(stack: Stack, db: DB, loc
     apps = json.loads(stack.kubectl("get", "sparkapplications", "-n", stack.ns, "-o", "json").stdout)["items"]
     assert [a["status"]["applicationState"]["state"] for a in apps] == ["COMPLETED"]
     assert apps[0]["spec"]["restartPolicy"]["type"] == "Never"
-    assert db.rows("SELECT engine, rows_loaded FROM filedrop.ingest_history WHERE key = 'items_big.csv'") == [("spark", 3)]
-    assert db.rows("SELECT id, name, _row_number FROM staging.items WHERE _source_key = 'items_big.csv' ORDER BY id") == [
-        (1, "a", 1), (2, "b", 2), (3, "c", 3)]
+    assert db.rows("SELECT engine, rows_loaded FROM filedrop.ingest_history "
+                   "WHERE key = 'items_big.csv'") == [("spark", 3)]
+    assert db.rows("SELECT id, name, _row_number FROM staging.items "
+                   "WHERE _source_key = 'items_big.csv' ORDER BY id") == [(1, "a", 1), (2, "b", 2), (3, "c", 3)]
