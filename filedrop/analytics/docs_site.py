@@ -41,14 +41,11 @@ class DocsUnavailable(DocsError):
 
 def split_uri(uri: str) -> tuple[str, str]:
     """(bucket, key prefix ending in ``/`` or empty) of ``s3://bucket/prefix``."""
-    if not uri.startswith(("s3://", "s3a://")):
-        raise DocsError(f"docs location must be s3://bucket/prefix, not {uri!r}")
     try:
-        loc = Location.parse(uri)
+        bucket, prefix = Location.s3_prefix(uri, "the docs location")
     except SourceError as exc:
         raise DocsError(str(exc)) from None
-    prefix = loc.prefix.strip("/")
-    return loc.bucket, f"{prefix}/" if prefix else ""
+    return bucket, f"{prefix}/" if prefix else ""
 
 
 def content_type(name: str) -> str:

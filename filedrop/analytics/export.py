@@ -37,14 +37,11 @@ def export_id(analytics_schema: str, override: str | None = None) -> str:
 
 def export_prefix(to: str, ident: str) -> tuple[str, str]:
     """(bucket, key prefix ending in ``/``) for ``--to s3://bucket/prefix``."""
-    if not to.startswith(("s3://", "s3a://")):
-        raise ExportError(f"--to must be an s3://bucket/prefix URI, not {to!r}")
     try:
-        loc = Location.parse(to)
+        bucket, base = Location.s3_prefix(to, "--to")
     except SourceError as exc:
         raise ExportError(str(exc)) from None
-    base = loc.prefix.strip("/")
-    return loc.bucket, "/".join(p for p in (base, EXPORT_DIR, ident) if p) + "/"
+    return bucket, "/".join(p for p in (base, EXPORT_DIR, ident) if p) + "/"
 
 
 def select_sql(schema: str, table: str, columns: list[tuple[str, str]]) -> str:

@@ -69,6 +69,15 @@ class Location:
             return cls(str(path), False, str(path.parent), path.name)
         return cls(str(path), False, str(path), "")
 
+    @classmethod
+    def s3_prefix(cls, uri: str, what: str) -> tuple[str, str]:
+        """(bucket, key prefix without surrounding ``/``) of ``s3://bucket/prefix``; ``what`` names the
+        setting in the error."""
+        if not uri.startswith(("s3://", "s3a://")):
+            raise SourceError(f"{what} must be an s3://bucket/prefix URI, not {uri!r}")
+        loc = cls.parse(uri)
+        return loc.bucket, loc.prefix.strip("/")
+
 
 @dataclass(frozen=True)
 class Listed:
