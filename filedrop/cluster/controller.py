@@ -202,8 +202,8 @@ class Controller:
         return self._act(fd, step(facts, self.cfg.limits, now_iso()), route)
 
     # --- acting ---------------------------------------------------------------------------------------
-    def _start_load(self, fd: FileDropView, route: FileRoute, attempt: int) -> tuple[str, str]:
-        """Create the attempt's Job or SparkApplication (an existing one of that name is this one); its name."""
+    def _start_load(self, fd: FileDropView, route: FileRoute, attempt: int) -> tuple[str, str, bool]:
+        """Create the attempt's Job or SparkApplication: (engine, its name, False when it existed already)."""
         engine = choose_engine(route.spec.engine, None, fd.spec.size, self.cfg.settings.spark_threshold_bytes)
         replay = fd.status.observed_replay
         if engine == "spark" and self.cfg.spark is not None:
@@ -212,27 +212,30 @@ class Controller:
                 tier=tier_for(fd.spec.size, self.cfg.spark_tiers), config=self.cfg.spark, attempt=attempt,
                 replay=replay, route_json=json.dumps(route.model_dump(by_alias=True, exclude_none=True, mode="json"),
                                                      separators=(",", ":")))
-            self.kube.create_spark_application(fd.namespace, app)
-            return "spark", str(app["metadata"]["name"])
+            created = self.kube.create_spark_application(fd.namespace, app)
+            return "spark", str(app["metadata"]["name"]), created
         # no Spark image configured: the light loader takes every size
-        self.kube.create_job(fd.namespace, build_loader_job(fd.manifest(), route, attempt, self.cfg.job, replay))
-        return "direct", job_name(fd.name, attempt)
+        job = build_loader_job(fd.manifest(), route, attempt, self.cfg.job, replay)
+        return "direct", job_name(fd.name, attempt), self.kube.create_job(fd.namespace, job)
 
     def _act(self, fd: FileDropView, s: Step, route: FileRoute | None) -> Result:
         status = dict(s.status)
         event = s.event
+        delay = s.delay
         if s.action == "create_job":
             assert route is not None
             if not self.slots.try_acquire(fd.key, route.spec.table, self.cfg.limits):
                 return self._write(fd, Result(phase=fd.status.phase), {"message": "waiting for a load slot"})
             attempt = int(status["attempts"])
-            engine, name = self._start_load(fd, route, attempt)
+            engine, name, created = self._start_load(fd, route, attempt)
+            # a Job of that name from before (an earlier try of this step, or of an earlier replay) may have
+            # ended long ago: no event will say so, so look at it at once
+            delay = None if created else 0.0
             status.update({"job": name, "engine": engine, "table": route.spec.table, "route": route.name})
             metrics.started(route.name)
             event = ("Normal", "Loading", f"started job {name} (attempt {attempt})")
         new_phase = status.get("phase") or fd.status.phase
         released = fd.status.phase == "Loading" and new_phase != "Loading" and self.slots.release(fd.key)
-        delay = s.delay
         if new_phase != fd.status.phase and new_phase in ("Pending", "Queued") and delay is None:
             delay = 0.0  # newly Pending (a replay) or Queued: the next step is due now
         result = Result(phase=new_phase, event=event, delay=delay, terminal=new_phase in TERMINAL_PHASES,

@@ -109,6 +109,8 @@ async def follow(key: str, read: Callable[[], Mapping[str, Any]], controller: Co
             wake.clear()
             try:
                 fd = FileDropView.parse(newest(read(), written))
+                # queued already while it looks: a slot freed meanwhile wakes it again
+                wakeups.mark_queued(key, fd.status.phase == "Queued")
                 result = await execute(functools.partial(controller.reconcile, fd))
             except FileDropError as exc:
                 if str(exc) != reported:  # once, not at every look

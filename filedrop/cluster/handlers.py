@@ -63,6 +63,9 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.watching.server_timeout = 60
     settings.execution.max_workers = cfg.workers
     settings.peering.lifetime = cfg.peering_lifetime
+    # a follower told to stop (its FileDrop final) ends within milliseconds: wait for that, rather than
+    # touching the object later to come back and check
+    settings.background.instant_exit_timeout = 1.0
     controller = Controller(cfg, Kube())
     controller.start()
     memo["operator"] = Operator(cfg, controller, Wakeups(), settings)
@@ -101,7 +104,11 @@ async def follower(body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStopped
                  stopped, execute, post, op.config.recheck_seconds)
 
 
-@kopf.on.event(GROUP, VERSION, FILEDROPS)
+def _gone_or_replayed(type: str, body: kopf.Body, **_: Any) -> bool:
+    return type == "DELETED" or _replay_requested(body)
+
+
+@kopf.on.event(GROUP, VERSION, FILEDROPS, when=_gone_or_replayed)
 async def filedrop_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """A deleted FileDrop frees its load slot; a replay asked for wakes its follower."""
     op = _operator(memo)
@@ -109,22 +116,29 @@ async def filedrop_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) 
     if type == "DELETED":
         if op.controller.forget(key):
             op.wakeups.wake_queued()
-    elif _replay_requested(body):
+    else:
         op.wakeups.wake(key)
 
 
-def _wake_owner(op: Operator, type: str, body: kopf.Body, state: str) -> None:
-    if type == "DELETED" or state != "running":
-        op.wakeups.wake(_key(body.metadata.namespace, body.metadata.labels.get(FILEDROP_LABEL)))
+def _job_over(type: str, body: kopf.Body, **_: Any) -> bool:
+    return type == "DELETED" or job_state(body)[0] != "running"
 
 
-@kopf.on.event("batch", "v1", "jobs", labels=LOADERS)
-async def loader_job_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+def _application_over(type: str, body: kopf.Body, **_: Any) -> bool:
+    return type == "DELETED" or spark_state(body)[0] != "running"
+
+
+def _wake_owner(memo: kopf.Memo, body: kopf.Body) -> None:
+    _operator(memo).wakeups.wake(_key(body.metadata.namespace, body.metadata.labels.get(FILEDROP_LABEL)))
+
+
+@kopf.on.event("batch", "v1", "jobs", labels=LOADERS, when=_job_over)
+async def loader_job_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """A loader Job ended (or went): its FileDrop's follower looks at once."""
-    _wake_owner(_operator(memo), type, body, job_state(body)[0])
+    _wake_owner(memo, body)
 
 
-@kopf.on.event(*SPARK, "sparkapplications", labels=LOADERS)
-async def spark_application_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+@kopf.on.event(*SPARK, "sparkapplications", labels=LOADERS, when=_application_over)
+async def spark_application_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """The same for a SparkApplication."""
-    _wake_owner(_operator(memo), type, body, spark_state(body)[0])
+    _wake_owner(memo, body)

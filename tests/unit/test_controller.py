@@ -110,13 +110,18 @@ class FakeKube:
 
     def create_job(self, namespace: str, body: dict[str, Any]) -> bool:
         self.requests.append("create job")
-        return self.jobs.setdefault(body["metadata"]["name"], copy.deepcopy(body)) is not None
+        if body["metadata"]["name"] in self.jobs:
+            return False  # 409
+        self.jobs[body["metadata"]["name"]] = copy.deepcopy(body)
+        return True
 
     def get_spark_application(self, namespace: str, name: str) -> dict[str, Any] | None:
         return copy.deepcopy(self.apps.get(name))
 
     def create_spark_application(self, namespace: str, body: dict[str, Any]) -> bool:
-        self.apps.setdefault(body["metadata"]["name"], copy.deepcopy(body))
+        if body["metadata"]["name"] in self.apps:
+            return False
+        self.apps[body["metadata"]["name"]] = copy.deepcopy(body)
         return True
 
 
@@ -311,7 +316,7 @@ def test_the_loader_killed_after_its_commit_still_counts_as_loaded(kube: FakeKub
 
 
 def test_a_replay_annotation_loads_a_final_filedrop_once_more(kube: FakeKube, history: FakeHistory) -> None:
-    ctl = make_controller(kube, history)
+    ctl = make_controller(kube, history, backoff_base_seconds=0)
     name = kube.add("items_1.csv")
     settle(ctl, kube, name)
     kube.finish_job(f"{name}-1")
@@ -321,8 +326,13 @@ def test_a_replay_annotation_loads_a_final_filedrop_once_more(kube: FakeKube, hi
     kube.annotate(name, REPLAY_ANNOTATION, "r1")
     results = settle(ctl, kube, name)
     st = kube.status(name)
-    assert (st["phase"], st["observedReplay"], st["attempts"]) == ("Loading", "r1", 1)
+    assert (st["phase"], st["observedReplay"]) == ("Loading", "r1")
     assert events(results)[0] == ("Normal", "Replay", "reloading (replay 'r1')")
+    # attempts count from 1 again, and the first load's Job holds attempt 1's name: it is found finished at
+    # once (no watch event would come) and the replay loads in a Job of its own
+    command = kube.jobs[st["job"]]["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert command[command.index("--replay") + 1] == "r1"
+    kube.finish_job(st["job"])
     history.outcomes[name] = Outcome("loaded", "L2", 1, 1, 0)  # the replayed load
     settle(ctl, kube, name)
     assert (kube.status(name)["phase"], kube.status(name)["loadId"]) == ("Loaded", "L2")
