@@ -1,7 +1,7 @@
 """The operator's decisions, as plain functions over plain data (DESIGN §4). Pure.
 
-The kopf handlers gather facts (the FileDrop, its route, what history says, the state of its job,
-how many loads run) and ask :func:`step` what to do next; they then do exactly that one thing. The
+The controller gathers facts (the FileDrop, its route, what history says, the state of its job,
+how many loads run) and asks :func:`step` what to do next; it then does exactly that one thing. The
 state machine is ``status.phase``::
 
     Pending --(no route)--> Failed
