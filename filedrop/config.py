@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
-def _env_int(name: str, default: int) -> int:
+def env_int(name: str, default: int) -> int:
+    """The integer in environment variable ``name`` (``default`` when unset or empty); a clear error otherwise."""
     raw = os.environ.get(name)
     if raw is None or raw == "":
         return default
@@ -39,9 +40,9 @@ class Settings:
     meta_schema: str = field(default_factory=lambda: os.environ.get("FILEDROP_META_SCHEMA", "filedrop"))
     #: files at or above this size go to Spark when a route says ``engine: auto``.
     spark_threshold_bytes: int = field(
-        default_factory=lambda: _env_int("FILEDROP_SPARK_THRESHOLD_BYTES", 256 * 1024 * 1024)
+        default_factory=lambda: env_int("FILEDROP_SPARK_THRESHOLD_BYTES", 256 * 1024 * 1024)
     )
     #: largest CSV record (or header line) read, in bytes (DESIGN §3 "Limits").
-    max_record_bytes: int = field(default_factory=lambda: _env_int("FILEDROP_MAX_RECORD_BYTES", 16 * 1024 * 1024))
+    max_record_bytes: int = field(default_factory=lambda: env_int("FILEDROP_MAX_RECORD_BYTES", 16 * 1024 * 1024))
     #: how long a loader waits for another loader of the same object to finish before giving up (retryable)
-    claim_wait_seconds: float = field(default_factory=lambda: float(_env_int("FILEDROP_CLAIM_WAIT_SECONDS", 900)))
+    claim_wait_seconds: float = field(default_factory=lambda: float(env_int("FILEDROP_CLAIM_WAIT_SECONDS", 900)))

@@ -14,9 +14,8 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
-from filedrop.cluster.kube import Kube
 from filedrop.cluster.resources import filedrop_manifest
 from filedrop.config import Settings
 from filedrop.events import EventParseError, parse_message
@@ -25,6 +24,24 @@ from filedrop.routes import FileRoute, RouteError, route_for
 from filedrop.warehouse import connect, ensure_meta, history
 
 log = logging.getLogger(__name__)
+
+
+class FileDropAPI(Protocol):
+    """What the bridge and backfill do through the API server (:class:`filedrop.cluster.kube.Kube`)."""
+
+    def routes(self, namespace: str) -> tuple[list[FileRoute], list[str]]: ...
+
+    def create_filedrop(self, namespace: str, body: dict[str, Any]) -> bool: ...
+
+
+class Queue(Protocol):
+    """The SQS calls the bridge makes (a boto3 SQS client has them)."""
+
+    def receive_message(self, **kwargs: Any) -> dict[str, Any]: ...
+
+    def delete_message(self, **kwargs: Any) -> object: ...
+
+    def change_message_visibility(self, **kwargs: Any) -> object: ...
 
 
 @dataclass
@@ -39,7 +56,7 @@ class BridgeStats:
     unmatched_keys: list[str] = field(default_factory=list)
 
 
-def _routes(kube: Kube, namespace: str) -> list[FileRoute]:
+def _routes(kube: FileDropAPI, namespace: str) -> list[FileRoute]:
     routes, errors = kube.routes(namespace)
     for error in errors:
         log.warning("ignoring invalid FileRoute: %s", error)
@@ -47,7 +64,7 @@ def _routes(kube: Kube, namespace: str) -> list[FileRoute]:
 
 
 class Bridge:
-    def __init__(self, kube: Kube, sqs: Any, queue_url: str, namespace: str, *, wait_seconds: int = 20,
+    def __init__(self, kube: FileDropAPI, sqs: Queue, queue_url: str, namespace: str, *, wait_seconds: int = 20,
                  visibility_timeout: int = 60, allowed_buckets: frozenset[str] | None = None) -> None:
         self.kube, self.sqs, self.queue_url, self.namespace = kube, sqs, queue_url, namespace
         #: when set, a message naming any other bucket is refused (left for the dead-letter queue)
@@ -140,7 +157,7 @@ class Bridge:
         return self.stats
 
 
-def backfill(kube: Kube, settings: Settings, warehouse_url: str, namespace: str, source: str,
+def backfill(kube: FileDropAPI, settings: Settings, warehouse_url: str, namespace: str, source: str,
              since: datetime | None = None) -> BridgeStats:
     """Create FileDrops for matched objects under ``source`` whose current version history has not loaded."""
     stats = BridgeStats()

@@ -1,86 +1,54 @@
 """The operator's work for one FileDrop: gather facts, ask :func:`filedrop.cluster.reconcile.step`, act.
 
-Adapter layer (talks to the API server through :mod:`filedrop.cluster.kube` and to the warehouse through
-:mod:`filedrop.warehouse.history`); kopf stays in :mod:`filedrop.cluster.handlers`, which only calls into here.
+Adapter layer: talks to the API server through a :class:`ClusterAPI` (:class:`filedrop.cluster.kube.Kube`) and
+to the load history through a :class:`~filedrop.cluster.history.LoadHistory`; both are given, so tests give
+in-memory ones. kopf stays in :mod:`filedrop.cluster.handlers`, and when to look again in
+:mod:`filedrop.cluster.follow`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from filedrop.cluster import metrics
-from filedrop.cluster.jobs import JobSettings, build_loader_job, job_name, job_state, spark_state
-from filedrop.cluster.kube import Kube
-from filedrop.cluster.reconcile import Facts, Limits, Outcome, Step, step
-from filedrop.cluster.resources import REPLAY_ANNOTATION, TERMINAL_PHASES, now_iso, source_object
-from filedrop.config import Settings
+from filedrop.cluster.history import LoadHistory, WarehouseHistory
+from filedrop.cluster.jobs import build_loader_job, job_name, job_state, spark_state
+from filedrop.cluster.reconcile import Facts, JobState, Limits, Outcome, Step, step
+from filedrop.cluster.resources import TERMINAL_PHASES, now_iso
+from filedrop.cluster.settings import OperatorConfig
+from filedrop.cluster.view import FileDropError, FileDropView
 from filedrop.protocol import choose_engine, decide
 from filedrop.routes import FileRoute, RouteError, route_for
-from filedrop.spark.application import SparkJobConfig, build_spark_application
-from filedrop.spark.sizing import DEFAULT_TIERS, Tier, tier_for, tiers_from_env
-from filedrop.warehouse import connect, ensure_meta, history
-from filedrop.warehouse.sql import ident
+from filedrop.spark.application import build_spark_application
+from filedrop.spark.sizing import tier_for
 
 log = logging.getLogger(__name__)
 
 
-def _env_int(name: str, default: int) -> int:
-    return int(os.environ.get(name) or default)
+class ClusterAPI(Protocol):
+    """What the controller does through the API server (:class:`filedrop.cluster.kube.Kube`)."""
 
+    def list_filedrops(self, namespace: str | None = None) -> list[dict[str, Any]]: ...
 
-@dataclass
-class OperatorConfig:
-    warehouse_url: str
-    settings: Settings = field(default_factory=Settings)
-    limits: Limits = field(default_factory=Limits)
-    job: JobSettings = field(default_factory=JobSettings)
-    #: SparkApplications for large files; None when no Spark image is configured (FILEDROP_SPARK_IMAGE)
-    spark: SparkJobConfig | None = None
-    spark_tiers: tuple[Tier, ...] = DEFAULT_TIERS
+    def patch_filedrop_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]: ...
 
-    @classmethod
-    def from_env(cls) -> OperatorConfig:
-        """``FILEDROP_*`` variables (the chart sets them); the warehouse URL comes from a Secret."""
-        url = os.environ.get("FILEDROP_WAREHOUSE_URL")
-        if not url:
-            raise RuntimeError("FILEDROP_WAREHOUSE_URL is not set: the operator needs the warehouse")
-        passthrough = {k: v for k, v in os.environ.items()
-                       if k in ("AWS_ENDPOINT_URL", "AWS_REGION", "AWS_DEFAULT_REGION", "FILEDROP_STAGING_SCHEMA",
-                                "FILEDROP_META_SCHEMA", "FILEDROP_SPARK_THRESHOLD_BYTES")}
-        spark = None
-        if os.environ.get("FILEDROP_SPARK_IMAGE"):
-            spark = SparkJobConfig(
-                image=os.environ["FILEDROP_SPARK_IMAGE"],
-                namespace=os.environ.get("FILEDROP_NAMESPACE", "default"),
-                service_account=os.environ.get("FILEDROP_SPARK_SERVICE_ACCOUNT", "filedrop-spark"),
-                warehouse_secret=os.environ.get("FILEDROP_WAREHOUSE_SECRET", JobSettings.warehouse_secret),
-                aws_secret=os.environ.get("FILEDROP_LOADER_ENV_SECRET") or None,
-                s3_endpoint=os.environ.get("AWS_ENDPOINT_URL") or None,
-                aws_region=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
-                routes_config_map=None)
-        return cls(
-            warehouse_url=url,
-            spark=spark,
-            spark_tiers=tiers_from_env(os.environ),
-            limits=Limits(global_loads=_env_int("FILEDROP_MAX_LOADS", 4),
-                          per_table=_env_int("FILEDROP_MAX_LOADS_PER_TABLE", 1),
-                          max_attempts=_env_int("FILEDROP_MAX_ATTEMPTS", 4),
-                          backoff_base_seconds=float(os.environ.get("FILEDROP_BACKOFF_SECONDS") or 10)),
-            job=JobSettings(
-                image=os.environ.get("FILEDROP_LOADER_IMAGE", JobSettings.image),
-                service_account=os.environ.get("FILEDROP_LOADER_SERVICE_ACCOUNT", JobSettings.service_account),
-                warehouse_secret=os.environ.get("FILEDROP_WAREHOUSE_SECRET", JobSettings.warehouse_secret),
-                warehouse_secret_key=os.environ.get("FILEDROP_WAREHOUSE_SECRET_KEY", JobSettings.warehouse_secret_key),
-                env_secret=os.environ.get("FILEDROP_LOADER_ENV_SECRET") or None,
-                env=passthrough,
-            ),
-        )
+    def routes(self, namespace: str) -> tuple[list[FileRoute], list[str]]: ...
+
+    def patch_route_status(self, namespace: str, name: str, status: dict[str, Any]) -> None: ...
+
+    def get_job(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+
+    def create_job(self, namespace: str, body: dict[str, Any]) -> bool: ...
+
+    def get_spark_application(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+
+    def create_spark_application(self, namespace: str, body: dict[str, Any]) -> bool: ...
 
 
 class Slots:
@@ -114,183 +82,195 @@ class Slots:
         with self._lock:
             self._running[key] = table
 
-    def release(self, key: str) -> None:
+    def release(self, key: str) -> bool:
+        """Free the FileDrop's slot; True when it held one."""
         with self._lock:
-            self._running.pop(key, None)
+            return self._running.pop(key, None) is not None
 
     def __len__(self) -> int:
         with self._lock:
             return len(self._running)
 
 
-def _parse_time(value: str | None) -> datetime | None:
-    return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
-
-
 @dataclass
 class Result:
-    """What the handler must do after :meth:`Controller.reconcile`."""
+    """What :meth:`Controller.reconcile` did, and when to look at the FileDrop again."""
 
+    phase: str
+    #: the status fields written (only those that changed)
     status: dict[str, Any] = field(default_factory=dict)
+    #: a Kubernetes Event to post about the FileDrop: (Normal|Warning, reason, message)
     event: tuple[str, str, str] | None = None
+    #: look again after this many seconds at the latest (0: at once); None: when something changes
     delay: float | None = None
+    #: the FileDrop needs nothing more (until a new replay annotation)
     terminal: bool = False
+    #: the FileDrop as the status patch left it (the API's answer); None when nothing was written
+    body: dict[str, Any] | None = None
+    #: a load slot was freed: FileDrops queued behind it can go
+    released: bool = False
 
 
 class Controller:
-    def __init__(self, cfg: OperatorConfig, kube: Kube) -> None:
+    def __init__(self, cfg: OperatorConfig, kube: ClusterAPI, history: LoadHistory | None = None) -> None:
         self.cfg = cfg
         self.kube = kube
+        self.history: LoadHistory = history or WarehouseHistory(cfg.warehouse_url, cfg.settings)
         self.slots = Slots()
 
     # --- startup ------------------------------------------------------------------------------------
-    def seed_slots(self, namespace: str | None = None) -> None:
-        """Count the loads that were running when the operator (re)started."""
-        for fd in self.kube.list_filedrops(namespace):
-            st = fd.get("status") or {}
-            if st.get("phase") == "Loading" and st.get("table"):
-                self.slots.hold(_key(fd), st["table"])
-        with connect(self.cfg.warehouse_url) as conn:
-            ensure_meta(conn, self.cfg.settings)
+    def start(self) -> None:
+        """Count the loads that were running when the operator (re)started; prepare the bookkeeping schema."""
+        for body in self.kube.list_filedrops(self.cfg.namespace):
+            try:
+                fd = FileDropView.parse(body)
+            except FileDropError as exc:
+                log.warning("ignoring a FileDrop the operator cannot read: %s", exc)
+                continue
+            if fd.status.phase == "Loading" and fd.status.table:
+                self.slots.hold(fd.key, fd.status.table)
+        self.history.prepare()
 
     # --- facts ----------------------------------------------------------------------------------------
-    def _route(self, fd: dict[str, Any]) -> tuple[FileRoute | None, str | None]:
-        ns = fd["metadata"]["namespace"]
-        routes, errors = self.kube.routes(ns)
+    def _route(self, fd: FileDropView) -> tuple[FileRoute | None, str | None]:
+        routes, errors = self.kube.routes(fd.namespace)
         try:
-            route = route_for(routes, fd["spec"]["bucket"], fd["spec"]["key"])
+            route = route_for(routes, fd.spec.bucket, fd.spec.key)
         except RouteError as exc:
             return None, str(exc)
         if route is None:
-            msg = f"no FileRoute in namespace {ns} matches s3://{fd['spec']['bucket']}/{fd['spec']['key']}"
+            msg = f"no FileRoute in namespace {fd.namespace} matches s3://{fd.spec.bucket}/{fd.spec.key}"
             if errors:
                 msg += f" (invalid routes ignored: {'; '.join(errors)})"
             return None, msg
         return route, None
 
-    def _job(self, fd: dict[str, Any]) -> tuple[str, str]:
-        st = fd.get("status") or {}
-        name, ns = st.get("job"), fd["metadata"]["namespace"]
+    def _job(self, fd: FileDropView) -> tuple[JobState, str]:
+        name = fd.status.job
         if not name:
             return "none", "no load job recorded"
-        if st.get("engine") == "spark":
-            return spark_state(self.kube.get_spark_application(ns, name))
-        return job_state(self.kube.get_job(ns, name))
+        if fd.status.engine == "spark":
+            return spark_state(self.kube.get_spark_application(fd.namespace, name))
+        return job_state(self.kube.get_job(fd.namespace, name))
 
-    def reconcile(self, fd: dict[str, Any]) -> Result:
-        meta, spec = fd["metadata"], fd["spec"]
-        st = fd.get("status") or {}
-        phase = st.get("phase") or "Pending"
-        key = _key(fd)
-        replay = (meta.get("annotations") or {}).get(REPLAY_ANNOTATION, "")
+    def _outcome(self, fd: FileDropView) -> Outcome | None:
+        """This attempt's outcome in history; None while there is none (or the loader died mid-load)."""
+        outcome = self.history.latest_outcome(fd.name)
+        # status.loadId is the outcome of an earlier attempt (or replay): not this attempt's
+        if outcome is None or outcome.load_id == fd.status.load_id:
+            return None
+        # the job ended but its load row says running: the loader died; a retry cleans it up
+        return None if outcome.status == "running" else outcome
+
+    def _facts(self, fd: FileDropView, now: datetime, route: str | None, table: str | None) -> Facts:
+        total, for_table = self.slots.counts(fd.key, table)
+        return Facts(phase=fd.status.phase, attempts=fd.status.attempts, replay=fd.replay,
+                     observed_replay=fd.status.observed_replay, route=route, table=table,
+                     running_total=total, running_for_table=for_table,
+                     next_attempt_at=fd.status.next_attempt_at, now=now)
+
+    def reconcile(self, fd: FileDropView) -> Result:
+        """Take the FileDrop's next step, write its status, and say when to look again."""
+        if fd.final:
+            return Result(phase=fd.status.phase, terminal=True)
         now = datetime.now(UTC)
+        phase = fd.status.phase
+        facts = self._facts(fd, now, fd.status.route, fd.status.table)
+        if phase == "Queued":
+            # cheap facts first: a FileDrop waiting for its backoff or for a slot costs no API call
+            s = step(facts, self.cfg.limits, now_iso())
+            if s.action == "wait":
+                return self._act(fd, s, None)
         route: FileRoute | None = None
-        route_error = None
-        decision, reason = "load", ""
-        outcome = None
-        job = ("none", "")
-        if phase in TERMINAL_PHASES and not (replay and replay != st.get("observedReplay", "")):
-            return Result(terminal=True)
-        if phase == "Pending" or phase == "Queued":
+        if phase in ("Pending", "Queued"):
             route, route_error = self._route(fd)
+            table = route.spec.table if route else fd.status.table
+            facts = replace(self._facts(fd, now, route.name if route else None, table), route_error=route_error)
+            if phase == "Queued" and route is None:
+                facts = replace(facts, phase="Pending")  # the route went away: decide again
         if phase == "Pending" and route is not None:
-            obj = source_object(spec)
-            with connect(self.cfg.warehouse_url) as conn:
-                ensure_meta(conn, self.cfg.settings)
-                loaded = history.loaded_versions(conn, self.cfg.settings.meta_schema, obj.bucket, obj.key)
-            d = decide(obj, loaded, st.get("observedReplay", ""))
+            d = decide(fd.spec.source_object(), self.history.loaded_versions(fd.spec.bucket, fd.spec.key),
+                       fd.status.observed_replay)
             # a duplicate of the latest loaded content may stop being one when a load now running ends (a
             # rollback racing the version before it): only the loader, holding the object's claim, decides
-            decision, reason = (d.verdict, d.reason) if d.final else ("load", "")
+            if d.final:
+                facts = replace(facts, decision=d.verdict, decision_reason=d.reason)
         if phase == "Loading":
-            job = self._job(fd)
-            if job[0] in ("succeeded", "failed", "none"):
-                with connect(self.cfg.warehouse_url) as conn:
-                    row = history.latest_for_filedrop(conn, self.cfg.settings.meta_schema, meta["name"])
-                # status.loadId is the outcome of an earlier attempt (or replay): not this attempt's
-                if row and row["load_id"] != st.get("loadId"):
-                    outcome = Outcome(status=row["status"], load_id=row["load_id"], rows_parsed=row["rows_parsed"],
-                                      rows_loaded=row["rows_loaded"], rows_rejected=row["rows_rejected"],
-                                      first_error=row["first_error"], message=row["message"],
-                                      retryable=bool(row["retryable"]))
-                if outcome is not None and outcome.status == "running":
-                    # the job ended but its load row says running: the loader died; a retry cleans it up
-                    outcome = None
-        table = (route.spec.table if route else None) or st.get("table")
-        total, for_table = self.slots.counts(key, table)
-        facts = Facts(phase=phase, attempts=int(st.get("attempts") or 0), replay=replay,
-                      observed_replay=st.get("observedReplay", ""), route=route.name if route else st.get("route"),
-                      route_error=route_error, table=table, decision=decision, decision_reason=reason,
-                      job_state=job[0], job_message=job[1], outcome=outcome,  # type: ignore[arg-type]
-                      running_total=total, running_for_table=for_table,
-                      next_attempt_at=_parse_time(st.get("nextAttemptAt")), now=now)
-        if phase == "Queued" and route is None:
-            facts = Facts(**{**facts.__dict__, "phase": "Pending"})  # the route went away: decide again
-        s = step(facts, self.cfg.limits, now_iso())
-        return self._act(fd, s, route)
+            state, message = self._job(fd)
+            outcome = self._outcome(fd) if state in ("succeeded", "failed", "none") else None
+            facts = replace(facts, job_state=state, job_message=message, outcome=outcome)
+        return self._act(fd, step(facts, self.cfg.limits, now_iso()), route)
 
     # --- acting ---------------------------------------------------------------------------------------
-    def _act(self, fd: dict[str, Any], s: Step, route: FileRoute | None) -> Result:
-        key = _key(fd)
-        st = fd.get("status") or {}
+    def _start_load(self, fd: FileDropView, route: FileRoute, attempt: int) -> tuple[str, str, bool]:
+        """Create the attempt's Job or SparkApplication: (engine, its name, False when it existed already)."""
+        engine = choose_engine(route.spec.engine, None, fd.spec.size, self.cfg.settings.spark_threshold_bytes)
+        replay = fd.status.observed_replay
+        if engine == "spark" and self.cfg.spark is not None:
+            app = build_spark_application(
+                filedrop=fd.manifest(), route=route.name, obj=fd.spec.source_object(),
+                tier=tier_for(fd.spec.size, self.cfg.spark_tiers), config=self.cfg.spark, attempt=attempt,
+                replay=replay, route_json=json.dumps(route.model_dump(by_alias=True, exclude_none=True, mode="json"),
+                                                     separators=(",", ":")))
+            created = self.kube.create_spark_application(fd.namespace, app)
+            return "spark", str(app["metadata"]["name"]), created
+        # no Spark image configured: the light loader takes every size
+        job = build_loader_job(fd.manifest(), route, attempt, self.cfg.job, replay)
+        return "direct", job_name(fd.name, attempt), self.kube.create_job(fd.namespace, job)
+
+    def _act(self, fd: FileDropView, s: Step, route: FileRoute | None) -> Result:
         status = dict(s.status)
+        event = s.event
+        delay = s.delay
         if s.action == "create_job":
             assert route is not None
-            if not self.slots.try_acquire(key, route.spec.table, self.cfg.limits):
-                return Result(status={"message": "waiting for a load slot"}, delay=1.0)
+            if not self.slots.try_acquire(fd.key, route.spec.table, self.cfg.limits):
+                return self._write(fd, Result(phase=fd.status.phase), {"message": "waiting for a load slot"})
             attempt = int(status["attempts"])
-            engine = choose_engine(route.spec.engine, None, int(fd["spec"].get("size") or 0),
-                                   self.cfg.settings.spark_threshold_bytes)
-            replay = st.get("observedReplay", "")
-            ns = fd["metadata"]["namespace"]
-            if engine == "spark" and self.cfg.spark is not None:
-                app = build_spark_application(
-                    filedrop=fd, route=route.name, obj=source_object(fd["spec"]),
-                    tier=tier_for(int(fd["spec"].get("size") or 0), self.cfg.spark_tiers),
-                    config=self.cfg.spark, attempt=attempt, replay=replay,
-                    route_json=json.dumps(route.model_dump(by_alias=True, exclude_none=True, mode="json"),
-                                          separators=(",", ":")))
-                self.kube.create_spark_application(ns, app)
-                name = app["metadata"]["name"]
-            else:
-                engine = "direct"  # no Spark image configured: the light loader takes every size
-                self.kube.create_job(ns, build_loader_job(fd, route, attempt, self.cfg.job, replay))
-                name = job_name(fd["metadata"]["name"], attempt)
+            engine, name, created = self._start_load(fd, route, attempt)
+            # a Job of that name from before (an earlier try of this step, or of an earlier replay) may have
+            # ended long ago: no event will say so, so look at it at once
+            delay = None if created else 0.0
             status.update({"job": name, "engine": engine, "table": route.spec.table, "route": route.name})
             metrics.started(route.name)
-            return Result(status=status, event=("Normal", "Loading", f"started job {status['job']} (attempt {attempt})"))
-        new_phase = status.get("phase")
-        if st.get("phase") == "Loading" and new_phase and new_phase != "Loading":
-            self.slots.release(key)
-        terminal = new_phase in TERMINAL_PHASES
-        if terminal:
+            event = ("Normal", "Loading", f"started job {name} (attempt {attempt})")
+        new_phase = status.get("phase") or fd.status.phase
+        released = fd.status.phase == "Loading" and new_phase != "Loading" and self.slots.release(fd.key)
+        if new_phase != fd.status.phase and new_phase in ("Pending", "Queued") and delay is None:
+            delay = 0.0  # newly Pending (a replay) or Queued: the next step is due now
+        result = Result(phase=new_phase, event=event, delay=delay, terminal=new_phase in TERMINAL_PHASES,
+                        released=released)
+        result = self._write(fd, result, status)
+        if result.terminal and "phase" in status:
             metrics.finished(fd, status)
-        return Result(status=status, event=s.event, delay=s.delay, terminal=terminal)
+            self._refresh_route_status(fd.namespace, status.get("route") or fd.status.route)
+        return result
 
-    def forget(self, fd: dict[str, Any]) -> None:
-        self.slots.release(_key(fd))
+    def _write(self, fd: FileDropView, result: Result, status: Mapping[str, Any]) -> Result:
+        """Patch what changes in the FileDrop's status (nothing at all when nothing does)."""
+        changes = fd.changes(status)
+        if changes:
+            result.status = changes
+            result.body = self.kube.patch_filedrop_status(fd.namespace, fd.name, changes)
+        return result
 
-    def refresh_route_status(self, namespace: str, route_name: str) -> None:
+    def forget(self, key: str) -> bool:
+        """A FileDrop was deleted: free its slot (True when it held one)."""
+        return self.slots.release(key)
+
+    def _refresh_route_status(self, namespace: str, route: str | None) -> None:
+        if not route:
+            return
+        try:
+            self.refresh_route_status(namespace, route)
+        except Exception as exc:  # noqa: BLE001 - the next final FileDrop of the route refreshes it again
+            log.warning("could not refresh the status of FileRoute %s/%s: %s", namespace, route, exc)
+
+    def refresh_route_status(self, namespace: str, route: str) -> None:
         """FileRoute status from the load history (the truth) and the FileDrops in flight."""
-        with connect(self.cfg.warehouse_url) as conn:
-            stats = {s.route: s for s in history.route_status(conn, self.cfg.settings.meta_schema)}
-            last = conn.execute(
-                f"SELECT key FROM {ident(self.cfg.settings.meta_schema)}.ingest_history WHERE route = %s "
-                "AND status = 'loaded' ORDER BY finished_at DESC LIMIT 1", (route_name,)).fetchone()
-        pending = sum(1 for fd in self.kube.list_filedrops(namespace)
-                      if (fd.get("status") or {}).get("route") == route_name
-                      and (fd.get("status") or {}).get("phase") in ("Pending", "Queued", "Loading"))
-        s = stats.get(route_name)
-        status: dict[str, Any] = {"filesPending": pending,
-                                  "filesLoaded": s.loaded if s else 0, "filesFailed": s.failed if s else 0,
-                                  "rowsLoaded": int(s.rows_loaded) if s else 0}
-        if s and s.last_load:
-            status["lastLoadedAt"] = s.last_load.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        if last:
-            status["lastLoadedKey"] = last[0]
-        status["lastError"] = (s.last_error or "") if s else ""
-        self.kube.patch_route_status(namespace, route_name, status)
-
-
-def _key(fd: dict[str, Any]) -> str:
-    return f"{fd['metadata'].get('namespace', '')}/{fd['metadata']['name']}"
+        figures = self.history.route_figures(route)
+        pending = 0
+        for body in self.kube.list_filedrops(namespace):
+            st = body.get("status") or {}
+            pending += st.get("route") == route and st.get("phase") in ("Pending", "Queued", "Loading")
+        self.kube.patch_route_status(namespace, route, figures.status(pending))

@@ -1,84 +1,144 @@
-"""kopf handlers of ``filedrop operator``: thin — read the object, call the controller, patch.
+"""kopf handlers of ``filedrop operator``: thin — wire kopf's objects and events to the controller.
 
-All decisions live in :mod:`filedrop.cluster.reconcile` (pure) and the I/O in :mod:`filedrop.cluster.controller`.
+All decisions live in :mod:`filedrop.cluster.reconcile` (pure), the I/O in :mod:`filedrop.cluster.controller`,
+and when to look again in :mod:`filedrop.cluster.follow`. The operator's state (controller, settings, the
+followers' wake-ups) lives in kopf's ``memo``, made by the startup handler.
+
+- every FileDrop with work left has a follower (a kopf daemon, started and stopped by kopf as the FileDrop
+  opens and becomes final); it sleeps while its FileDrop waits;
+- watch events of the loader Jobs and SparkApplications wake the follower of their FileDrop when they end;
+- a FileDrop's own events wake its follower when a replay is asked for, and free its load slot when deleted.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import kopf
 
 from filedrop.cluster import metrics
-from filedrop.cluster.controller import Controller, OperatorConfig
-from filedrop.cluster.kube import Kube
-from filedrop.cluster.resources import FILEDROPS, GROUP, TERMINAL_PHASES, VERSION
+from filedrop.cluster.controller import Controller, Result
+from filedrop.cluster.follow import Wakeups, follow
+from filedrop.cluster.jobs import job_state, spark_state
+from filedrop.cluster.kube import SPARK, Kube
+from filedrop.cluster.resources import FILEDROP_LABEL, FILEDROPS, GROUP, REPLAY_ANNOTATION, TERMINAL_PHASES, VERSION
+from filedrop.cluster.settings import OperatorConfig
 
 log = logging.getLogger(__name__)
-_controller: Controller | None = None
+LOADERS = {FILEDROP_LABEL: kopf.PRESENT}
 
 
-def controller() -> Controller:
-    assert _controller is not None, "the operator has not started"
-    return _controller
+@dataclass(frozen=True)
+class Operator:
+    """What the handlers share, kept in kopf's ``memo``."""
+
+    config: OperatorConfig
+    controller: Controller
+    wakeups: Wakeups
+    #: kopf's settings: its executor runs the blocking calls (``settings.execution.max_workers`` threads)
+    settings: kopf.OperatorSettings
+
+
+def _operator(memo: kopf.Memo) -> Operator:
+    op = memo.get("operator")
+    if not isinstance(op, Operator):
+        raise RuntimeError("the operator has not started (its startup handler did not run)")
+    return op
 
 
 @kopf.on.startup()
-def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
-    global _controller
+def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    try:
+        cfg = OperatorConfig.from_env()
+    except (RuntimeError, ValueError) as exc:  # a setting is missing or wrong: retrying cannot help
+        raise kopf.PermanentError(f"the operator's settings: {exc}") from None
     # Progress and diff-base in annotations: the CRD's status schema stays strict.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 60
-    settings.execution.max_workers = int(os.environ.get("FILEDROP_OPERATOR_WORKERS", "16"))
-    # How long a silent operator (e.g. one killed without saying goodbye) keeps the others paused.
-    settings.peering.lifetime = int(os.environ.get("FILEDROP_PEERING_LIFETIME", "60"))
-    _controller = Controller(OperatorConfig.from_env(), Kube())
-    _controller.seed_slots(os.environ.get("FILEDROP_NAMESPACE") or None)
-    port = int(os.environ.get("FILEDROP_METRICS_PORT", "9090"))
-    if port:
-        metrics.serve(port)
+    settings.execution.max_workers = cfg.workers
+    settings.peering.lifetime = cfg.peering_lifetime
+    # a follower told to stop (its FileDrop final) ends within milliseconds: wait for that, rather than
+    # touching the object later to come back and check
+    settings.background.instant_exit_timeout = 1.0
+    controller = Controller(cfg, Kube())
+    controller.start()
+    memo["operator"] = Operator(cfg, controller, Wakeups(), settings)
+    if cfg.metrics_port:
+        metrics.serve(cfg.metrics_port)
 
 
-def _not_final(status: dict[str, Any], annotations: dict[str, Any], **_: Any) -> bool:
-    replay = annotations.get(f"{GROUP}/replay", "")
-    return status.get("phase") not in TERMINAL_PHASES or bool(replay and replay != status.get("observedReplay", ""))
+def _key(namespace: str | None, name: str | None) -> str:
+    return f"{namespace or ''}/{name or ''}"
 
 
-def _apply(body: kopf.Body, patch: kopf.Patch) -> None:
-    fd = {"metadata": dict(body.metadata), "spec": dict(body.spec), "status": dict(body.status)}
-    fd["metadata"]["namespace"] = body.metadata.namespace
-    result = controller().reconcile(fd)
-    if result.status:
-        patch.status.update(result.status)
-    if result.event:
-        kind, reason, message = result.event
+def _replay_requested(body: kopf.Body) -> bool:
+    replay = body.metadata.annotations.get(REPLAY_ANNOTATION, "")
+    return bool(replay) and replay != body.status.get("observedReplay", "")
+
+
+def _open(body: kopf.Body, **_: Any) -> bool:
+    """Work left: not final, or a new replay asked for (kopf follows the FileDrop while this holds)."""
+    return body.status.get("phase") not in TERMINAL_PHASES or _replay_requested(body)
+
+
+@kopf.daemon(GROUP, VERSION, FILEDROPS, when=_open, cancellation_backoff=10.0, cancellation_timeout=10.0)
+async def follower(body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStopped, **_: Any) -> None:
+    """Take the FileDrop through its phases (queue, job, outcome) until it is final; sleep while it waits."""
+    op = _operator(memo)
+    loop = asyncio.get_running_loop()
+
+    def execute(call: Callable[[], Result]) -> asyncio.Future[Result]:
+        return loop.run_in_executor(op.settings.execution.executor, call)
+
+    def post(event: tuple[str, str, str]) -> None:
         # kopf.event posts whatever settings.posting.level says (that level only filters log lines)
-        kopf.event(body, type=kind, reason=reason, message=message)
-    if result.terminal and result.status:
-        route = result.status.get("route") or body.status.get("route")
-        if route:
-            controller().refresh_route_status(body.metadata.namespace, route)
+        kopf.event(body, type=event[0], reason=event[1], message=event[2])
+
+    await follow(_key(body.metadata.namespace, body.metadata.name), lambda: body, op.controller, op.wakeups,
+                 stopped, execute, post, op.config.recheck_seconds)
 
 
-@kopf.on.create(GROUP, VERSION, FILEDROPS)
-@kopf.on.resume(GROUP, VERSION, FILEDROPS, when=_not_final)
-@kopf.on.field(GROUP, VERSION, FILEDROPS, field="metadata.annotations", when=_not_final)
-def kick(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-    """React at once to a new FileDrop, a restart, or a replay annotation."""
-    _apply(body, patch)
+def _gone_or_replayed(type: str, body: kopf.Body, **_: Any) -> bool:
+    return type == "DELETED" or _replay_requested(body)
 
 
-@kopf.timer(GROUP, VERSION, FILEDROPS, interval=1.0, when=_not_final)
-def follow(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-    """Advance a FileDrop through its phases (queue, job, outcome) until it is final."""
-    _apply(body, patch)
+@kopf.on.event(GROUP, VERSION, FILEDROPS, when=_gone_or_replayed)
+async def filedrop_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """A deleted FileDrop frees its load slot; a replay asked for wakes its follower."""
+    op = _operator(memo)
+    key = _key(body.metadata.namespace, body.metadata.name)
+    if type == "DELETED":
+        if op.controller.forget(key):
+            op.wakeups.wake_queued()
+    else:
+        op.wakeups.wake(key)
 
 
-@kopf.on.delete(GROUP, VERSION, FILEDROPS, optional=True)
-def deleted(body: kopf.Body, **_: Any) -> None:
-    fd = {"metadata": {"namespace": body.metadata.namespace, "name": body.metadata.name}}
-    controller().forget(fd)
+def _job_over(type: str, body: kopf.Body, **_: Any) -> bool:
+    return type == "DELETED" or job_state(body)[0] != "running"
+
+
+def _application_over(type: str, body: kopf.Body, **_: Any) -> bool:
+    return type == "DELETED" or spark_state(body)[0] != "running"
+
+
+def _wake_owner(memo: kopf.Memo, body: kopf.Body) -> None:
+    _operator(memo).wakeups.wake(_key(body.metadata.namespace, body.metadata.labels.get(FILEDROP_LABEL)))
+
+
+@kopf.on.event("batch", "v1", "jobs", labels=LOADERS, when=_job_over)
+async def loader_job_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """A loader Job ended (or went): its FileDrop's follower looks at once."""
+    _wake_owner(memo, body)
+
+
+@kopf.on.event(*SPARK, "sparkapplications", labels=LOADERS, when=_application_over)
+async def spark_application_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """The same for a SparkApplication."""
+    _wake_owner(memo, body)

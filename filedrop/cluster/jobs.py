@@ -8,9 +8,11 @@ exact object version, with the route passed as JSON and the warehouse URL from a
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from filedrop.cluster.reconcile import JobState
 from filedrop.cluster.resources import FILEDROP_LABEL, GROUP, ROUTE_LABEL, VERSION, _label_value
 from filedrop.routes import FileRoute
 
@@ -46,12 +48,12 @@ def job_name(filedrop: str, attempt: int) -> str:
     return f"{filedrop}-{attempt}"
 
 
-def owner_reference(filedrop: dict[str, Any]) -> dict[str, Any]:
+def owner_reference(filedrop: Mapping[str, Any]) -> dict[str, Any]:
     return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "FileDrop", "name": filedrop["metadata"]["name"],
             "uid": filedrop["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}
 
 
-def load_command(filedrop: dict[str, Any], route: FileRoute, engine: str, replay: str = "") -> list[str]:
+def load_command(filedrop: Mapping[str, Any], route: FileRoute, engine: str, replay: str = "") -> list[str]:
     """``filedrop load`` for exactly the version the FileDrop names."""
     spec = filedrop["spec"]
     cmd = ["filedrop", "load", f"s3://{spec['bucket']}/{spec['key']}", "--route", route.name,
@@ -68,7 +70,7 @@ def load_command(filedrop: dict[str, Any], route: FileRoute, engine: str, replay
     return cmd
 
 
-def build_loader_job(filedrop: dict[str, Any], route: FileRoute, attempt: int, settings: JobSettings,
+def build_loader_job(filedrop: Mapping[str, Any], route: FileRoute, attempt: int, settings: JobSettings,
                      replay: str = "") -> dict[str, Any]:
     """The Job that loads one FileDrop with the direct engine."""
     name = job_name(filedrop["metadata"]["name"], attempt)
@@ -120,7 +122,7 @@ def build_loader_job(filedrop: dict[str, Any], route: FileRoute, attempt: int, s
     }
 
 
-def job_state(job: dict[str, Any] | None) -> tuple[str, str]:
+def job_state(job: Mapping[str, Any] | None) -> tuple[JobState, str]:
     """(``none`` | ``running`` | ``succeeded`` | ``failed``, message) from a Job's status."""
     if job is None:
         return "none", "the load job does not exist"
@@ -137,7 +139,7 @@ def job_state(job: dict[str, Any] | None) -> tuple[str, str]:
     return "running", ""
 
 
-def spark_state(app: dict[str, Any] | None) -> tuple[str, str]:
+def spark_state(app: Mapping[str, Any] | None) -> tuple[JobState, str]:
     """The same for a SparkApplication (spark-operator's ``status.applicationState``)."""
     if app is None:
         return "none", "the SparkApplication does not exist"

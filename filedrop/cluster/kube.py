@@ -7,6 +7,7 @@ ServiceAccount's token; elsewhere ``KUBECONFIG``.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from kubernetes import client, config
@@ -16,15 +17,29 @@ from filedrop.cluster.resources import FILEDROPS, FILEROUTES, GROUP, VERSION, ro
 from filedrop.routes import FileRoute, RouteError
 
 log = logging.getLogger(__name__)
+SPARK = ("sparkoperator.k8s.io", "v1beta2")
+
+
+def _loose(fn: Callable[..., object]) -> Callable[..., Any]:
+    """A client function called with what it takes at run time (plain dicts for models), or one the
+    ``kubernetes`` package leaves untyped."""
+    return fn
+
+
+def _object(value: object) -> dict[str, Any]:
+    """An API answer the client returns as a parsed JSON object (typed ``object`` by the client)."""
+    if not isinstance(value, dict):
+        raise TypeError(f"expected a JSON object from the API server, got {type(value).__name__}")
+    return value
 
 
 class Kube:
     def __init__(self, api_client: client.ApiClient | None = None) -> None:
         if api_client is None:
             try:
-                config.load_incluster_config()
+                _loose(config.load_incluster_config)()
             except config.ConfigException:
-                config.load_kube_config()
+                _loose(config.load_kube_config)()
             api_client = client.ApiClient()
         self.api = api_client
         self.custom = client.CustomObjectsApi(api_client)
@@ -47,20 +62,22 @@ class Kube:
             res = self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, FILEDROPS)
         else:
             res = self.custom.list_cluster_custom_object(GROUP, VERSION, FILEDROPS)
-        return list(res.get("items", []))
+        return list(_object(res).get("items", []))
 
-    def patch_filedrop_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
-        self.custom.patch_namespaced_custom_object_status(
-            GROUP, VERSION, namespace, FILEDROPS, name, {"status": status})
+    def patch_filedrop_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
+        """Merge ``status`` into the FileDrop's status (None removes a field); the object as it now is."""
+        return _object(self.custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, namespace, FILEDROPS, name, {"status": status}))
 
     # --- FileRoutes ---------------------------------------------------------------------------------
     def list_routes(self, namespace: str) -> list[dict[str, Any]]:
         res = self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, FILEROUTES)
-        return list(res.get("items", []))
+        return list(_object(res).get("items", []))
 
     def routes(self, namespace: str) -> tuple[list[FileRoute], list[str]]:
         """The namespace's FileRoutes as validated models, and the errors of those that do not validate."""
-        routes, errors = [], []
+        routes: list[FileRoute] = []
+        errors: list[str] = []
         for obj in self.list_routes(namespace):
             try:
                 routes.append(route_from_object(obj))
@@ -84,11 +101,11 @@ class Kube:
             if exc.status == 404:
                 return None
             raise
-        return dict(self.api.sanitize_for_serialization(job))
+        return _object(_loose(self.api.sanitize_for_serialization)(job))
 
     def create_job(self, namespace: str, body: dict[str, Any]) -> bool:
         try:
-            self.batch.create_namespaced_job(namespace, body)
+            _loose(self.batch.create_namespaced_job)(namespace, body)
             return True
         except ApiException as exc:
             if exc.status == 409:  # created by an earlier try of this same step: not a twin
@@ -97,8 +114,7 @@ class Kube:
 
     def get_spark_application(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            return dict(self.custom.get_namespaced_custom_object(
-                "sparkoperator.k8s.io", "v1beta2", namespace, "sparkapplications", name))
+            return _object(self.custom.get_namespaced_custom_object(*SPARK, namespace, "sparkapplications", name))
         except ApiException as exc:
             if exc.status == 404:
                 return None
@@ -106,8 +122,7 @@ class Kube:
 
     def create_spark_application(self, namespace: str, body: dict[str, Any]) -> bool:
         try:
-            self.custom.create_namespaced_custom_object(
-                "sparkoperator.k8s.io", "v1beta2", namespace, "sparkapplications", body)
+            self.custom.create_namespaced_custom_object(*SPARK, namespace, "sparkapplications", body)
             return True
         except ApiException as exc:
             if exc.status == 409:

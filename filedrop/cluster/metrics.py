@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+from filedrop.cluster.view import FileDropView
 
 FILES = Counter("filedrop_files_total", "FileDrops that reached a final phase", ["route", "phase"])
 LOADING = Gauge("filedrop_loads_running", "Loads in flight")
@@ -32,22 +35,21 @@ def _seconds_since(value: str | None, now: datetime) -> float | None:
     return (now - datetime.fromisoformat(value.replace("Z", "+00:00"))).total_seconds()
 
 
-def finished(fd: dict[str, Any], status: dict[str, Any]) -> None:
+def finished(fd: FileDropView, status: Mapping[str, Any]) -> None:
     """Record a FileDrop reaching a final phase (``status`` is the patch being applied)."""
-    old = fd.get("status") or {}
-    route = status.get("route") or old.get("route") or ""
+    route = status.get("route") or fd.status.route or ""
     phase = status["phase"]
     FILES.labels(route, phase).inc()
-    if old.get("phase") == "Loading":
+    if fd.status.phase == "Loading":
         LOADING.dec()
     now = datetime.now(UTC)
     if phase == "Loaded":
         ROWS.labels(route).inc(status.get("rowsLoaded") or 0)
         REJECTED.labels(route).inc(status.get("rowsRejected") or 0)
-        BYTES.labels(route).inc(int(fd["spec"].get("size") or 0))
-        took = _seconds_since(old.get("startedAt"), now)
+        BYTES.labels(route).inc(fd.spec.size)
+        took = _seconds_since(fd.status.started_at, now)
         if took is not None:
             DURATION.labels(route).observe(took)
-        lag = _seconds_since(fd["spec"].get("eventTime"), now)
+        lag = _seconds_since(fd.spec.event_time, now)
         if lag is not None:
             LAG.labels(route).observe(lag)

@@ -1,7 +1,7 @@
 """The operator's decisions, as plain functions over plain data (DESIGN §4). Pure.
 
-The kopf handlers gather facts (the FileDrop, its route, what history says, the state of its job,
-how many loads run) and ask :func:`step` what to do next; they then do exactly that one thing. The
+The controller gathers facts (the FileDrop, its route, what history says, the state of its job,
+how many loads run) and asks :func:`step` what to do next; it then does exactly that one thing. The
 state machine is ``status.phase``::
 
     Pending --(no route)--> Failed
@@ -74,7 +74,9 @@ class Step:
     action: Action
     status: dict[str, Any] = field(default_factory=dict)
     event: tuple[str, str, str] | None = None  # (type Normal|Warning, reason, message)
-    delay: float | None = None  # come back after this many seconds
+    #: come back after this many seconds at the latest; None: when something changes (the job ends, a load
+    #: slot frees), which the operator hears of without asking
+    delay: float | None = None
 
 
 def backoff(attempt: int, limits: Limits) -> float:
@@ -105,9 +107,10 @@ def step(f: Facts, limits: Limits, now_iso: str) -> Step:
                                        "conditions": [_condition("Loaded", False, "NoRoute", msg, now_iso)]},
                         ("Warning", "NoRoute", msg))
         if f.decision != "load":
+            skipped = _condition("Loaded", False, f.decision, f.decision_reason, now_iso)
             return Step("set_status", {"phase": "Skipped", "route": f.route, "table": f.table,
                                        "message": f"{f.decision}: {f.decision_reason}", "finishedAt": now_iso,
-                                       "conditions": [_condition("Loaded", False, f.decision, f.decision_reason, now_iso)]},
+                                       "conditions": [skipped]},
                         ("Normal", "Skipped", f"{f.decision}: {f.decision_reason}"))
         return Step("set_status", {"phase": "Queued", "route": f.route, "table": f.table, "message": "queued"})
 
@@ -115,17 +118,16 @@ def step(f: Facts, limits: Limits, now_iso: str) -> Step:
         if f.next_attempt_at is not None and f.now < f.next_attempt_at:
             return Step("wait", delay=max(0.5, (f.next_attempt_at - f.now).total_seconds()))
         if f.running_total >= limits.global_loads:
-            return Step("wait", {"message": f"waiting: {f.running_total} loads running (limit {limits.global_loads})"},
-                        delay=2.0)
+            return Step("wait", {"message": f"waiting: {f.running_total} loads running (limit {limits.global_loads})"})
         if f.running_for_table >= limits.per_table:
             return Step("wait", {"message": f"waiting: {f.running_for_table} load(s) of table {f.table} running "
-                                            f"(limit {limits.per_table})"}, delay=2.0)
+                                            f"(limit {limits.per_table})"})
         return Step("create_job", {"phase": "Loading", "attempts": f.attempts + 1, "startedAt": now_iso,
                                    "message": f"loading (attempt {f.attempts + 1})", "nextAttemptAt": None})
 
     # Loading
     if f.job_state == "running":
-        return Step("wait", delay=2.0)
+        return Step("wait")
     o = f.outcome
     # History is the truth: a loader killed after its final transaction committed has still loaded the file.
     if o is not None and o.status in ("loaded", "skipped_duplicate", "skipped_superseded"):
@@ -144,7 +146,8 @@ def step(f: Facts, limits: Limits, now_iso: str) -> Step:
         # The job vanished before it ran (deleted, or never created): treat like a transient failure.
         pass
     permanent = o is not None and o.status == "failed" and not o.retryable
-    error = (o.first_error if o is not None and o.status == "failed" else None) or f.job_message or "the load job failed"
+    error = ((o.first_error if o is not None and o.status == "failed" else None) or f.job_message
+             or "the load job failed")
     if permanent:
         return Step("set_status", {"phase": "Failed", "firstError": error, "message": error, "finishedAt": now_iso,
                                    "loadId": o.load_id if o else None,
