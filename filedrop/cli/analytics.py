@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 from rich.columns import Columns
+from rich.console import JustifyMethod
 from rich.progress import Progress, TextColumn
 from rich.table import Table
 
@@ -143,8 +144,10 @@ def export(
         raise fail(str(exc)) from None
     url = resolve_warehouse(settings, warehouse)
     t = Table(title="export", title_justify="left")
-    for col, just in (("table", "left"), ("object", "left"), ("rows", "right"), ("bytes", "right")):
-        t.add_column(col, justify=just)  # type: ignore[arg-type]
+    columns: tuple[tuple[str, JustifyMethod], ...] = (
+        ("table", "left"), ("object", "left"), ("rows", "right"), ("bytes", "right"))
+    for col, just in columns:
+        t.add_column(col, justify=just)
     try:
         report = analytics_export.export(url, to, schema, export_id)
     except analytics_export.ExportError as exc:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import JustifyMethod
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 from rich.table import Table
 
@@ -74,9 +75,11 @@ def _progress() -> Progress:
 
 def _results_table(results: list[LoadResult]) -> Table:
     t = Table(title="loads", title_justify="left")
-    for col, just in (("file", "left"), ("route", "left"), ("status", "left"), ("parsed", "right"),
-                      ("loaded", "right"), ("rejected", "right"), ("message", "left")):
-        t.add_column(col, justify=just)  # type: ignore[arg-type]
+    columns: tuple[tuple[str, JustifyMethod], ...] = (
+        ("file", "left"), ("route", "left"), ("status", "left"), ("parsed", "right"), ("loaded", "right"),
+        ("rejected", "right"), ("message", "left"))
+    for col, just in columns:
+        t.add_column(col, justify=just)
     for r in results:
         style = STATUS_STYLE.get(r.status, "")
         msg = r.first_error if r.status == "failed" else r.message
