@@ -4,7 +4,8 @@ Every FileDrop with work left has one follower (:func:`follow`, run by a kopf da
 :mod:`filedrop.cluster.handlers`). It takes the FileDrop's next step through the controller, then sleeps until
 what it waits for happens: its Job or SparkApplication ends (a watch event wakes it), a load slot frees
 (the follower that freed it wakes those queued), a replay is asked for, or its backoff is over; at the latest
-after ``recheck`` seconds, should a watch event have been missed. A waiting FileDrop costs no API call.
+after ``recheck`` seconds, should a watch event have been missed. A waiting FileDrop costs no API call;
+a final one's follower sleeps until a replay annotation wakes it.
 """
 
 from __future__ import annotations
@@ -82,8 +83,8 @@ def newest(live: Mapping[str, Any], written: Mapping[str, Any] | None) -> Mappin
     return written if later else live
 
 
-async def _sleep(wake: asyncio.Event, stopped: Stopped, seconds: float) -> None:
-    """Until woken, stopped, or ``seconds`` passed."""
+async def _sleep(wake: asyncio.Event, stopped: Stopped, seconds: float | None) -> None:
+    """Until woken, stopped, or ``seconds`` passed (None: until woken or stopped)."""
     waiters = [asyncio.ensure_future(wake.wait()), asyncio.ensure_future(stopped.wait())]
     try:
         await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
@@ -99,7 +100,8 @@ def error_backoff(failures: int) -> float:
 
 async def follow(key: str, read: Callable[[], Mapping[str, Any]], controller: Controller, wakeups: Wakeups,
                  stopped: Stopped, execute: Execute, post: Callable[[Event], None], recheck: float) -> None:
-    """Take the FileDrop's steps until ``stopped`` (kopf stops the follower once the FileDrop is final)."""
+    """Take the FileDrop's steps until ``stopped`` (kopf stops the follower when the FileDrop is deleted or
+    the operator stops); a final FileDrop's follower sleeps until woken (a replay)."""
     wake = wakeups.register(key)
     written: Mapping[str, Any] | None = None
     failures = 0
@@ -117,10 +119,11 @@ async def follow(key: str, read: Callable[[], Mapping[str, Any]], controller: Co
                     log.error("%s", exc)
                     post(("Warning", "InvalidFileDrop", str(exc)))
                     reported = str(exc)
-                delay = recheck
+                delay: float | None = recheck
             except Exception:  # noqa: BLE001 - logged; the follower carries on after a pause
                 failures += 1
                 delay = error_backoff(failures)
+                wakeups.wake_queued()  # the step may have freed a load slot before it failed
                 log.exception("FileDrop %s: step failed; trying again in %.0fs", key, delay)
             else:
                 failures = 0
@@ -130,8 +133,10 @@ async def follow(key: str, read: Callable[[], Mapping[str, Any]], controller: Co
                 if result.released:
                     wakeups.wake_queued()
                 wakeups.mark_queued(key, result.phase == "Queued")
-                delay = recheck if result.delay is None else min(result.delay, recheck)
-            if delay > 0:
+                # a final FileDrop sleeps until a replay wakes it; the others look again at the latest
+                # after ``recheck``, should a watch event have been missed
+                delay = None if result.terminal else recheck if result.delay is None else min(result.delay, recheck)
+            if delay is None or delay > 0:
                 await _sleep(wake, stopped, delay)
     finally:
         wakeups.unregister(key, wake)

@@ -25,7 +25,7 @@ from filedrop.cluster.controller import Controller, Result
 from filedrop.cluster.follow import Wakeups, follow
 from filedrop.cluster.jobs import job_state, spark_state
 from filedrop.cluster.kube import SPARK, Kube
-from filedrop.cluster.resources import FILEDROP_LABEL, FILEDROPS, GROUP, REPLAY_ANNOTATION, TERMINAL_PHASES, VERSION
+from filedrop.cluster.resources import FILEDROP_LABEL, FILEDROPS, GROUP, REPLAY_ANNOTATION, VERSION
 from filedrop.cluster.settings import OperatorConfig
 
 log = logging.getLogger(__name__)
@@ -82,12 +82,10 @@ def _replay_requested(body: kopf.Body) -> bool:
     return bool(replay) and replay != body.status.get("observedReplay", "")
 
 
-def _open(body: kopf.Body, **_: Any) -> bool:
-    """Work left: not final, or a new replay asked for (kopf follows the FileDrop while this holds)."""
-    return body.status.get("phase") not in TERMINAL_PHASES or _replay_requested(body)
-
-
-@kopf.daemon(GROUP, VERSION, FILEDROPS, when=_open, cancellation_backoff=10.0, cancellation_timeout=10.0)
+# Every FileDrop has a follower, a final one too (asleep until a replay wakes it; it costs no request):
+# a follower stopped when its FileDrop became final could still be ending when a replay annotation came,
+# and kopf starts no second one then — the replay would wait for the next event on that FileDrop.
+@kopf.daemon(GROUP, VERSION, FILEDROPS, cancellation_backoff=10.0, cancellation_timeout=10.0)
 async def follower(body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStopped, **_: Any) -> None:
     """Take the FileDrop through its phases (queue, job, outcome) until it is final; sleep while it waits."""
     op = _operator(memo)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
+from types import TracebackType
 from typing import Any, Literal
 
 import psycopg
@@ -120,8 +121,10 @@ class Client:
     def __enter__(self) -> Client:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        """As psycopg's connection: outside autocommit, commit (or roll back on an error); then close."""
+        self._conn.__exit__(exc_type, exc, tb)
 
     # --- statements ------------------------------------------------------------------------------------
 

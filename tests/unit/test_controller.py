@@ -515,3 +515,28 @@ def test_settings_name_the_variable_that_is_wrong(monkeypatch: pytest.MonkeyPatc
     monkeypatch.delenv("FILEDROP_WAREHOUSE_URL")
     with pytest.raises(RuntimeError, match="FILEDROP_WAREHOUSE_URL is not set"):
         OperatorConfig.from_env()
+
+
+def test_a_replay_asked_for_as_the_filedrop_becomes_final_is_acted_on(kube: FakeKube, history: FakeHistory,
+                                                                      run: Run) -> None:
+    """The follower of a final FileDrop stays (asleep, costing no request) so that a replay annotation,
+    whenever it comes, wakes it: kopf does not start a second follower while the first is still ending."""
+    name = kube.add("items_1.csv")
+
+    async def scenario() -> None:
+        f = Followers(make_controller(kube, history, backoff_base_seconds=0), kube)
+        f.start(name)
+        await _until(lambda: kube.status(name).get("phase") == "Loading", "Loading")
+        kube.finish_job(f"{name}-1")
+        history.outcomes[name] = Outcome("loaded", "L1", 1, 1, 0)
+        f.wakeups.wake(f"{NS}/{name}")
+        await _until(lambda: kube.status(name).get("phase") == "Loaded", "Loaded")
+        requests = len(kube.requests)
+        await asyncio.sleep(0.05)
+        assert f"{NS}/{name}" in f.wakeups and len(kube.requests) == requests  # asleep, no request
+        kube.annotate(name, REPLAY_ANNOTATION, "r1")
+        f.wakeups.wake(f"{NS}/{name}")  # what the annotation's watch event does
+        await _until(lambda: kube.status(name).get("observedReplay") == "r1", "the replay taken up")
+        await f.close()
+
+    run(scenario)
