@@ -8,7 +8,7 @@ Layers inside this package, lowest first:
 * :mod:`~filedrop.spark.tasks` — what runs in the Python workers (pyarrow + ``COPY`` through the warehouse
   client), no pyspark.
 * :mod:`~filedrop.spark.session`, :mod:`~filedrop.spark.engine` — adapters: the SparkSession and
-  :class:`~filedrop.spark.engine.SparkEngine` (registered as ``loader.ENGINES["spark"]``).
+  :class:`~filedrop.spark.engine.SparkEngine` (registered in ``filedrop.load.engine.ENGINES``).
 * :mod:`~filedrop.spark.job` — the ``spark-submit`` main file.
 
 Importing this package imports nothing from pyspark; only the engine and session modules need it.
