@@ -5,7 +5,7 @@ Every FileDrop with work left has one follower (:func:`follow`, run by a kopf da
 what it waits for happens: its Job or SparkApplication ends (a watch event wakes it), a load slot frees
 (the follower that freed it wakes those queued), a replay is asked for, or its backoff is over; at the latest
 after ``recheck`` seconds, should a watch event have been missed. A waiting FileDrop costs no API call;
-a final one's follower sleeps until a replay annotation wakes it.
+once final, the follower sleeps until kopf stops it (at once: its filter no longer matches).
 """
 
 from __future__ import annotations
@@ -100,8 +100,8 @@ def error_backoff(failures: int) -> float:
 
 async def follow(key: str, read: Callable[[], Mapping[str, Any]], controller: Controller, wakeups: Wakeups,
                  stopped: Stopped, execute: Execute, post: Callable[[Event], None], recheck: float) -> None:
-    """Take the FileDrop's steps until ``stopped`` (kopf stops the follower when the FileDrop is deleted or
-    the operator stops); a final FileDrop's follower sleeps until woken (a replay)."""
+    """Take the FileDrop's steps until ``stopped`` (kopf stops the follower when the FileDrop becomes final,
+    is deleted, or the operator stops); once final it sleeps until stopped or woken (a replay)."""
     wake = wakeups.register(key)
     written: Mapping[str, Any] | None = None
     failures = 0
@@ -133,7 +133,7 @@ async def follow(key: str, read: Callable[[], Mapping[str, Any]], controller: Co
                 if result.released:
                     wakeups.wake_queued()
                 wakeups.mark_queued(key, result.phase == "Queued")
-                # a final FileDrop sleeps until a replay wakes it; the others look again at the latest
+                # a final FileDrop sleeps until stopped or a replay wakes it; the others look again at the latest
                 # after ``recheck``, should a watch event have been missed
                 delay = None if result.terminal else recheck if result.delay is None else min(result.delay, recheck)
             if delay is None or delay > 0:

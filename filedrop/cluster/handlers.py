@@ -5,7 +5,7 @@ and when to look again in :mod:`filedrop.cluster.follow`. The operator's state (
 followers' wake-ups) lives in kopf's ``memo``, made by the startup handler.
 
 - every FileDrop with work left has a follower (a kopf daemon, started and stopped by kopf as the FileDrop
-  opens and becomes final); it sleeps while its FileDrop waits;
+  opens and becomes final, so final FileDrops carry no finalizer); it sleeps while its FileDrop waits;
 - watch events of the loader Jobs and SparkApplications wake the follower of their FileDrop when they end;
 - a FileDrop's own events wake its follower when a replay is asked for, and free its load slot when deleted.
 """
@@ -25,7 +25,7 @@ from filedrop.cluster.controller import Controller, Result
 from filedrop.cluster.follow import Wakeups, follow
 from filedrop.cluster.jobs import job_state, spark_state
 from filedrop.cluster.kube import SPARK, Kube
-from filedrop.cluster.resources import FILEDROP_LABEL, FILEDROPS, GROUP, REPLAY_ANNOTATION, VERSION
+from filedrop.cluster.resources import FILEDROP_LABEL, FILEDROPS, GROUP, REPLAY_ANNOTATION, TERMINAL_PHASES, VERSION
 from filedrop.cluster.settings import OperatorConfig
 
 log = logging.getLogger(__name__)
@@ -82,10 +82,16 @@ def _replay_requested(body: kopf.Body) -> bool:
     return bool(replay) and replay != body.status.get("observedReplay", "")
 
 
-# Every FileDrop has a follower, a final one too (asleep until a replay wakes it; it costs no request):
-# a follower stopped when its FileDrop became final could still be ending when a replay annotation came,
-# and kopf starts no second one then — the replay would wait for the next event on that FileDrop.
-@kopf.daemon(GROUP, VERSION, FILEDROPS, cancellation_backoff=10.0, cancellation_timeout=10.0)
+def _open(body: kopf.Body, **_: Any) -> bool:
+    """Work left: not final, or a new replay asked for (kopf follows the FileDrop while this holds)."""
+    return body.status.get("phase") not in TERMINAL_PHASES or _replay_requested(body)
+
+
+# A follower exists only while its FileDrop is open: kopf holds a finalizer on every FileDrop that has a
+# daemon, and a final FileDrop must delete without the operator (a namespace or `helm uninstall` would
+# otherwise hang while the operator is down). The follower writes the final phase itself and is asleep when
+# kopf stops it, so it ends within ``instant_exit_timeout``; a replay annotated after that starts a new one.
+@kopf.daemon(GROUP, VERSION, FILEDROPS, when=_open, cancellation_backoff=10.0, cancellation_timeout=10.0)
 async def follower(body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStopped, **_: Any) -> None:
     """Take the FileDrop through its phases (queue, job, outcome) until it is final; sleep while it waits."""
     op = _operator(memo)

@@ -519,8 +519,8 @@ def test_settings_name_the_variable_that_is_wrong(monkeypatch: pytest.MonkeyPatc
 
 def test_a_replay_asked_for_as_the_filedrop_becomes_final_is_acted_on(kube: FakeKube, history: FakeHistory,
                                                                       run: Run) -> None:
-    """The follower of a final FileDrop stays (asleep, costing no request) so that a replay annotation,
-    whenever it comes, wakes it: kopf does not start a second follower while the first is still ending."""
+    """A follower that made its FileDrop final sleeps, costing no request, until kopf stops it; a replay
+    that wakes it before then is taken up by it (kopf starts no second follower while the first exists)."""
     name = kube.add("items_1.csv")
 
     async def scenario() -> None:
