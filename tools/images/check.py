@@ -10,7 +10,6 @@ It checks the archives `ctr images import` would take, not the buildah store.
 from __future__ import annotations
 
 import gzip
-import io
 import json
 import os
 import shutil
@@ -20,6 +19,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import IO
 
 #: per image: (user or "" for the image's, command) — what a pod would run
 SMOKE: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
@@ -38,12 +38,7 @@ SMOKE: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
 }
 
 
-def _blob(layout: Path, digest: str) -> Path:
-    algorithm, _, hexdigest = digest.partition(":")
-    return layout / "blobs" / algorithm / hexdigest
-
-
-def _apply_layer(fileobj: io.BufferedIOBase, root: Path) -> None:
+def _apply_layer(fileobj: IO[bytes], root: Path) -> None:
     """Extract one layer over `root`, honouring OCI whiteouts (.wh.NAME deletes NAME, .wh..wh..opq empties a dir)."""
     with tarfile.open(fileobj=fileobj, mode="r|") as layer:
         for member in layer:
@@ -69,23 +64,27 @@ def _apply_layer(fileobj: io.BufferedIOBase, root: Path) -> None:
 
 def unpack(archive: Path, work: Path) -> dict[str, object]:
     """Unpack the archive's image into work/rootfs; return the image configuration's `config`."""
-    layout = work / "layout"
-    with tarfile.open(archive) as tar:
-        tar.extractall(layout)
-    [desc] = json.loads((layout / "index.json").read_text())["manifests"]
-    manifest = json.loads(_blob(layout, desc["digest"]).read_text())
-    config = json.loads(_blob(layout, manifest["config"]["digest"]).read_text())
-    root = work / "rootfs"
-    root.mkdir()
-    for layer in manifest["layers"]:
-        with open(_blob(layout, layer["digest"]), "rb") as raw:
-            stream = gzip.GzipFile(fileobj=raw) if "gzip" in layer["mediaType"] else raw
-            _apply_layer(stream, root)  # type: ignore[arg-type]
-    shutil.rmtree(layout)
+    with tarfile.open(archive) as outer:
+
+        def blob(digest: str) -> IO[bytes]:
+            stream = outer.extractfile("blobs/" + digest.replace(":", "/"))
+            assert stream is not None, digest
+            return stream
+
+        index = outer.extractfile("index.json")
+        assert index is not None
+        [desc] = json.load(index)["manifests"]
+        manifest = json.load(blob(desc["digest"]))
+        config = json.load(blob(manifest["config"]["digest"]))
+        root = work / "rootfs"
+        root.mkdir()
+        for layer in manifest["layers"]:
+            raw = blob(layer["digest"])
+            _apply_layer(gzip.GzipFile(fileobj=raw) if "gzip" in layer["mediaType"] else raw, root)
     return dict(config.get("config", {}))
 
 
-def runc_config(config: dict[str, object], args: Sequence[str], user: str) -> dict[str, object]:
+def runc_config(config: dict[str, object], args: Sequence[str], user: str, hosts: Path) -> dict[str, object]:
     """A minimal OCI runtime spec: read-only root, tmpfs /tmp, the image's env and working directory."""
     uid, _, gid = (user or str(config.get("User") or "0")).partition(":")
     return {
@@ -105,6 +104,8 @@ def runc_config(config: dict[str, object], args: Sequence[str], user: str) -> di
             {"destination": "/proc", "type": "proc", "source": "proc"},
             {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "mode=755"]},
             {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "mode=1777"]},
+            # as kubelet does: the JVM looks its host name up
+            {"destination": "/etc/hosts", "type": "bind", "source": str(hosts), "options": ["rbind", "ro"]},
         ],
         "linux": {
             "namespaces": [{"type": t} for t in ("pid", "ipc", "uts", "mount", "network")],
@@ -114,7 +115,9 @@ def runc_config(config: dict[str, object], args: Sequence[str], user: str) -> di
 
 
 def run_in(rootdir: Path, config: dict[str, object], args: Sequence[str], user: str) -> tuple[int, str, float]:
-    (rootdir / "config.json").write_text(json.dumps(runc_config(config, args, user)))
+    hosts = rootdir / "hosts"
+    hosts.write_text("127.0.0.1\tlocalhost check\n::1\tlocalhost ip6-localhost\n")
+    (rootdir / "config.json").write_text(json.dumps(runc_config(config, args, user, hosts)))
     name = f"filedrop-check-{os.getpid()}-{time.monotonic_ns()}"
     start = time.monotonic()
     proc = subprocess.run(["runc", "run", "--bundle", str(rootdir), name], stdout=subprocess.PIPE,
