@@ -35,6 +35,7 @@ from tools.images.recipes import (
     MIRRORS,
     REPO,
     SUITE,
+    WHEELS_DIR,
     Base,
     Image,
     base_key,
@@ -43,8 +44,6 @@ from tools.images.recipes import (
 )
 
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
-#: where the wheel cache and pip's build-time configuration are mounted during `buildah bud`
-WHEELS_MOUNT = "/var/cache/filedrop-wheels"
 
 
 class ImageBuildError(RuntimeError):
@@ -210,11 +209,9 @@ def build_image(buildah: Buildah, image: Image, tag: str, base_keys: dict[str, s
         log(f"{image.name}: up to date ({ref}, {archive})")
         return {**previous, "status": "cached"}
     log(f"{image.name}: buildah bud -f {image.dockerfile} ({ref})")
-    pip_conf = cache / "pip.conf"
-    # only during the build: pip prefers the wheels built here once (pyspark is an 450 MB sdist on PyPI)
-    pip_conf.write_text(f"[global]\nfind-links = {WHEELS_MOUNT}\n")
+    # the wheel cache, where the local bases' PIP_FIND_LINKS looks (recipes.WHEELS_DIR)
     (cache / "wheels").mkdir(parents=True, exist_ok=True)
-    volumes = ["--volume", f"{cache / 'wheels'}:{WHEELS_MOUNT}:ro", "--volume", f"{pip_conf}:/etc/pip.conf:ro"]
+    volumes = ["--volume", f"{cache / 'wheels'}:{WHEELS_DIR}:ro"]
     if image.maven_repository:
         (cache / "m2").mkdir(parents=True, exist_ok=True)
         volumes += ["--volume", f"{cache / 'm2'}:{image.maven_repository}"]

@@ -19,7 +19,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, cast
 
 #: per image: (user or "" for the image's, command) — what a pod would run
 SMOKE: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
@@ -80,7 +80,7 @@ def unpack(archive: Path, work: Path) -> dict[str, object]:
         root.mkdir()
         for layer in manifest["layers"]:
             raw = blob(layer["digest"])
-            _apply_layer(gzip.GzipFile(fileobj=raw) if "gzip" in layer["mediaType"] else raw, root)
+            _apply_layer(cast(IO[bytes], gzip.GzipFile(fileobj=raw)) if "gzip" in layer["mediaType"] else raw, root)
     return dict(config.get("config", {}))
 
 

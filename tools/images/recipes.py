@@ -43,6 +43,12 @@ SYSTEM_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 # store. Images users build from the public bases never contain it.
 BUILD_CA_HOOK = '{python} -m tools.images.rootfs build-ca "$1" {host_ca_bundle} && chroot "$1" update-ca-certificates'
 PIP_CERT_ENV = ("PIP_CERT", SYSTEM_CA_BUNDLE)
+# Also build-time only: `make images` mounts its wheel cache here (pyspark, a 450 MB sdist on PyPI, built once
+# by the host's pip); pip prefers a local wheel to an sdist. The directory exists in the local bases, so the
+# mount leaves nothing behind in the layers, and it is empty whenever nothing is mounted.
+WHEELS_DIR = "/var/cache/filedrop-wheels"
+WHEELS_HOOK = f'mkdir -p "$1{WHEELS_DIR}"'
+PIP_FIND_LINKS_ENV = ("PIP_FIND_LINKS", WHEELS_DIR)
 
 SPARK_VERSION = "4.3.0"
 SPARK_UID = 185
@@ -80,11 +86,12 @@ PYTHON_BASE = Base(
     packages=("python3", "python3-venv", "passwd", "ca-certificates"),
     hooks=(
         BUILD_CA_HOOK,
+        WHEELS_HOOK,
         # Debian's python3 is externally managed (PEP 668); the official image's python and pip live in
         # /usr/local, so here a virtualenv at /usr/local puts python, pip and installed scripts there.
         'chroot "$1" python3 -m venv /usr/local',
     ),
-    env=(("PATH", PATH), ("LANG", "C.UTF-8"), PIP_CERT_ENV),
+    env=(("PATH", PATH), ("LANG", "C.UTF-8"), PIP_CERT_ENV, PIP_FIND_LINKS_ENV),
     cmd=("python3",),
 )
 
@@ -118,6 +125,7 @@ SPARK_BASE = Base(
     ),
     hooks=(
         BUILD_CA_HOOK,
+        WHEELS_HOOK,
         # Spark's distribution (bin/, sbin/, jars/, python/lib ...) from the pyspark release of PyPI
         '{python} -m tools.images.rootfs spark-home "$1" {wheel} /opt/spark',
         f'chroot "$1" groupadd --system --gid {SPARK_UID} spark',
@@ -132,6 +140,7 @@ SPARK_BASE = Base(
         ("JAVA_HOME", "/usr/lib/jvm/java-17-openjdk-amd64"),
         ("SPARK_HOME", "/opt/spark"),
         PIP_CERT_ENV,
+        PIP_FIND_LINKS_ENV,
     ),
     user=str(SPARK_UID),
     workdir="/opt/spark/work-dir",
