@@ -26,6 +26,7 @@ help:
 	@echo "make bench   - load benchmarks (docs/benchmarks.md); not part of make test"
 	@echo "make soak    - the fault-injection suite, long: SOAK_FILES files (docs/reliability.md)"
 	@echo "make cluster - a local Kubernetes control plane for kubectl get filedrops (make cluster-down stops it)"
+	@echo "make images  - build the filedrop and Spark images with buildah, as OCI archives (tools/images)"
 
 # The virtualenv is rebuilt when pyproject.toml changes; pip's own cache keeps that fast.
 $(VENV)/.installed: pyproject.toml
@@ -109,6 +110,7 @@ clean-venv:
 
 include tools/k8s/k8s.mk
 include spark_images/spark.mk
+include tools/images/images.mk
 
 # `make cluster` (tools/k8s/k8s.mk) runs the virtualenv's Python.
 cluster: venv

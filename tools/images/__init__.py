@@ -1,0 +1,4 @@
+"""The repository's two images built without a Docker daemon or a registry (tools/images/README.md):
+local stand-ins for the public base images from Debian packages (``recipes.py``, ``rootfs.py``), then
+``buildah bud`` of ``operator/Dockerfile`` and ``spark_images/Dockerfile`` (``build.py``). Run
+``python -m tools.images build`` from the repository root."""
