@@ -368,13 +368,10 @@ class ControlPlane:
     def stop(self, keep_node_lock: bool = False) -> list[str]:
         """Stop the node (if any: it leaves the machine as it was), then every process named by a
         DIR/*.pid file: others (a runner) first, etcd last. Returns the node's leftovers (empty when clean)."""
-        left: list[str] = []
+        node = None
         if (self.dir / "node").is_dir():
             node = self.the_node or Node(self.dir)
-            if keep_node_lock and node._lock_fd is not None:
-                node.stop_processes()
-            else:
-                left = node.stop()
+            node.stop_processes()
         order = {"kube-controller-manager": 1, "kube-apiserver": 2, "etcd": 3}
         for pidfile in sorted(self.dir.glob("*.pid"), key=lambda f: order.get(f.stem, 0)):
             proc = self.procs.pop(pidfile.stem, None)
@@ -388,6 +385,13 @@ class ControlPlane:
                 pidfile.unlink(missing_ok=True)
             else:
                 stop_pidfile(pidfile)
+        left: list[str] = []
+        if node is not None and not keep_node_lock:
+            left = node.clean()  # the bridge goes now that nothing talks to its address
+            # A kubeconfig naming the bridge address would send a client's packets off the machine
+            # (by the default route) once the bridge is gone.
+            for kc in [self.kubeconfig, *self.dir.glob("*.kubeconfig"), *self.dir.glob("node/*.kubeconfig")]:
+                kc.unlink(missing_ok=True)
         return left
 
 

@@ -275,6 +275,11 @@ def clean_machine(dirs: list[Path], bin_dir: Path | None = None) -> list[str]:
     dirs: cluster directories whose mounts are to be unmounted (the node's state lives there).
     Returns what could not be cleaned (empty when the machine is as it was).
     """
+    # 0. the control planes of these directories (a crashed node's): nothing may talk to the
+    #    bridge address once the bridge is gone, the packets would take the default route
+    for d in dirs:
+        for pidfile in [*Path(d).glob("node/*.pid"), *Path(d).glob("*.pid")]:
+            stop_pidfile(pidfile)
     procs = _processes()
     # 1. the kubelet first (it would restart pods), then the other node daemons but containerd
     for names in (("kubelet",), ("kube-proxy", "kube-scheduler", "coredns")):
@@ -318,6 +323,8 @@ def clean_machine(dirs: list[Path], bin_dir: Path | None = None) -> list[str]:
         for path in MACHINE_PATHS:
             if not saved["paths"].get(path) and Path(path).exists():
                 _run("rm", "-rf", "--one-file-system", path, check=False)
+    for sock in MACHINE_DIR.glob("containerd.sock*"):
+        sock.unlink(missing_ok=True)
     left = leftovers()
     if not left:
         (MACHINE_DIR / "saved.json").unlink(missing_ok=True)
@@ -348,7 +355,8 @@ class Node:
     # paths
     @property
     def containerd_socket(self) -> Path:
-        return self.state / "containerd" / "containerd.sock"
+        # machine-wide like the node, and short: a unix socket's path has at most 104 bytes
+        return MACHINE_DIR / "containerd.sock"
 
     def log(self, component: str) -> Path:
         return self.dir / f"{component}.log"
@@ -678,6 +686,11 @@ disabled_plugins = ['io.containerd.nri.v1.nri', 'io.containerd.tracing.processor
         """Stop the node's processes, then clean the machine (unless another node runs now, having
         taken over after ours died); what is left over (empty when the machine is as it was)."""
         self.stop_processes()
+        return self.clean()
+
+    def clean(self) -> list[str]:
+        """Clean the machine after stop_processes() and the control plane's stop (nothing may still
+        talk to the bridge address when the bridge goes: it would be routed off the machine)."""
         try:
             self.acquire()  # free once our kubelet is gone, unless another node runs now
         except NodeBusy:
