@@ -79,7 +79,7 @@ if [[ ${1:-} == node ]]; then
     echo "build.sh: pause and probe images ..." >&2
     (cd "$here/nodeimages" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$stage/" ./pause ./probe) >&2
     for img in pause probe; do
-      (cd "$here/../.." && python3 -m tools.k8s.oci --binary "$stage/$img" \
+      (cd "$here/../.." && "${PYTHON:-python3}" -m tools.k8s.oci --binary "$stage/$img" \
         --ref "docker.io/library/filedrop-$img:1" --out "$stage/$img.tar") >/dev/null
       publish "images/$img.tar"
     done

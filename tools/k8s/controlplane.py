@@ -41,7 +41,7 @@ from pathlib import Path
 
 from tools.k8s.base import ControlPlaneError, die_with_parent, free_port, start_time, stop_pidfile, tail, write_pidfile
 from tools.k8s.crds import install_crds, yaml_files
-from tools.k8s.node import BRIDGE_IP, NODE_NAME, Node, NodeBusy, build_node_tools
+from tools.k8s.node import BRIDGE_IP, NODE_NAME, RUNNER_TAINT, Node, NodeBusy, build_node_tools
 from tools.k8s.pki import kubeconfig_text, make_node_pki, make_pki
 
 HERE = Path(__file__).resolve().parent
@@ -92,6 +92,7 @@ class ControlPlane:
     #: also run a node (tools/k8s/node.py); the API server then listens on the node's bridge address
     node: bool = False
     node_bin_dir: Path | None = None
+    node_taints: list[dict] = field(default_factory=list)
     ports: dict[str, int] = field(default_factory=dict)
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
 
@@ -243,7 +244,7 @@ class ControlPlane:
         if self.node:
             make_node_pki(self.pki, SERVICE_IP, NODE_NAME, BRIDGE_IP)
             self.the_node = Node(self.dir, bin_dir=self.node_bin_dir or build_node_tools(), detach=self.detach,
-                                 timeout=self.start_timeout)
+                                 timeout=self.start_timeout, taints=self.node_taints)
             self.the_node.prepare()  # the machine lock first: NodeBusy leaves everything as it is
         for attempt in range(3):  # a free port can be taken before we bind it
             try:
@@ -408,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
                          "a path that does not exist is skipped)")
     ap.add_argument("--node", action="store_true",
                     help="up: also run a node (containerd, kubelet, kube-scheduler, kube-proxy, CoreDNS; "
-                         "one per machine)")
+                         "one per machine); with --runner it is tainted (tools.k8s.node.RUNNER_TAINT)")
     ap.add_argument("--runner", action="store_true",
                     help="up: also run the local runner in the background (runs Job Pods and "
                          "SparkApplications locally; log in DIR/runner.log)")
@@ -420,7 +421,8 @@ def main(argv: list[str] | None = None) -> int:
         if cp is None or not cp.ready() or cp.node != args.node:
             if cp is not None:
                 cp.stop()  # leftovers of a dead one, or one with(out) a node
-            cp = ControlPlane(d, bin_dir=build_tools(), detach=True, start_timeout=args.timeout, node=args.node)
+            cp = ControlPlane(d, bin_dir=build_tools(), detach=True, start_timeout=args.timeout, node=args.node,
+                              node_taints=[RUNNER_TAINT] if args.runner else [])
             try:
                 cp.start()
             except NodeBusy as e:

@@ -26,6 +26,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,6 +66,9 @@ MACHINE_PATHS = ("/var/lib/kubelet", "/var/log/containers", "/var/log/pods", "/r
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 IPTABLES_TABLES = ("filter", "nat", "mangle", "raw")
 OUR_CHAIN_PREFIXES = ("KUBE-", "FILEDROP-")
+#: `controlplane up --node --runner`: while the local runner runs Job Pods, only Pods that tolerate
+#: this taint run on the node (the runner skips Pods that have a nodeName), so the two never race
+RUNNER_TAINT = {"key": "filedrop.local/local-runner", "value": "true", "effect": "NoSchedule"}
 NODE_COMPONENTS = ("containerd", "kubelet", "kube-scheduler", "kube-proxy", "coredns")
 
 
@@ -78,7 +82,8 @@ def build_node_tools(quiet: bool = False) -> Path:
     if override:
         return Path(override)
     proc = subprocess.run(["bash", str(BUILD_SH), "node"], stdout=subprocess.PIPE,
-                          stderr=subprocess.DEVNULL if quiet else None, text=True)
+                          stderr=subprocess.DEVNULL if quiet else None, text=True,
+                          env={**os.environ, "PYTHON": os.environ.get("PYTHON", sys.executable)})
     lines = proc.stdout.strip().splitlines()
     if proc.returncode != 0 or not lines:
         raise ControlPlaneError(f"{BUILD_SH} node failed with exit code {proc.returncode}")
@@ -343,6 +348,8 @@ class Node:
     detach: bool = False
     timeout: float = 120.0
     dns: bool = True
+    #: NoSchedule taints the node registers with (kubelet registerWithTaints)
+    taints: list[dict] = field(default_factory=list)
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
     _lock_fd: int | None = None
@@ -600,6 +607,7 @@ disabled_plugins = ['io.containerd.nri.v1.nri', 'io.containerd.tracing.processor
             "shutdownGracePeriod": "0s",
             "containerLogMaxSize": "10Mi",
             "rotateCertificates": False, "serverTLSBootstrap": False,
+            "registerWithTaints": self.taints,
         }
         (self.state / "kubelet.yaml").write_text(_json(config))
         self._spawn("kubelet", [
