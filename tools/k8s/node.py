@@ -504,7 +504,8 @@ class Node:
         before = set(self.ctr("images", "ls", "-q").stdout.split())
         self.ctr("images", "import", str(archive), timeout=600)
         after = set(self.ctr("images", "ls", "-q").stdout.split())
-        return sorted(after - before) or sorted(after)
+        names = sorted(n for n in after - before if not n.startswith("sha256:"))  # (the CRI's id refs)
+        return names or sorted(n for n in after if not n.startswith("sha256:"))
 
     def _start_containerd(self) -> None:
         c = self.state / "containerd"
