@@ -1,9 +1,18 @@
 #!/usr/bin/env bash
-# Build the pinned Kubernetes test tools from Go modules:
-#   kube-apiserver, kube-controller-manager, kubectl  (tools/k8s/kubernetes/go.mod)
-#   etcd                                              (tools/k8s/etcd/go.mod)
-#   helm                                              (tools/k8s/helm/go.mod)
-# into ${XDG_CACHE_HOME:-$HOME/.cache}/filedrop/k8s-<k8s>-etcd<etcd>-helm<helm>/bin.
+# Build the pinned Kubernetes test tools from Go modules.
+#
+#   build.sh            the control plane:
+#     kube-apiserver, kube-controller-manager, kubectl  (tools/k8s/kubernetes/go.mod)
+#     etcd                                              (tools/k8s/etcd/go.mod)
+#     helm                                              (tools/k8s/helm/go.mod)
+#   into ${XDG_CACHE_HOME:-$HOME/.cache}/filedrop/k8s-<k8s>-etcd<etcd>-helm<helm>/bin;
+#
+#   build.sh node       the node (tools/k8s/node.py), each only if it is missing:
+#     kubelet, kube-proxy, kube-scheduler               (tools/k8s/kubernetes/go.mod)
+#     containerd, containerd-shim-runc-v2, ctr          (tools/k8s/containerd/go.mod)
+#     coredns                                           (tools/k8s/coredns/go.mod)
+#     images/pause.tar, images/probe.tar                (tools/k8s/nodeimages, packed by tools/k8s/oci.py)
+#   into ${XDG_CACHE_HOME:-$HOME/.cache}/filedrop/k8s-node-<k8s>-containerd<v>-coredns<v>/bin.
 #
 # Idempotent: when that directory is complete it exits at once. Whatever it does,
 # the last line on stdout is the bin directory; progress goes to stderr.
@@ -22,6 +31,90 @@ helm_k8s_version=$(sed -n 's|^\tk8s.io/client-go \(v[^ ]*\).*|\1|p' "$here/helm/
 for v in "$k8s_version" "$etcd_version" "$helm_version" "$helm_k8s_version"; do
   [[ $v =~ ^v[0-9]+\.[0-9]+\.[0-9]+$ ]] || { echo "build.sh: cannot read pinned versions from $here/*/go.mod" >&2; exit 2; }
 done
+
+# kube-*, kubectl: stamp the release the way hack/lib/version.sh does, so `kubectl version`
+# and /version tell the truth.
+minor=${k8s_version#v1.}
+minor=${minor%%.*}
+k8s_ldflags="-s -w"
+for pkg in k8s.io/client-go/pkg/version k8s.io/component-base/version; do
+  k8s_ldflags+=" -X $pkg.gitVersion=$k8s_version -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
+  k8s_ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.gitCommit= -X $pkg.buildDate=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+done
+
+# ---------------------------------------------------------------- the node: build.sh node
+if [[ ${1:-} == node ]]; then
+  containerd_version=$(pinned containerd github.com/containerd/containerd/v2)
+  coredns_version=$(pinned coredns github.com/coredns/coredns)
+  for v in "$containerd_version" "$coredns_version"; do
+    [[ $v =~ ^v[0-9]+\.[0-9]+\.[0-9]+$ ]] || { echo "build.sh: cannot read pinned versions from $here/*/go.mod" >&2; exit 2; }
+  done
+  root=${XDG_CACHE_HOME:-$HOME/.cache}/filedrop/k8s-node-${k8s_version#v}-containerd${containerd_version#v}-coredns${coredns_version#v}
+  bin=$root/bin
+  node_tools=(kubelet kube-proxy kube-scheduler containerd containerd-shim-runc-v2 ctr coredns images/pause.tar images/probe.tar)
+  missing() {
+    local t out=()
+    for t in "${node_tools[@]}"; do [[ -s $bin/$t ]] || out+=("$t"); done
+    echo "${out[*]}"
+  }
+  if [[ -f $bin/.complete && -z $(missing) ]]; then
+    echo "$bin"
+    exit 0
+  fi
+  mkdir -p "$bin/images"
+  exec 9>"$root/.lock"
+  flock 9
+  command -v go >/dev/null || { echo "build.sh: go is not installed" >&2; exit 2; }
+  export GOTOOLCHAIN=local GOFLAGS="-mod=readonly -buildvcs=false"
+  start=$SECONDS
+  todo=" $(missing) "
+  want() { [[ $todo == *" $1 "* ]]; }
+  stage=$root/stage
+  rm -rf "$stage"
+  mkdir -p "$stage"
+  # Each tool lands in bin only when built: an interrupted build redoes only what is missing.
+  publish() { local f; for f in "$@"; do mv "$stage/${f##*/}" "$bin/$f"; done; }
+  echo "build.sh: node tools missing in $bin:$todo" >&2
+  if want images/pause.tar || want images/probe.tar; then
+    echo "build.sh: pause and probe images ..." >&2
+    (cd "$here/nodeimages" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$stage/" ./pause ./probe) >&2
+    for img in pause probe; do
+      (cd "$here/../.." && "${PYTHON:-python3}" -m tools.k8s.oci --binary "$stage/$img" \
+        --ref "docker.io/library/filedrop-$img:1" --out "$stage/$img.tar") >/dev/null
+      publish "images/$img.tar"
+    done
+  fi
+  if want kubelet || want kube-proxy || want kube-scheduler; then
+    echo "build.sh: kubelet kube-proxy kube-scheduler ..." >&2
+    (cd "$here/kubernetes" && go build -trimpath -ldflags "$k8s_ldflags" -o "$stage/" \
+      k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy k8s.io/kubernetes/cmd/kube-scheduler) >&2
+    publish kubelet kube-proxy kube-scheduler
+  fi
+  if want containerd || want containerd-shim-runc-v2 || want ctr; then
+    echo "build.sh: containerd $containerd_version ..." >&2
+    ctd_ldflags="-s -w -X github.com/containerd/containerd/v2/version.Version=$containerd_version"
+    ctd_ldflags+=" -X github.com/containerd/containerd/v2/version.Package=github.com/containerd/containerd/v2"
+    ctd_tags="no_btrfs no_devmapper no_zfs"
+    (cd "$here/containerd" && go build -trimpath -tags "$ctd_tags" -ldflags "$ctd_ldflags" -o "$stage/" \
+      github.com/containerd/containerd/v2/cmd/containerd github.com/containerd/containerd/v2/cmd/ctr &&
+      CGO_ENABLED=0 go build -trimpath -tags "$ctd_tags" -ldflags "$ctd_ldflags" -o "$stage/" \
+      github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2) >&2
+    publish containerd ctr containerd-shim-runc-v2
+  fi
+  if want coredns; then
+    echo "build.sh: coredns $coredns_version ..." >&2
+    (cd "$here/coredns" && CGO_ENABLED=0 go build -trimpath -ldflags \
+      "-s -w -X github.com/coredns/coredns/coremain.GitCommit=$coredns_version" -o "$stage/coredns" .) >&2
+    publish coredns
+  fi
+  rm -rf "$stage"
+  [[ -z $(missing) ]] || { echo "build.sh: still missing in $bin: $(missing)" >&2; exit 1; }
+  printf 'kubernetes %s\ncontainerd %s\ncoredns %s\n' "$k8s_version" "$containerd_version" "$coredns_version" >"$bin/VERSIONS"
+  touch "$bin/.complete"
+  echo "build.sh: node tools done in $((SECONDS - start))s" >&2
+  echo "$bin"
+  exit 0
+fi
 
 root=${XDG_CACHE_HOME:-$HOME/.cache}/filedrop/k8s-${k8s_version#v}-etcd${etcd_version#v}-helm${helm_version#v}
 bin=$root/bin
@@ -57,15 +150,6 @@ mkdir -p "$stage"
 start=$SECONDS
 echo "build.sh: building Kubernetes $k8s_version, etcd $etcd_version, helm $helm_version into $bin (first time: many minutes)" >&2
 
-# kube-apiserver, kube-controller-manager, kubectl: stamp the release the way
-# hack/lib/version.sh does, so `kubectl version` and /version tell the truth.
-minor=${k8s_version#v1.}
-minor=${minor%%.*}
-k8s_ldflags="-s -w"
-for pkg in k8s.io/client-go/pkg/version k8s.io/component-base/version; do
-  k8s_ldflags+=" -X $pkg.gitVersion=$k8s_version -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
-  k8s_ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.gitCommit= -X $pkg.buildDate=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
-done
 echo "build.sh: kube-apiserver kube-controller-manager kubectl ..." >&2
 (cd "$here/kubernetes" && go build -trimpath -ldflags "$k8s_ldflags" -o "$stage/" \
   k8s.io/kubernetes/cmd/kube-apiserver \

@@ -6,13 +6,17 @@ does, but with the controller-manager too and with production-like settings:
 RBAC authorization, service-account token signing, the PodSecurity admission
 plugin, client-certificate authentication for an admin kubeconfig.
 
-There is no scheduler and no kubelet: nothing runs Pods (see tests/support/k8s/runner.py).
+Without --node there is no scheduler and no kubelet: nothing runs Pods (see
+tests/support/k8s/runner.py). With --node a real node runs beside it (tools/k8s/node.py:
+containerd, kubelet, kube-scheduler, kube-proxy, CoreDNS; one per machine) and the API
+server listens on the node's bridge address instead of loopback.
 From the repository root:
 
     python -m tools.k8s.controlplane up   --dir DIR   # start in the background, wait for readiness
-        [--crds PATH]... [--runner]                  # and install CRDs, start the local runner
+        [--node] [--crds PATH]... [--runner]         # with a node; install CRDs, start the local runner
     python -m tools.k8s.controlplane env  --dir DIR   # print `export KUBECONFIG=...` of a running one
-    python -m tools.k8s.controlplane down --dir DIR   # stop it (processes named by DIR/*.pid)
+    python -m tools.k8s.controlplane down --dir DIR   # stop it (processes named by DIR/*.pid), and its
+                                                     # node (DIR/node/*.pid), leaving the machine as it was
 
 Everything lives in DIR: certificates (pki/), etcd's data, one log file per
 component, pid files, state.json and the admin kubeconfig (DIR/kubeconfig).
@@ -37,7 +41,8 @@ from pathlib import Path
 
 from tools.k8s.base import ControlPlaneError, die_with_parent, free_port, start_time, stop_pidfile, tail, write_pidfile
 from tools.k8s.crds import install_crds, yaml_files
-from tools.k8s.pki import kubeconfig_text, make_pki
+from tools.k8s.node import BRIDGE_IP, NODE_NAME, RUNNER_TAINT, Node, NodeBusy, build_node_tools
+from tools.k8s.pki import kubeconfig_text, make_node_pki, make_pki
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -84,12 +89,22 @@ class ControlPlane:
     bin_dir: Path | None = None
     detach: bool = False
     start_timeout: float = 120.0
+    #: also run a node (tools/k8s/node.py); the API server then listens on the node's bridge address
+    node: bool = False
+    node_bin_dir: Path | None = None
+    node_taints: list[dict] = field(default_factory=list)
     ports: dict[str, int] = field(default_factory=dict)
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.dir = Path(self.dir).resolve()
         self.pki = self.dir / "pki"
+        self.the_node: Node | None = None
+
+    @property
+    def address(self) -> str:
+        """Where the API server listens: loopback, or the node's bridge address (pods reach it there)."""
+        return BRIDGE_IP if self.node else "127.0.0.1"
 
     # paths and URLs
     @property
@@ -98,7 +113,7 @@ class ControlPlane:
 
     @property
     def server(self) -> str:
-        return f"https://127.0.0.1:{self.ports['apiserver']}"
+        return f"https://{self.address}:{self.ports['apiserver']}"
 
     def log(self, component: str) -> Path:
         return self.dir / f"{component}.log"
@@ -120,6 +135,8 @@ class ControlPlane:
         for c in COMPONENTS:
             if self.log(c).exists():
                 out.append(f"----- {self.log(c)} (last {lines} lines) -----\n{tail(self.log(c), lines)}")
+        if self.the_node is not None:
+            out.append(self.the_node.log_tails(lines))
         return "\n".join(out)
 
     # state
@@ -128,7 +145,7 @@ class ControlPlane:
 
     def save_state(self) -> None:
         state = {"server": self.server, "ports": self.ports, "bin_dir": str(self.bin_dir),
-                 "kubeconfig": str(self.kubeconfig)}
+                 "kubeconfig": str(self.kubeconfig), "node": self.node}
         self._state_file().write_text(json.dumps(state, indent=2) + "\n")
 
     @classmethod
@@ -136,6 +153,7 @@ class ControlPlane:
         cp = cls(Path(dir))
         state = json.loads(cp._state_file().read_text())
         cp.ports = state["ports"]
+        cp.node = bool(state.get("node"))
         cp.bin_dir = Path(state["bin_dir"]) if state.get("bin_dir") not in (None, "None") else None
         return cp
 
@@ -218,16 +236,26 @@ class ControlPlane:
             time.sleep(0.1)  # poll interval
 
     def start(self) -> ControlPlane:
+        """Start it (and the node, with node=True); NodeBusy when another node runs on this machine."""
         if self.bin_dir is None:
             self.bin_dir = build_tools()
         self.dir.mkdir(parents=True, exist_ok=True)
         make_pki(self.pki, SERVICE_IP)
+        if self.node:
+            make_node_pki(self.pki, SERVICE_IP, NODE_NAME, BRIDGE_IP)
+            self.the_node = Node(self.dir, bin_dir=self.node_bin_dir or build_node_tools(), detach=self.detach,
+                                 timeout=self.start_timeout, taints=self.node_taints)
+            self.the_node.prepare()  # the machine lock first: NodeBusy leaves everything as it is
         for attempt in range(3):  # a free port can be taken before we bind it
             try:
                 self._start_once()
+                if self.the_node is not None:
+                    self.the_node.start(self)
+                    self.timings["node"] = self.the_node.timings["total"]
+                    self.save_state()
                 return self
             except ControlPlaneError as e:
-                self.stop()
+                self.stop(keep_node_lock=attempt < 2 and "address already in use" in str(e))
                 if "address already in use" not in str(e) or attempt == 2:
                     raise
         return self
@@ -235,6 +263,8 @@ class ControlPlane:
     def _start_once(self) -> None:
         t0 = time.monotonic()
         p = self.ports = {n: free_port() for n in ("etcd", "etcd-peer", "apiserver", "controller-manager")}
+        if self.node:
+            p["apiserver"] = free_port(self.address)
         pki = self.pki
         etcd_url = f"http://127.0.0.1:{p['etcd']}"
         self._spawn("etcd", [
@@ -253,7 +283,7 @@ class ControlPlane:
 
         self._spawn("kube-apiserver", [
             f"--etcd-servers={etcd_url}",
-            "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
+            f"--bind-address={self.address}", f"--advertise-address={self.address}",
             f"--secure-port={p['apiserver']}",
             f"--cert-dir={self.dir / 'apiserver-certs'}",
             f"--tls-cert-file={pki / 'apiserver.crt'}", f"--tls-private-key-file={pki / 'apiserver.key'}",
@@ -265,13 +295,15 @@ class ControlPlane:
             "--requestheader-extra-headers-prefix=X-Remote-Extra-",
             f"--proxy-client-cert-file={pki / 'front-proxy-client.crt'}",
             f"--proxy-client-key-file={pki / 'front-proxy-client.key'}",
-            "--authorization-mode=RBAC",
             "--anonymous-auth=true",  # for /readyz etc. (system:public-info-viewer), as in clusters
-            "--enable-admission-plugins=PodSecurity",  # on by default; named to make it plain
             "--allow-privileged=true",  # so that PodSecurity, not this flag, refuses privileged Pods
             f"--service-cluster-ip-range={SERVICE_CIDR}",
-            # The `kubernetes` Service cannot have a loopback endpoint; nothing in-cluster needs one.
-            "--endpoint-reconciler-type=none",
+            *(self._node_apiserver_args() if self.node else [
+                "--authorization-mode=RBAC",
+                "--enable-admission-plugins=PodSecurity",  # on by default; named to make it plain
+                # The `kubernetes` Service cannot have a loopback endpoint; nothing in-cluster needs one.
+                "--endpoint-reconciler-type=none",
+            ]),
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             f"--service-account-key-file={pki / 'sa.pub'}",
             f"--service-account-signing-key-file={pki / 'sa.key'}",
@@ -314,6 +346,19 @@ class ControlPlane:
         self.timings = {"etcd": t_etcd, "kube-apiserver": t_api, "total": time.monotonic() - t0}
         self.save_state()
 
+    def _node_apiserver_args(self) -> list[str]:
+        pki = self.pki
+        return [
+            "--authorization-mode=Node,RBAC",
+            "--enable-admission-plugins=PodSecurity,NodeRestriction",
+            # for logs/exec/port-forward: the kubelet's address, not its name (which the machine's
+            # resolver would be asked for), its CA-signed serving certificate, our client certificate
+            "--kubelet-preferred-address-types=InternalIP",
+            f"--kubelet-certificate-authority={pki / 'ca.crt'}",
+            f"--kubelet-client-certificate={pki / 'apiserver-kubelet-client.crt'}",
+            f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
+        ]
+
     def _write_kubeconfigs(self) -> None:
         self.kubeconfig.write_text(kubeconfig_text(self.server, self.pki, "admin"))
         self.kubeconfig.chmod(0o600)
@@ -321,8 +366,13 @@ class ControlPlane:
         kcm.write_text(kubeconfig_text(self.server, self.pki, "controller-manager"))
         kcm.chmod(0o600)
 
-    def stop(self) -> None:
-        """Stop every process named by a DIR/*.pid file: others (a runner) first, etcd last."""
+    def stop(self, keep_node_lock: bool = False) -> list[str]:
+        """Stop the node (if any: it leaves the machine as it was), then every process named by a
+        DIR/*.pid file: others (a runner) first, etcd last. Returns the node's leftovers (empty when clean)."""
+        node = None
+        if (self.dir / "node").is_dir():
+            node = self.the_node or Node(self.dir)
+            node.stop_processes()
         order = {"kube-controller-manager": 1, "kube-apiserver": 2, "etcd": 3}
         for pidfile in sorted(self.dir.glob("*.pid"), key=lambda f: order.get(f.stem, 0)):
             proc = self.procs.pop(pidfile.stem, None)
@@ -336,6 +386,14 @@ class ControlPlane:
                 pidfile.unlink(missing_ok=True)
             else:
                 stop_pidfile(pidfile)
+        left: list[str] = []
+        if node is not None and not keep_node_lock:
+            left = node.clean()  # the bridge goes now that nothing talks to its address
+            # A kubeconfig naming the bridge address would send a client's packets off the machine
+            # (by the default route) once the bridge is gone.
+            for kc in [self.kubeconfig, *self.dir.glob("*.kubeconfig"), *self.dir.glob("node/*.kubeconfig")]:
+                kc.unlink(missing_ok=True)
+        return left
 
 
 # ------------------------------------------------------------------------ CLI
@@ -349,6 +407,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--crds", action="append", type=Path, default=[], metavar="PATH",
                     help="up: also install the CRDs in this YAML file or directory (repeatable; "
                          "a path that does not exist is skipped)")
+    ap.add_argument("--node", action="store_true",
+                    help="up: also run a node (containerd, kubelet, kube-scheduler, kube-proxy, CoreDNS; "
+                         "one per machine); with --runner it is tainted (tools.k8s.node.RUNNER_TAINT)")
     ap.add_argument("--runner", action="store_true",
                     help="up: also run the local runner in the background (runs Job Pods and "
                          "SparkApplications locally; log in DIR/runner.log)")
@@ -357,16 +418,21 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "up":
         cp = ControlPlane.load(d) if (d / "state.json").exists() else None
-        if cp is None or not cp.ready():
+        if cp is None or not cp.ready() or cp.node != args.node:
             if cp is not None:
-                cp.stop()  # leftovers of a dead one
-            cp = ControlPlane(d, bin_dir=build_tools(), detach=True, start_timeout=args.timeout)
+                cp.stop()  # leftovers of a dead one, or one with(out) a node
+            cp = ControlPlane(d, bin_dir=build_tools(), detach=True, start_timeout=args.timeout, node=args.node,
+                              node_taints=[RUNNER_TAINT] if args.runner else [])
             try:
                 cp.start()
+            except NodeBusy as e:
+                print(e, file=sys.stderr)
+                return 1
             except ControlPlaneError as e:
                 print(e, file=sys.stderr)
                 return 1
-            print(f"control plane ready in {cp.timings['total']:.1f}s at {cp.server} "
+            node = f"; node {NODE_NAME} Ready in {cp.timings['node']:.1f}s" if args.node else ""
+            print(f"control plane ready in {cp.timings['total']:.1f}s at {cp.server}{node} "
                   f"(logs in {d}; tools in {cp.bin_dir})", file=sys.stderr)
         try:
             if args.crds:
@@ -396,8 +462,11 @@ def main(argv: list[str] | None = None) -> int:
 
     # down
     if d.exists():
-        ControlPlane(d).stop()
+        left = ControlPlane(d).stop()
         (d / "state.json").unlink(missing_ok=True)
+        if left:
+            print("the node left on the machine:\n  " + "\n  ".join(left), file=sys.stderr)
+            return 1
     return 0
 
 

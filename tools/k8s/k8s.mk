@@ -3,9 +3,12 @@
 #
 #   make k8s-tools     build the pinned etcd, kube-apiserver, kube-controller-manager, kubectl
 #                      and helm once per machine, into ~/.cache/filedrop/k8s-.../bin
-#   make cluster       start the control plane in the background, install the third-party CRDs
-#                      and the repo's crds/, start the local runner; prints `export KUBECONFIG=...`
-#   make cluster-down  stop all of it
+#   make k8s-node-tools  build the node's kubelet, kube-proxy, kube-scheduler, containerd, ctr,
+#                      coredns and pause/probe images once per machine (~/.cache/filedrop/k8s-node-.../bin)
+#   make node-deps     install Debian's runc, containernetworking-plugins, iptables, conntrack
+#   make cluster       start the control plane and a node in the background, install the third-party
+#                      CRDs and the repo's crds/, start the local runner; prints `export KUBECONFIG=...`
+#   make cluster-down  stop all of it, leaving the machine as it was
 
 K8S_TOOLS_DIR := $(dir $(lastword $(MAKEFILE_LIST)))
 # tools/ is a package: its modules run with `python -m` from the repository root (the top-level Makefile's directory)
@@ -13,13 +16,25 @@ FILEDROP_HOME ?= $(HOME)/.local/share/filedrop
 K8S_CLUSTER_DIR ?= $(FILEDROP_HOME)/cluster
 FILEDROP_THIRDPARTY ?= $(abspath $(CURDIR)/../shared/thirdparty)
 
-.PHONY: k8s-tools cluster cluster-put cluster-down
+NODE_DEBS := runc containernetworking-plugins iptables conntrack iproute2 util-linux
+
+.PHONY: k8s-tools k8s-node-tools node-deps cluster cluster-put cluster-down
 
 k8s-tools:
 	@bash $(K8S_TOOLS_DIR)build.sh >/dev/null
 
-cluster: k8s-tools
-	@$(PY) -m tools.k8s.controlplane up --dir "$(K8S_CLUSTER_DIR)" \
+k8s-node-tools:
+	@PYTHON=$(PY) bash $(K8S_TOOLS_DIR)build.sh node >/dev/null
+
+node-deps:
+	@missing=""; for p in $(NODE_DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian's$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+cluster: k8s-tools k8s-node-tools node-deps
+	@$(PY) -m tools.k8s.controlplane up --dir "$(K8S_CLUSTER_DIR)" --node \
 		--crds "$(FILEDROP_THIRDPARTY)" --crds "$(CURDIR)/crds" --runner
 	@$(PY) -m tools.k8s.stack up --dir "$(K8S_CLUSTER_DIR)"
 

@@ -37,6 +37,17 @@ def _cert(pki: Path, name: str, subject: dict[str, str], ext: list[str], ca: boo
     cnf.unlink()
 
 
+LEAF = ["basicConstraints = critical,CA:FALSE", "keyUsage = critical,digitalSignature,keyEncipherment"]
+
+
+def _apiserver_cert(pki: Path, service_ip: str, extra_ips: tuple[str, ...]) -> None:
+    sans = ",".join(["DNS:localhost", "DNS:kubernetes", "DNS:kubernetes.default",
+                     "DNS:kubernetes.default.svc", "DNS:kubernetes.default.svc.cluster.local",
+                     "IP:127.0.0.1", f"IP:{service_ip}", *(f"IP:{ip}" for ip in extra_ips)])
+    _cert(pki, "apiserver", {"CN": "kube-apiserver"},
+          LEAF + ["extendedKeyUsage = serverAuth", f"subjectAltName = {sans}"])
+
+
 def make_pki(pki: Path, service_ip: str) -> None:
     """pki/: the CA and the certificates and keys signed by it; once (pki/done marks it made)."""
     if (pki / "done").exists():
@@ -46,13 +57,8 @@ def make_pki(pki: Path, service_ip: str) -> None:
           ["basicConstraints = critical,CA:TRUE",
            "keyUsage = critical,keyCertSign,cRLSign,digitalSignature",
            "subjectKeyIdentifier = hash"], ca=True)
-    leaf = ["basicConstraints = critical,CA:FALSE", "keyUsage = critical,digitalSignature,keyEncipherment"]
-    sans = ",".join(["DNS:localhost", "DNS:kubernetes", "DNS:kubernetes.default",
-                     "DNS:kubernetes.default.svc", "DNS:kubernetes.default.svc.cluster.local",
-                     "IP:127.0.0.1", f"IP:{service_ip}"])
-    _cert(pki, "apiserver", {"CN": "kube-apiserver"},
-          leaf + ["extendedKeyUsage = serverAuth", f"subjectAltName = {sans}"])
-    client = leaf + ["extendedKeyUsage = clientAuth"]
+    _apiserver_cert(pki, service_ip, ())
+    client = LEAF + ["extendedKeyUsage = clientAuth"]
     _cert(pki, "admin", {"O": "system:masters", "CN": "filedrop-admin"}, client)
     _cert(pki, "controller-manager", {"CN": "system:kube-controller-manager"}, client)
     # The aggregation layer's front proxy: its own CA and the client certificate the
@@ -67,6 +73,33 @@ def make_pki(pki: Path, service_ip: str) -> None:
     for key in pki.glob("*.key"):
         key.chmod(0o600)
     (pki / "done").write_text("")
+
+
+def make_node_pki(pki: Path, service_ip: str, node_name: str, node_ip: str) -> None:
+    """The node's certificates, beside make_pki's; once (pki/node-done names the node and its address).
+
+    The API server's serving certificate is reissued with node_ip (the bridge address it binds
+    to); the node's components get client certificates whose names the default RBAC bindings
+    (and the Node authorizer) know; the kubelet a serving certificate for node_ip; the API
+    server a client certificate for the kubelets (`kubectl logs/exec`).
+    """
+    marker = pki / "node-done"
+    if marker.exists() and marker.read_text() == f"{node_name} {node_ip}\n":
+        return
+    _apiserver_cert(pki, service_ip, (node_ip,))
+    client = LEAF + ["extendedKeyUsage = clientAuth"]
+    _cert(pki, "kubelet", {"O": "system:nodes", "CN": f"system:node:{node_name}"}, client)
+    _cert(pki, "kubelet-serving", {"CN": node_name},
+          LEAF + ["extendedKeyUsage = serverAuth", f"subjectAltName = DNS:{node_name},IP:{node_ip}"])
+    _cert(pki, "kube-scheduler", {"CN": "system:kube-scheduler"}, client)
+    _cert(pki, "kube-proxy", {"CN": "system:kube-proxy"}, client)
+    _cert(pki, "coredns", {"CN": "filedrop:coredns"}, client)
+    # system:masters, as kubeadm's apiserver-kubelet-client was: the kubelet's webhook
+    # authorizer asks the API server, which lets it proxy logs, exec and metrics.
+    _cert(pki, "apiserver-kubelet-client", {"O": "system:masters", "CN": "kube-apiserver-kubelet-client"}, client)
+    for key in pki.glob("*.key"):
+        key.chmod(0o600)
+    marker.write_text(f"{node_name} {node_ip}\n")
 
 
 def kubeconfig_text(server: str, pki: Path, user: str) -> str:

@@ -8,6 +8,10 @@ Fixtures (all but k8s_namespace are session-scoped):
   local_runner         a LocalRunner (runner.py) running Job Pods and SparkApplications
   k8s_namespace        a fresh namespace (with its default ServiceAccount) for one test
 
+start_node_cluster(dir) starts a control plane with a real node (tools/k8s/node.py: containerd,
+kubelet, kube-scheduler, kube-proxy, CoreDNS; one per machine); its Cluster.node imports OCI image
+archives into the node's containerd (Cluster.import_image) for pods with imagePullPolicy Never.
+
 The tools are built on first use by tools/k8s/build.sh (`make k8s-tools`), which takes
 many minutes on a cold cache; afterwards the control plane starts in seconds.
 """
@@ -62,6 +66,14 @@ class Cluster:
         self.kube = Kube(self.kubeconfig)
         self.runner: LocalRunner | None = None
         self._installed: set[str] = set()
+        self.node = cp.the_node  # a tools.k8s.node.Node, or None without a node
+
+    def import_image(self, archive: Path) -> list[str]:
+        """Import an OCI image archive (e.g. `make images`' filedrop.tar) into the node's containerd
+        (`ctr -n k8s.io images import`); returns the image names. Pods use imagePullPolicy Never."""
+        if self.node is None:
+            raise RuntimeError("this cluster has no node (start it with start_node_cluster)")
+        return self.node.import_image(Path(archive))
 
     def _run(self, tool: str, args: tuple, input: str | None, check: bool, timeout: float,
              env: dict | None) -> subprocess.CompletedProcess:
@@ -127,6 +139,17 @@ class Cluster:
         from kubernetes import config
 
         return config.new_client_from_config(config_file=str(self.kubeconfig))
+
+
+def start_node_cluster(d: Path) -> Cluster:
+    """Start a control plane with a node in d (fails the test, naming the holder, when another
+    node runs on this machine). Stop it with cluster.cp.stop(), which returns the leftovers."""
+    cp = controlplane.ControlPlane(d, bin_dir=controlplane.build_tools(), node=True)
+    try:
+        cp.start()
+    except controlplane.ControlPlaneError as e:
+        pytest.fail(f"the test control plane with a node did not start: {e}", pytrace=False)
+    return Cluster(cp)
 
 
 _current: dict[str, Any] = {}  # for the failure hooks in tests/k8s/conftest.py and tests/chart/conftest.py
