@@ -58,7 +58,7 @@ lint: venv
 	$(VENV)/bin/ruff check .
 	$(PY) -m mypy
 
-test: lint venv test-deps k8s-tools k8s-node-tools node-deps spark-jars
+test: lint venv test-deps k8s-tools k8s-node-tools node-deps image-deps spark-jars
 	$(PY) -m pytest
 
 # Benchmarks (never part of `make test`): docs/benchmarks.md records the results and the command lines.

@@ -6,6 +6,10 @@ its environment resolved from the chart's ConfigMap and Secret references, and t
 token (RBAC as installed). An S3 upload (moto, real S3 -> SQS notification) then flows bridge -> FileDrop ->
 operator -> load Job (run by the local runner, under the chart's loader ServiceAccount and Pod Security) ->
 PostgreSQL.
+
+test_chart_pods.py runs the same flow on real pods (a node, the image built from operator/Dockerfile); this
+test stays for what it shows beside that: the operator's metrics and health endpoints and the peering object,
+read from the host.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
+from psycopg import sql
 
 PG15_BIN = Path(os.environ.get("FILEDROP_TEST_PG15_BIN", "/usr/lib/postgresql/15/bin"))
 
@@ -71,15 +72,16 @@ def start_embedded_postgres() -> tuple[str, Callable[[], None]]:
     return url, stop
 
 
-def start_moto() -> tuple[str, Callable[[], None]]:
-    """moto in server mode (S3 and SQS over HTTP) on a free loopback port."""
+def start_moto(host: str = "127.0.0.1") -> tuple[str, Callable[[], None]]:
+    """moto in server mode (S3 and SQS over HTTP) on a free port of ``host`` (loopback; the node's bridge
+    address when pods must reach it, standing in for AWS outside the cluster)."""
     import urllib.request
 
     port = free_port()
     log = tempfile.NamedTemporaryFile(prefix="filedrop-moto-", suffix=".log", delete=False)
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", host, "-p", str(port)],
                             stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
-    endpoint = f"http://127.0.0.1:{port}"
+    endpoint = f"http://{host}:{port}"
 
     def ready() -> bool:
         if proc.poll() is not None:
@@ -104,9 +106,13 @@ def start_moto() -> tuple[str, Callable[[], None]]:
 
 class DebianPostgres:
     """A private PostgreSQL 15 from Debian's packages, run as the ``postgres`` user on a free loopback
-    port; a test can restart it (fast shutdown: sessions are cut) on the same port."""
+    port; a test can restart it (fast shutdown: sessions are cut) on the same port.
 
-    def __init__(self) -> None:
+    ``pods``: also listen on the node's bridge address and let clients of the pod network in with a password
+    (role ``filedrop``; :attr:`pod_url` is what a pod uses) — it stands in for RDS outside the cluster.
+    """
+
+    def __init__(self, pods: tuple[str, str] | None = None) -> None:
         if not (PG15_BIN / "postgres").exists():
             raise RuntimeError(
                 f"PostgreSQL 15 server binaries not found in {PG15_BIN}: install Debian's postgresql-15 "
@@ -125,11 +131,21 @@ class DebianPostgres:
         self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
         self.proc: subprocess.Popen[bytes] | None = None
         self.restarts = 0
+        self.listen = "127.0.0.1"
+        self.pod_url = ""
+        if pods is not None:
+            address, cidr = pods
+            import secrets
+
+            password = secrets.token_hex(16)
+            self.listen = f"127.0.0.1,{address}"
+            self.pod_url = f"postgresql://filedrop:{password}@{address}:{self.port}/postgres"
+            self._pod_role = (password, cidr)
 
     def start(self) -> DebianPostgres:
         log = open(self.base / "server.log", "ab")
         proc = self.proc = subprocess.Popen(
-            self.as_user + [str(PG15_BIN / "postgres"), "-D", str(self.data), "-h", "127.0.0.1", "-p",
+            self.as_user + [str(PG15_BIN / "postgres"), "-D", str(self.data), "-h", self.listen, "-p",
                             str(self.port), "-k", str(self.base), "-c", "fsync=off", "-c", "max_connections=200"],
             stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
         try:
@@ -137,7 +153,20 @@ class DebianPostgres:
         except TimeoutError:
             proc.kill()
             raise RuntimeError((self.base / "server.log").read_text(errors="replace")[-3000:]) from None
+        if self.pod_url and self.restarts == 0:
+            self._admit_pods()
         return self
+
+    def _admit_pods(self) -> None:
+        """The role pods log in as (a superuser: tests create databases with it) and the pod network's line
+        in pg_hba.conf (password over scram; loopback stays trust for the tests themselves)."""
+        password, cidr = self._pod_role
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE ROLE filedrop LOGIN SUPERUSER PASSWORD {}").format(sql.Literal(password)))
+        hba = self.data / "pg_hba.conf"
+        hba.write_text(hba.read_text() + f"host all filedrop {cidr} scram-sha-256\n")
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            conn.execute("SELECT pg_reload_conf()")
 
     def restart(self) -> None:
         import signal

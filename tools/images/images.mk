@@ -7,9 +7,19 @@
 
 IMAGE_TAG ?= dev
 
-.PHONY: images images-clean
+IMAGE_DEBS := mmdebstrap buildah uidmap runc
 
-images:
+.PHONY: images images-clean image-deps
+
+# Debian's daemonless builder and the base-image maker (make test builds the filedrop image too)
+image-deps:
+	@missing=""; for p in $(IMAGE_DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian's$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+images: image-deps
 	@$(PYTHON) -m tools.images build --tag "$(IMAGE_TAG)"
 
 images-clean:
