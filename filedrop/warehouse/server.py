@@ -27,6 +27,8 @@ class EmbeddedPostgres:
     """
 
     home: Path
+    #: further addresses to listen on besides loopback (``make cluster``: the node's bridge, for its pods)
+    also_listen: tuple[str, ...] = ()
 
     @property
     def pgdata(self) -> Path:
@@ -104,7 +106,8 @@ class EmbeddedPostgres:
         try:
             pg_ctl(
                 ["-w", "-t", "60", "-l", str(logfile),
-                 "-o", f"-h 127.0.0.1 -p {port} -k {sockdir} -c fsync=on -c max_connections=100",
+                 "-o", f"-h {','.join(('127.0.0.1', *self.also_listen))} -p {port} -k {sockdir} "
+                       "-c fsync=on -c max_connections=100",
                  "start"],
                 pgdata=self.pgdata, user=user, timeout=90,
             )

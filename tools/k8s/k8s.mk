@@ -7,7 +7,8 @@
 #                      coredns and pause/probe images once per machine (~/.cache/filedrop/k8s-node-.../bin)
 #   make node-deps     install Debian's runc, containernetworking-plugins, iptables, conntrack
 #   make cluster       start the control plane and a node in the background, install the third-party
-#                      CRDs and the repo's crds/, start the local runner; prints `export KUBECONFIG=...`
+#                      CRDs and the repo's crds/, build and import the filedrop image, and helm-install the
+#                      chart in namespace filedrop on real pods; prints `export KUBECONFIG=...`
 #   make cluster-down  stop all of it, leaving the machine as it was
 
 K8S_TOOLS_DIR := $(dir $(lastword $(MAKEFILE_LIST)))
@@ -33,9 +34,10 @@ node-deps:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
-cluster: k8s-tools k8s-node-tools node-deps
+# The chart on the node's real pods (tools/k8s/stack.py up_pods): the filedrop image is built first.
+cluster: k8s-tools k8s-node-tools node-deps image-deps
 	@$(PY) -m tools.k8s.controlplane up --dir "$(K8S_CLUSTER_DIR)" --node \
-		--crds "$(FILEDROP_THIRDPARTY)" --crds "$(CURDIR)/crds" --runner
+		--crds "$(FILEDROP_THIRDPARTY)" --crds "$(CURDIR)/crds"
 	@$(PY) -m tools.k8s.stack up --dir "$(K8S_CLUSTER_DIR)"
 
 # Drop a file into the local bucket: make cluster-put FILE=../shared/data/d2b/orders.csv

@@ -29,11 +29,13 @@ import yaml
 from tests.support.k8s.kube import token_kubeconfig  # the local runner's small client
 from tools.k8s.base import free_port, start_time, stop_pidfile, tail, write_pidfile
 from tools.k8s.controlplane import ControlPlane
+from tools.k8s.node import BRIDGE_IP, POD_SUBNET
 
 REPO = Path(__file__).resolve().parents[2]
 
 BUCKET = "d2b-internal-assessment-bucket"
 QUEUE = "filedrop-events"
+IMAGE_TAG = "dev"
 AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 
 
@@ -62,14 +64,14 @@ def _wait(check, timeout: float, what: str, log: Path | None = None) -> None:
         time.sleep(0.1)  # poll interval
 
 
-def _moto(d: Path) -> str:
+def _moto(d: Path, host: str = "127.0.0.1") -> str:
     state = d / "moto.port"
     if _alive(d / "moto.pid") and state.exists():
-        return f"http://127.0.0.1:{state.read_text().strip()}"
-    port = free_port()
-    _spawn(d, "moto", [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], dict(os.environ))
+        return f"http://{host}:{state.read_text().strip()}"
+    port = free_port(host)
+    _spawn(d, "moto", [sys.executable, "-m", "moto.server", "-H", host, "-p", str(port)], dict(os.environ))
     state.write_text(str(port))
-    endpoint = f"http://127.0.0.1:{port}"
+    endpoint = f"http://{host}:{port}"
 
     def up() -> bool:
         try:
@@ -100,15 +102,98 @@ def _token_kubeconfig(cp: ControlPlane, d: Path, ns: str, sa: str) -> str:
     return str(path)
 
 
-def up(d: Path, ns: str) -> int:
+def _bucket_to_queue() -> str:
+    """The bucket whose ObjectCreated events go to the queue (moto); the queue's URL."""
     import boto3
 
+    s3, sqs = boto3.client("s3"), boto3.client("sqs")
+    queue = str(sqs.create_queue(QueueName=QUEUE)["QueueUrl"])
+    arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    s3.create_bucket(Bucket=BUCKET)
+    s3.put_bucket_notification_configuration(Bucket=BUCKET, NotificationConfiguration={
+        "QueueConfigurations": [{"QueueArn": arn, "Events": ["s3:ObjectCreated:*"]}]})
+    return queue
+
+
+def _pod_warehouse(d: Path) -> tuple[str, str]:
+    """An embedded PostgreSQL of the cluster's own (d/warehouse), listening on loopback and on the node's
+    bridge address; pods log in as role ``filedrop`` with a password made afresh at every ``up`` (it lives
+    only in the Secret). Returns (the host's URL, the pods' URL)."""
+    import secrets
+
+    import psycopg
+    from psycopg import sql
+
+    from filedrop.warehouse import EmbeddedPostgres
+
+    server = EmbeddedPostgres(d / "warehouse", also_listen=(BRIDGE_IP,))
+    url = server.start()
+    hba = server.pgdata / "pg_hba.conf"
+    line = f"host all filedrop {POD_SUBNET} scram-sha-256"
+    password = secrets.token_urlsafe(24)
+    with psycopg.connect(url, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = 'filedrop'").fetchone()
+        verb = "ALTER" if exists else "CREATE"
+        conn.execute(sql.SQL(verb + " ROLE filedrop LOGIN SUPERUSER PASSWORD {}").format(sql.Literal(password)))
+        if line not in hba.read_text():
+            hba.write_text(hba.read_text() + line + "\n")
+            conn.execute("SELECT pg_reload_conf()")
+    port = url.rsplit(":", 1)[1].split("/", 1)[0]
+    return url, f"postgresql://filedrop:{password}@{BRIDGE_IP}:{port}/postgres"
+
+
+def up_pods(cp: ControlPlane, d: Path, ns: str) -> int:
+    """The chart installed on the node as a user would (helm upgrade --install), with the filedrop image
+    built from operator/Dockerfile (`make images`); moto and the warehouse on the bridge address."""
+    from tools.images.build import build as build_images
+    from tools.k8s.node import Node, build_node_tools
+
+    image = build_images(["filedrop"], IMAGE_TAG, force=False)["images"][f"filedrop:{IMAGE_TAG}"]
+    Node(d, bin_dir=build_node_tools(quiet=True)).import_image(Path(image["archive"]))  # type: ignore[index]
+    endpoint = _moto(d, BRIDGE_IP)
+    os.environ.update(AWS_ENV, AWS_ENDPOINT_URL=endpoint)
+    host_url, pod_url = _pod_warehouse(d)
+
+    if ns not in _kubectl(cp, "get", "namespaces", "-o", "name"):
+        _kubectl(cp, "create", "namespace", ns)
+    _kubectl(cp, "label", "namespace", ns, "--overwrite",
+             *[f"pod-security.kubernetes.io/{m}=restricted" for m in ("enforce", "warn", "audit")])
+    for name, literals in (("filedrop-warehouse", {"url": pod_url}),
+                           ("filedrop-aws", {k: AWS_ENV[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")})):
+        _kubectl(cp, "delete", "secret", name, "-n", ns, "--ignore-not-found")
+        _kubectl(cp, "create", "secret", "generic", name, "-n", ns,
+                 *[f"--from-literal={k}={v}" for k, v in literals.items()])
+    queue = _bucket_to_queue()
+    values = {
+        "image": {"repository": "filedrop", "tag": IMAGE_TAG, "pullPolicy": "Never"},
+        "aws": {"region": AWS_ENV["AWS_DEFAULT_REGION"], "endpointUrl": endpoint, "existingSecret": "filedrop-aws"},
+        "bridge": {"enabled": True, "queueUrl": queue, "waitSeconds": 5},
+        "operator": {"verbose": True},
+    }
+    (d / "values.yaml").write_text(yaml.safe_dump(values))
+    res = subprocess.run([str(cp.bin_dir / "helm"), "upgrade", "--install", "filedrop", str(REPO / "helm" / "filedrop"),
+                          "-n", ns, "-f", str(d / "values.yaml"), "--wait", "--timeout", "5m"],
+                         capture_output=True, text=True, env=cp.env())
+    if res.returncode != 0:
+        raise SystemExit(f"helm install: {res.stderr}\n{_kubectl(cp, 'get', 'pods', '-n', ns, check=False)}")
+    (d / "stack.env").write_text(f"AWS_ENDPOINT_URL={endpoint}\nFILEDROP_WAREHOUSE_URL={host_url}\n")
+    print(f"filedrop installed by helm in namespace {ns}, on real pods: bucket s3://{BUCKET} (moto at {endpoint}) "
+          f"-> SQS -> bridge pod -> operator pod -> loader Job pods -> {host_url}", file=sys.stderr)
+    print("  drop a file:  make cluster-put FILE=../shared/data/d2b/orders.csv", file=sys.stderr)
+    print(f"  watch:        kubectl get pods,filedrops -n {ns}", file=sys.stderr)
+    print(f"  logs:         kubectl logs -n {ns} deployment/filedrop-operator", file=sys.stderr)
+    return 0
+
+
+def up(d: Path, ns: str) -> int:
     from filedrop.cluster.resources import route_manifest
     from filedrop.routes import load_routes
 
     cp = ControlPlane.load(d)
     if not cp.ready():
         raise SystemExit(f"no running control plane in {d}: run `make cluster`")
+    if cp.node:
+        return up_pods(cp, d, ns)
     endpoint = _moto(d)
     os.environ.update(AWS_ENV, AWS_ENDPOINT_URL=endpoint)
     warehouse = os.environ.get("FILEDROP_WAREHOUSE_URL") or subprocess.run(
@@ -126,12 +211,7 @@ def up(d: Path, ns: str) -> int:
     docs += [route_manifest(r, ns) for r in load_routes()]
     _kubectl(cp, "apply", "-f", "-", input=yaml.safe_dump_all(docs))
 
-    s3, sqs = boto3.client("s3"), boto3.client("sqs")
-    queue = sqs.create_queue(QueueName=QUEUE)["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    s3.create_bucket(Bucket=BUCKET)
-    s3.put_bucket_notification_configuration(Bucket=BUCKET, NotificationConfiguration={
-        "QueueConfigurations": [{"QueueArn": arn, "Events": ["s3:ObjectCreated:*"]}]})
+    queue = _bucket_to_queue()
 
     base = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
     _spawn(d, "operator", [sys.executable, "-m", "filedrop", "operator", "--namespace", ns,
@@ -165,6 +245,10 @@ def put(d: Path, path: Path, key: str | None) -> int:
 def down(d: Path) -> int:
     for name in ("bridge", "operator", "moto"):
         stop_pidfile(d / f"{name}.pid")
+    if (d / "warehouse").exists():
+        from filedrop.warehouse import EmbeddedPostgres
+
+        EmbeddedPostgres(d / "warehouse").stop()
     return 0
 
 
