@@ -9,9 +9,11 @@ plane, and package scope stops ours when tests/chart is done instead of keeping 
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 import yaml
 
@@ -70,3 +72,14 @@ def dump(docs: list[dict[str, Any]]) -> str:
 
 def by_kind(docs: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
     return {d["metadata"]["name"]: d for d in docs if d["kind"] == kind}
+
+
+def notifying_bucket(queue: str) -> tuple[Any, str]:
+    """A new bucket (boto3's S3 client, its name) whose s3:ObjectCreated events go to the SQS ``queue``."""
+    s3, sqs = boto3.client("s3"), boto3.client("sqs")
+    bucket = f"drop-{uuid.uuid4().hex[:8]}"
+    s3.create_bucket(Bucket=bucket)
+    arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration={
+        "QueueConfigurations": [{"QueueArn": arn, "Events": ["s3:ObjectCreated:*"]}]})
+    return s3, bucket

@@ -28,7 +28,7 @@ import boto3
 import pytest
 import yaml
 
-from tests.chart.conftest import CHART
+from tests.chart.conftest import CHART, notifying_bucket
 from tests.conftest import D2B, DB
 from tests.support.k8s.kube import token_kubeconfig
 from tests.support.k8s.runner import LocalRunner
@@ -128,12 +128,7 @@ def test_chart_operator_and_bridge_load_the_d2b_files(release: Release, db: DB) 
     operator_argv = release.run_deployment("operator")
     assert operator_argv[:3] == ["filedrop", "--verbose", "operator"] and "--peering" in operator_argv
     release.run_deployment("bridge")
-    s3, sqs = boto3.client("s3"), boto3.client("sqs")
-    bucket = f"drop-{uuid.uuid4().hex[:8]}"
-    s3.create_bucket(Bucket=bucket)
-    arn = sqs.get_queue_attributes(QueueUrl=release.queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration={
-        "QueueConfigurations": [{"QueueArn": arn, "Events": ["s3:ObjectCreated:*"]}]})
+    s3, bucket = notifying_bucket(release.queue)
     for name in ("orders.csv", "reviews.csv", "shipment_deliveries.csv"):
         s3.put_object(Bucket=bucket, Key=f"orders_data/{name}", Body=(D2B / name).read_bytes())
 

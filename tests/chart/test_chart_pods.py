@@ -20,12 +20,12 @@ import psycopg
 import pytest
 import yaml
 
-from tests.chart.conftest import CHART, RESTRICTED
+from tests.chart.conftest import CHART, RESTRICTED, notifying_bucket
 from tests.conftest import D2B, DB
 from tests.support.k8s.cluster import Cluster, start_node_cluster, thirdparty_dir
 from tests.support.servers import DebianPostgres, start_moto
 from tools.images.build import build as build_images
-from tools.k8s.node import BRIDGE_IP, POD_SUBNET
+from tools.k8s.node import BRIDGE_IP
 
 pytestmark = pytest.mark.k8s
 
@@ -49,7 +49,7 @@ def node_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 @pytest.fixture(scope="module")
 def host_pg() -> Iterator[DebianPostgres]:
     """PostgreSQL on the host, reachable by pods at the bridge address (RDS stand-in)."""
-    server = DebianPostgres(pods=(BRIDGE_IP, POD_SUBNET)).start()
+    server = DebianPostgres(pod_address=BRIDGE_IP).start()
     try:
         yield server
     finally:
@@ -66,8 +66,8 @@ def host_moto() -> Iterator[str]:
 
 
 class Pods:
-    def __init__(self, cluster: Cluster, ns: str, db: DB) -> None:
-        self.cluster, self.ns, self.db = cluster, ns, db
+    def __init__(self, cluster: Cluster, ns: str, db: DB, queue: str) -> None:
+        self.cluster, self.ns, self.db, self.queue = cluster, ns, db, queue
 
     def kubectl(self, *args: str, check: bool = True) -> str:
         return str(self.cluster.kubectl(*args, "-n", self.ns, check=check).stdout)
@@ -125,8 +125,7 @@ def pods(node_cluster: Cluster, host_pg: DebianPostgres, host_moto: str, tmp_pat
     res = node_cluster.helm("install", "filedrop", str(CHART), "-n", ns, "-f", str(tmp_path / "values.yaml"))
     assert "warning" not in res.stderr.lower(), res.stderr
     db = DB(f"{host_pg.url.rsplit('/', 1)[0]}/{database}")
-    p = Pods(node_cluster, ns, db)
-    p.queue = queue  # type: ignore[attr-defined]
+    p = Pods(node_cluster, ns, db, queue)
     try:
         yield p
     finally:
@@ -134,23 +133,12 @@ def pods(node_cluster: Cluster, host_pg: DebianPostgres, host_moto: str, tmp_pat
         node_cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
 
 
-def notifying_bucket(pods: Pods) -> tuple[Any, str]:
-    """A bucket whose s3:ObjectCreated events go to the bridge's queue."""
-    s3, sqs = boto3.client("s3"), boto3.client("sqs")
-    bucket = f"drop-{uuid.uuid4().hex[:8]}"
-    s3.create_bucket(Bucket=bucket)
-    arn = sqs.get_queue_attributes(QueueUrl=pods.queue, AttributeNames=["QueueArn"])  # type: ignore[attr-defined]
-    s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration={
-        "QueueConfigurations": [{"QueueArn": arn["Attributes"]["QueueArn"], "Events": ["s3:ObjectCreated:*"]}]})
-    return s3, bucket
-
-
 def test_helm_install_runs_the_d2b_flow_on_real_pods(pods: Pods) -> None:
     # the operator and the bridge become Ready through their probes, under the restricted profile
     pods.wait(lambda: pods.ready("filedrop-operator") and pods.ready("filedrop-bridge"),
               "the operator and bridge pods Ready")
 
-    s3, bucket = notifying_bucket(pods)
+    s3, bucket = notifying_bucket(pods.queue)
     for name in ("orders.csv", "reviews.csv", "shipment_deliveries.csv"):
         s3.put_object(Bucket=bucket, Key=f"orders_data/{name}", Body=(D2B / name).read_bytes())
 
@@ -166,7 +154,7 @@ def test_helm_install_runs_the_d2b_flow_on_real_pods(pods: Pods) -> None:
     assert sorted(h["status"] for h in pods.db.history()) == ["loaded"] * 3
 
     # the loads ran in pods of the chart's loader ServiceAccount, and they completed
-    loader_pods = [p for p in pods.json("get", "pods", "-l", "filedrop.dev/filedrop")["items"]]
+    loader_pods = pods.json("get", "pods", "-l", "filedrop.dev/filedrop")["items"]
     assert loader_pods, pods.story()
     assert {p["spec"]["serviceAccountName"] for p in loader_pods} == {"filedrop-loader"}
     assert {p["status"]["phase"] for p in loader_pods} == {"Succeeded"}
@@ -189,7 +177,7 @@ def test_operator_pod_deleted_mid_flow_and_a_bad_header_on_real_pods(pods: Pods)
     pods.wait(lambda: pods.ready("filedrop-operator") and pods.ready("filedrop-bridge"),
               "the operator and bridge pods Ready")
     [first] = pods.json("get", "pods", "-l", "app.kubernetes.io/component=operator")["items"]
-    s3, bucket = notifying_bucket(pods)
+    s3, bucket = notifying_bucket(pods.queue)
     s3.put_object(Bucket=bucket, Key="orders_data/orders_broken.csv", Body=b"order_no,when\n1,2022-01-01\n")
     for name in ("orders.csv", "reviews.csv"):
         s3.put_object(Bucket=bucket, Key=f"orders_data/{name}", Body=(D2B / name).read_bytes())

@@ -14,7 +14,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
-from psycopg import sql
 
 PG15_BIN = Path(os.environ.get("FILEDROP_TEST_PG15_BIN", "/usr/lib/postgresql/15/bin"))
 
@@ -108,11 +107,12 @@ class DebianPostgres:
     """A private PostgreSQL 15 from Debian's packages, run as the ``postgres`` user on a free loopback
     port; a test can restart it (fast shutdown: sessions are cut) on the same port.
 
-    ``pods``: also listen on the node's bridge address and let clients of the pod network in with a password
-    (role ``filedrop``; :attr:`pod_url` is what a pod uses) — it stands in for RDS outside the cluster.
+    ``pod_address`` (the node's bridge address): also listen there and let the pod network in with a
+    password (:func:`tools.k8s.stack.admit_pods`; :attr:`pod_url` is what a pod uses) — it stands in for RDS
+    outside the cluster.
     """
 
-    def __init__(self, pods: tuple[str, str] | None = None) -> None:
+    def __init__(self, pod_address: str | None = None) -> None:
         if not (PG15_BIN / "postgres").exists():
             raise RuntimeError(
                 f"PostgreSQL 15 server binaries not found in {PG15_BIN}: install Debian's postgresql-15 "
@@ -132,15 +132,13 @@ class DebianPostgres:
         self.proc: subprocess.Popen[bytes] | None = None
         self.restarts = 0
         self.listen = "127.0.0.1"
-        self.pod_url = ""
-        if pods is not None:
-            address, cidr = pods
+        self.pod_password = self.pod_url = ""
+        if pod_address is not None:
             import secrets
 
-            password = secrets.token_hex(16)
-            self.listen = f"127.0.0.1,{address}"
-            self.pod_url = f"postgresql://filedrop:{password}@{address}:{self.port}/postgres"
-            self._pod_role = (password, cidr)
+            self.pod_password = secrets.token_hex(16)
+            self.listen = f"127.0.0.1,{pod_address}"
+            self.pod_url = f"postgresql://filedrop:{self.pod_password}@{pod_address}:{self.port}/postgres"
 
     def start(self) -> DebianPostgres:
         log = open(self.base / "server.log", "ab")
@@ -154,19 +152,10 @@ class DebianPostgres:
             proc.kill()
             raise RuntimeError((self.base / "server.log").read_text(errors="replace")[-3000:]) from None
         if self.pod_url and self.restarts == 0:
-            self._admit_pods()
-        return self
+            from tools.k8s.stack import admit_pods
 
-    def _admit_pods(self) -> None:
-        """The role pods log in as (a superuser: tests create databases with it) and the pod network's line
-        in pg_hba.conf (password over scram; loopback stays trust for the tests themselves)."""
-        password, cidr = self._pod_role
-        with psycopg.connect(self.url, autocommit=True) as conn:
-            conn.execute(sql.SQL("CREATE ROLE filedrop LOGIN SUPERUSER PASSWORD {}").format(sql.Literal(password)))
-        hba = self.data / "pg_hba.conf"
-        hba.write_text(hba.read_text() + f"host all filedrop {cidr} scram-sha-256\n")
-        with psycopg.connect(self.url, autocommit=True) as conn:
-            conn.execute("SELECT pg_reload_conf()")
+            admit_pods(self.url, self.data / "pg_hba.conf", self.pod_password)
+        return self
 
     def restart(self) -> None:
         import signal

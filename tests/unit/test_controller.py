@@ -532,7 +532,7 @@ def test_a_replay_asked_for_as_the_filedrop_becomes_final_is_acted_on(kube: Fake
         f.wakeups.wake(f"{NS}/{name}")
         await _until(lambda: kube.status(name).get("phase") == "Loaded", "Loaded")
         requests = len(kube.requests)
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05)  # a window in which nothing may happen: an absence cannot be polled for
         assert f"{NS}/{name}" in f.wakeups and len(kube.requests) == requests  # asleep, no request
         kube.annotate(name, REPLAY_ANNOTATION, "r1")
         f.wakeups.wake(f"{NS}/{name}")  # what the annotation's watch event does

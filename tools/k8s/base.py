@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import subprocess
 import time
 from pathlib import Path
 
@@ -64,6 +65,21 @@ def stop_pidfile(path: Path, timeout: float = 20.0) -> None:
         if start_time(pid) == started:
             os.kill(pid, signal.SIGKILL)
     Path(path).unlink(missing_ok=True)
+
+
+def stop_process(pidfile: Path, proc: subprocess.Popen | None, timeout: float = 20.0) -> None:
+    """Stop a component: our own child (``proc``: terminate, kill after ``timeout``, reap), else the process
+    its pid file names (a detached one, started by an earlier command)."""
+    if proc is None:
+        stop_pidfile(pidfile, timeout)
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    Path(pidfile).unlink(missing_ok=True)
 
 
 def die_with_parent() -> None:  # runs in the child between fork and exec

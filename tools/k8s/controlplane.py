@@ -39,7 +39,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tools.k8s.base import ControlPlaneError, die_with_parent, free_port, start_time, stop_pidfile, tail, write_pidfile
+from tools.k8s.base import ControlPlaneError, die_with_parent, free_port, start_time, stop_process, tail, write_pidfile
 from tools.k8s.crds import install_crds, yaml_files
 from tools.k8s.node import BRIDGE_IP, NODE_NAME, RUNNER_TAINT, Node, NodeBusy, build_node_tools
 from tools.k8s.pki import kubeconfig_text, make_node_pki, make_pki
@@ -375,17 +375,7 @@ class ControlPlane:
             node.stop_processes()
         order = {"kube-controller-manager": 1, "kube-apiserver": 2, "etcd": 3}
         for pidfile in sorted(self.dir.glob("*.pid"), key=lambda f: order.get(f.stem, 0)):
-            proc = self.procs.pop(pidfile.stem, None)
-            if proc is not None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-                pidfile.unlink(missing_ok=True)
-            else:
-                stop_pidfile(pidfile)
+            stop_process(pidfile, self.procs.pop(pidfile.stem, None))
         left: list[str] = []
         if node is not None and not keep_node_lock:
             left = node.clean()  # the bridge goes now that nothing talks to its address

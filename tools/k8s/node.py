@@ -31,7 +31,16 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tools.k8s.base import ControlPlaneError, die_with_parent, free_port, start_time, stop_pidfile, tail, write_pidfile
+from tools.k8s.base import (
+    ControlPlaneError,
+    die_with_parent,
+    free_port,
+    start_time,
+    stop_pidfile,
+    stop_process,
+    tail,
+    write_pidfile,
+)
 
 HERE = Path(__file__).resolve().parent
 BUILD_SH = HERE / "build.sh"
@@ -727,17 +736,7 @@ disabled_plugins = ['io.containerd.nri.v1.nri', 'io.containerd.tracing.processor
                     if not pids:
                         break
                     _kill_and_wait(pids, signal.SIGKILL, 10)
-            proc = self.procs.pop(pidfile.stem, None)
-            if proc is not None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-                pidfile.unlink(missing_ok=True)
-            else:
-                stop_pidfile(pidfile)
+            stop_process(pidfile, self.procs.pop(pidfile.stem, None))
 
     # for tests
     def pod_pids(self, pod_uid: str) -> list[int]:

@@ -115,22 +115,13 @@ def _bucket_to_queue() -> str:
     return queue
 
 
-def _pod_warehouse(d: Path) -> tuple[str, str]:
-    """An embedded PostgreSQL of the cluster's own (d/warehouse), listening on loopback and on the node's
-    bridge address; pods log in as role ``filedrop`` with a password made afresh at every ``up`` (it lives
-    only in the Secret). Returns (the host's URL, the pods' URL)."""
-    import secrets
-
+def admit_pods(url: str, hba: Path, password: str) -> None:
+    """Let the pod network into a PostgreSQL whose admin ``url`` trusts loopback: role ``filedrop`` (a
+    superuser, with ``password``, set afresh when it exists) and a pg_hba.conf line for POD_SUBNET (scram)."""
     import psycopg
     from psycopg import sql
 
-    from filedrop.warehouse import EmbeddedPostgres
-
-    server = EmbeddedPostgres(d / "warehouse", also_listen=(BRIDGE_IP,))
-    url = server.start()
-    hba = server.pgdata / "pg_hba.conf"
     line = f"host all filedrop {POD_SUBNET} scram-sha-256"
-    password = secrets.token_urlsafe(24)
     with psycopg.connect(url, autocommit=True) as conn:
         exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = 'filedrop'").fetchone()
         verb = "ALTER" if exists else "CREATE"
@@ -138,6 +129,20 @@ def _pod_warehouse(d: Path) -> tuple[str, str]:
         if line not in hba.read_text():
             hba.write_text(hba.read_text() + line + "\n")
             conn.execute("SELECT pg_reload_conf()")
+
+
+def _pod_warehouse(d: Path) -> tuple[str, str]:
+    """An embedded PostgreSQL of the cluster's own (d/warehouse), listening on loopback and on the node's
+    bridge address; pods log in as role ``filedrop`` with a password made afresh at every ``up`` (it lives
+    only in the Secret). Returns (the host's URL, the pods' URL)."""
+    import secrets
+
+    from filedrop.warehouse import EmbeddedPostgres
+
+    server = EmbeddedPostgres(d / "warehouse", also_listen=(BRIDGE_IP,))
+    url = server.start()
+    password = secrets.token_urlsafe(24)
+    admit_pods(url, server.pgdata / "pg_hba.conf", password)
     port = url.rsplit(":", 1)[1].split("/", 1)[0]
     return url, f"postgresql://filedrop:{password}@{BRIDGE_IP}:{port}/postgres"
 
