@@ -3,15 +3,16 @@ block's records, and the one-task reference load. Inputs are Arrow batches of th
 (``line``: the bytes, exactly as in the file; ``block``: the Hadoop split they belong to).
 
 No pyspark here: functions take and yield ``pyarrow.RecordBatch`` iterators (``DataFrame.mapInArrow``)
-and talk to PostgreSQL through :class:`~filedrop.warehouse.client.Client`. Connections use a conninfo
-without password; libpq takes it from ``PGPASSWORD``/``PGPASSFILE`` in the workers' environment (a Secret
-in the cluster).
+and talk to PostgreSQL through :class:`~filedrop.warehouse.client.Client`. The driver sends a conninfo
+without password (it travels in the plan); each worker finds the password in its own environment
+(:func:`worker_conninfo`), which a Secret fills in the cluster.
 """
 
 from __future__ import annotations
 
 import gzip
 import io
+import os
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -34,7 +35,7 @@ from filedrop.spark.plan import (
     BlockPlan,
     row_sequence_setup,
 )
-from filedrop.warehouse.client import BadValue, Client
+from filedrop.warehouse.client import BadValue, Client, conninfo_with
 
 BOM = b"\xef\xbb\xbf"
 
@@ -135,6 +136,16 @@ def block_stats(batches: Iterable[pa.RecordBatch], *, quote: str, header: bool) 
                          ("first_odd", pa.int64()), ("parity", pa.int64()), ("head", pa.binary())]))
 
 
+def worker_conninfo(conninfo: str) -> str:
+    """The driver's ``conninfo`` with the password this worker holds: none added when libpq finds one itself
+    (``PGPASSWORD``, ``PGPASSFILE``); else the one of ``FILEDROP_WAREHOUSE_URL`` (the install guide's
+    Secret holds the whole URL, password included) when it names the same server, database and user."""
+    url = os.environ.get("FILEDROP_WAREHOUSE_URL")
+    if os.environ.get("PGPASSWORD") or not url:
+        return conninfo
+    return conninfo_with(conninfo, password_from=url)
+
+
 def write_blocks(batches: Iterable[pa.RecordBatch], *, conninfo: str, copy_stmt: str, plans: dict[int, BlockPlan],
                  header: bool, check: tuple[int, int, bool, int, bool]) -> Iterator[pa.RecordBatch]:
     """COPY the records each block owns into the per-load table, numbered from the block's plan.
@@ -146,7 +157,7 @@ def write_blocks(batches: Iterable[pa.RecordBatch], *, conninfo: str, copy_stmt:
     bad data.
     """
     out: dict[str, list[Any]] = {"start": [], "rows": [], "error": []}
-    with Client.open(conninfo, application_name="filedrop-spark") as conn:
+    with Client.open(worker_conninfo(conninfo), application_name="filedrop-spark") as conn:
         conn.execute(ROW_SEQUENCE_DDL)
         for start, segs in groupby(segments(batches), key=lambda s: s[0]):
             plan = plans[start]
@@ -246,7 +257,7 @@ def reference_parse(batches: Iterable[pa.RecordBatch], *, conninfo: str, setting
     stream: io.BufferedReader[Any] = io.BufferedReader(gzip.GzipFile(fileobj=raw, mode="rb"), CHUNK) if gunzip else raw
     row: dict[str, Any] = dict(outcome="ok", rows_parsed=0, rows_good=0, rows_rejected=0, first_error=None,
                                first_error_line=None, note=None)
-    with Client.open(conninfo, application_name="filedrop-spark") as conn:
+    with Client.open(worker_conninfo(conninfo), application_name="filedrop-spark") as conn:
         engine = _StreamEngine(stream, conn, settings, route, obj, load_id, None)
         try:
             try:

@@ -18,7 +18,7 @@ from typing import Any, Literal
 import psycopg
 from psycopg import errors as pgerrors
 from psycopg import sql as pgsql
-from psycopg.conninfo import conninfo_to_dict
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import dict_row
 
 from filedrop.warehouse import sql
@@ -97,6 +97,17 @@ def conninfo(url: str) -> dict[str, Any]:
         return conninfo_to_dict(url)
     except psycopg.ProgrammingError as exc:
         raise ValueError(str(exc)) from None
+
+
+def conninfo_with(target: str, *, password_from: str) -> str:
+    """``target`` with the password of ``password_from`` when ``target`` has none and both name the same
+    host, port, database and user; else ``target`` unchanged."""
+    mine, theirs = conninfo(target), conninfo(password_from)
+    if mine.get("password") or not theirs.get("password"):
+        return target
+    if any(str(mine.get(k) or "") != str(theirs.get(k) or "") for k in ("host", "port", "dbname", "user")):
+        return target
+    return make_conninfo(target, password=theirs["password"])
 
 
 class Client:

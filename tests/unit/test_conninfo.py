@@ -1,0 +1,37 @@
+"""How a Spark worker finds the warehouse password the driver's conninfo leaves out."""
+
+from __future__ import annotations
+
+import pytest
+
+from filedrop.spark.tasks import worker_conninfo
+from filedrop.warehouse.client import conninfo
+
+
+def test_the_password_of_the_same_server_database_and_user_is_added(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PGPASSWORD", raising=False)
+    monkeypatch.setenv("FILEDROP_WAREHOUSE_URL", "postgresql://loader:s%40cret@db.example:5433/wh?sslmode=require")
+    got = conninfo(worker_conninfo("host=db.example port=5433 dbname=wh user=loader sslmode=require"))
+    assert got["password"] == "s@cret" and got["sslmode"] == "require"
+
+
+@pytest.mark.parametrize("driver", [
+    "host=other.example port=5433 dbname=wh user=loader",  # another server: never send it the password
+    "host=db.example port=5432 dbname=wh user=loader",
+    "host=db.example port=5433 dbname=other user=loader",
+    "host=db.example port=5433 dbname=wh user=someone",
+])
+def test_no_password_goes_to_another_server_database_or_user(driver: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PGPASSWORD", raising=False)
+    monkeypatch.setenv("FILEDROP_WAREHOUSE_URL", "postgresql://loader:secret@db.example:5433/wh")
+    assert "password" not in conninfo(worker_conninfo(driver))
+
+
+def test_libpq_own_sources_come_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PGPASSWORD", "from-env")
+    monkeypatch.setenv("FILEDROP_WAREHOUSE_URL", "postgresql://loader:secret@db.example:5433/wh")
+    assert worker_conninfo("host=db.example port=5433 dbname=wh user=loader") == \
+        "host=db.example port=5433 dbname=wh user=loader"
+    monkeypatch.delenv("PGPASSWORD")
+    monkeypatch.delenv("FILEDROP_WAREHOUSE_URL")
+    assert "password" not in conninfo(worker_conninfo("host=db.example dbname=wh user=loader"))
