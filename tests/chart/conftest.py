@@ -19,6 +19,7 @@ import yaml
 
 from tests.support.k8s import cluster as _cluster
 from tests.support.k8s.cluster import current_cluster, k8s_namespace  # noqa: F401  (fixtures)
+from tests.support.k8s.pods import host_moto, host_pg, node_cluster, pod_aws, pod_warehouse  # noqa: F401  (fixtures)
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "filedrop"
@@ -27,7 +28,6 @@ ALL_ON = CHART / "ci" / "all-on-values.yaml"
 k8s_cluster = pytest.fixture(scope="package", name="k8s_cluster")(_cluster.k8s_cluster.__wrapped__)
 k8s_thirdparty_crds = pytest.fixture(scope="package", name="k8s_thirdparty_crds")(
     _cluster.k8s_thirdparty_crds.__wrapped__)
-local_runner = pytest.fixture(scope="package", name="local_runner")(_cluster.local_runner.__wrapped__)
 
 RESTRICTED = {f"pod-security.kubernetes.io/{mode}": "restricted" for mode in ("enforce", "warn", "audit")}
 
@@ -42,7 +42,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     outcome = yield
     report = outcome.get_result()
     cluster = current_cluster()
-    if report.failed and cluster is not None and "k8s_cluster" in getattr(item, "fixturenames", ()):
+    uses = {"k8s_cluster", "node_cluster"} & set(getattr(item, "fixturenames", ()))
+    if report.failed and cluster is not None and uses:
         report.sections.append(("k8s control plane logs", cluster.log_tails(25)))
 
 

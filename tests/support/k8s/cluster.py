@@ -5,12 +5,12 @@ Fixtures (all but k8s_namespace are session-scoped):
                        kubectl(), helm(), kube, install_crds(), install_thirdparty_crds())
   k8s_thirdparty_crds  installs the CRDs in $FILEDROP_THIRDPARTY (default ../shared/thirdparty
                        beside the repo): Argo Workflows, Kubeflow spark-operator, kopf peering
-  local_runner         a LocalRunner (runner.py) running Job Pods and SparkApplications
   k8s_namespace        a fresh namespace (with its default ServiceAccount) for one test
 
 start_node_cluster(dir) starts a control plane with a real node (tools/k8s/node.py: containerd,
 kubelet, kube-scheduler, kube-proxy, CoreDNS; one per machine); its Cluster.node imports OCI image
-archives into the node's containerd (Cluster.import_image) for pods with imagePullPolicy Never.
+archives into the node's containerd (Cluster.import_image) for pods with imagePullPolicy Never;
+tests/support/k8s/pods.py has the fixtures of tests on real pods.
 
 The tools are built on first use by tools/k8s/build.sh (`make k8s-tools`), which takes
 many minutes on a cold cache; afterwards the control plane starts in seconds.
@@ -31,7 +31,6 @@ from typing import Any
 import pytest
 
 from tests.support.k8s.kube import ApiError, Kube
-from tests.support.k8s.runner import LocalRunner
 from tools.k8s import controlplane
 from tools.k8s.crds import yaml_files
 
@@ -64,7 +63,6 @@ class Cluster:
         self.bin_dir: Path = cp.bin_dir
         self.env: dict[str, str] = cp.env()
         self.kube = Kube(self.kubeconfig)
-        self.runner: LocalRunner | None = None
         self._installed: set[str] = set()
         self.node = cp.the_node  # a tools.k8s.node.Node, or None without a node
 
@@ -180,18 +178,6 @@ def k8s_cluster(tmp_path_factory) -> Cluster:
 @pytest.fixture(scope="session")
 def k8s_thirdparty_crds(k8s_cluster) -> list[str]:
     return k8s_cluster.install_thirdparty_crds()
-
-
-@pytest.fixture(scope="session")
-def local_runner(k8s_cluster, k8s_thirdparty_crds, tmp_path_factory) -> LocalRunner:
-    runner = LocalRunner(k8s_cluster.kubeconfig, tmp_path_factory.mktemp("runner"), cwd=REPO)
-    k8s_cluster.runner = runner
-    runner.start()
-    try:
-        yield runner
-    finally:
-        runner.stop()
-        k8s_cluster.runner = None
 
 
 @pytest.fixture
