@@ -19,6 +19,7 @@ import yaml
 
 from tests.support.k8s import cluster as _cluster
 from tests.support.k8s.cluster import current_cluster, k8s_namespace  # noqa: F401  (fixtures)
+from tests.support.k8s.pods import host_moto, host_pg, node_cluster, pod_aws, pod_warehouse  # noqa: F401  (fixtures)
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "filedrop"

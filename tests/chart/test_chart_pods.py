@@ -10,59 +10,22 @@ from __future__ import annotations
 
 import json
 import re
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import boto3
-import psycopg
 import pytest
 import yaml
 
 from tests.chart.conftest import CHART, RESTRICTED, notifying_bucket
 from tests.conftest import D2B, DB
-from tests.support.k8s.cluster import Cluster, start_node_cluster, thirdparty_dir
-from tests.support.servers import DebianPostgres, start_moto
-from tools.images.build import build as build_images
-from tools.k8s.node import BRIDGE_IP
+from tests.support.k8s.cluster import Cluster
+from tests.support.k8s.pods import TAG
 
 pytestmark = pytest.mark.k8s
-
-TAG = "dev"
-
-
-@pytest.fixture(scope="module")
-def node_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    """A control plane with a node, the CRDs, and the filedrop image (built or taken from make images' cache)."""
-    image = build_images(["filedrop"], TAG, force=False)["images"][f"filedrop:{TAG}"]  # type: ignore[index]
-    cluster = start_node_cluster(tmp_path_factory.mktemp("k8s-pods"))
-    try:
-        cluster.install_crds([thirdparty_dir(), CHART / "crds"])
-        cluster.import_image(Path(image["archive"]))
-        yield cluster
-    finally:
-        leftovers = cluster.cp.stop()
-        assert not leftovers, f"the node left the machine changed: {leftovers}"
-
-
-@pytest.fixture(scope="module")
-def host_pg() -> Iterator[DebianPostgres]:
-    """PostgreSQL on the host, reachable by pods at the bridge address (RDS stand-in)."""
-    server = DebianPostgres(pod_address=BRIDGE_IP).start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture(scope="module")
-def host_moto() -> Iterator[str]:
-    endpoint, stop = start_moto(BRIDGE_IP)
-    try:
-        yield endpoint
-    finally:
-        stop()
 
 
 class Pods:
@@ -87,11 +50,19 @@ class Pods:
                          + self.kubectl("logs", f"deployment/filedrop-{component}", "--tail=60", check=False))
         return "\n".join(parts)
 
-    def wait(self, check: Any, what: str, timeout: float = 240) -> None:
+    def wait(self, check: Any, what: str, timeout: float = 240) -> Any:
         try:
-            self.cluster.wait_for(check, timeout, what)
+            return self.cluster.wait_for(check, timeout, what)
         except AssertionError as exc:
             raise AssertionError(f"{exc}\n{self.story()}") from None
+
+    def http(self, component: str, port: int, path: str) -> str:
+        """GET from the component's pod at its pod IP (the host is on the pod network's bridge)."""
+        [pod] = self.json("get", "pods", "-l", f"app.kubernetes.io/component={component}",
+                          "--field-selector=status.phase=Running")["items"]
+        url = f"http://{pod['status']['podIP']}:{port}{path}"
+        with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310  (a pod of this test)
+            return str(resp.read().decode())
 
     def ready(self, deployment: str) -> bool:
         status = self.json("get", "deployment", deployment).get("status", {})
@@ -99,32 +70,26 @@ class Pods:
 
 
 @pytest.fixture
-def pods(node_cluster: Cluster, host_pg: DebianPostgres, host_moto: str, tmp_path: Path,
-         monkeypatch: pytest.MonkeyPatch) -> Iterator[Pods]:
+def pods(node_cluster: Cluster, pod_warehouse: tuple[str, str], pod_aws: str, tmp_path: Path) -> Iterator[Pods]:
     """The chart installed as a user would, its Secrets first (docs/install-eks.md), in a restricted namespace."""
-    for var, value in {"AWS_ENDPOINT_URL": host_moto, "AWS_ACCESS_KEY_ID": "testing",
-                       "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(var, value)
-    database = "t_" + uuid.uuid4().hex[:12]
-    with psycopg.connect(host_pg.url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{database}"')
+    admin_url, pod_url = pod_warehouse
     ns = node_cluster.create_namespace(labels=RESTRICTED)
     node_cluster.kubectl("create", "secret", "generic", "filedrop-warehouse", "-n", ns,
-                         f"--from-literal=url={host_pg.pod_url.rsplit('/', 1)[0]}/{database}")
+                         f"--from-literal=url={pod_url}")
     node_cluster.kubectl("create", "secret", "generic", "filedrop-aws", "-n", ns,
                          "--from-literal=AWS_ACCESS_KEY_ID=testing", "--from-literal=AWS_SECRET_ACCESS_KEY=testing")
     queue = boto3.client("sqs").create_queue(QueueName=f"events-{uuid.uuid4().hex[:8]}",
                                              Attributes={"VisibilityTimeout": "5"})["QueueUrl"]
     values = {
         "image": {"repository": "filedrop", "tag": TAG, "pullPolicy": "Never"},
-        "aws": {"region": "us-east-1", "endpointUrl": host_moto, "existingSecret": "filedrop-aws"},
+        "aws": {"region": "us-east-1", "endpointUrl": pod_aws, "existingSecret": "filedrop-aws"},
         "bridge": {"enabled": True, "queueUrl": queue, "waitSeconds": 1, "visibilityTimeout": 5, "replicas": 1},
         "operator": {"verbose": True, "backoffSeconds": 1, "peeringLifetime": 10},
     }
     (tmp_path / "values.yaml").write_text(yaml.safe_dump(values))
     res = node_cluster.helm("install", "filedrop", str(CHART), "-n", ns, "-f", str(tmp_path / "values.yaml"))
     assert "warning" not in res.stderr.lower(), res.stderr
-    db = DB(f"{host_pg.url.rsplit('/', 1)[0]}/{database}")
+    db = DB(admin_url)
     p = Pods(node_cluster, ns, db, queue)
     try:
         yield p
@@ -169,6 +134,14 @@ def test_helm_install_runs_the_d2b_flow_on_real_pods(pods: Pods) -> None:
     assert re.search(r"10,?000", log), log
     # kopf's finalizer is gone from final FileDrops: they delete without the operator
     assert [fd["metadata"].get("finalizers") for fd in pods.filedrops().values()] == [None, None, None]
+    # the route's status counts the file; the operator's metrics and health ports answer in its pod
+    pods.wait(lambda: pods.kubectl("get", "fileroute", "orders", "-o", "jsonpath={.status.filesLoaded}") == "1",
+              "the orders FileRoute's status")
+    metrics = pods.http("operator", 9090, "/metrics")
+    assert 'filedrop_files_total{phase="Loaded",route="orders"} 1.0' in metrics, metrics[-2000:]
+    assert pods.http("operator", 8081, "/healthz")
+    # the operator took part in kopf's peering (the chart's KopfPeering object)
+    assert pods.json("get", "kopfpeering", "filedrop").get("status"), "the operator did not register in peering"
 
 
 def test_operator_pod_deleted_mid_flow_and_a_bad_header_on_real_pods(pods: Pods) -> None:
@@ -207,3 +180,54 @@ def test_operator_pod_deleted_mid_flow_and_a_bad_header_on_real_pods(pods: Pods)
     assert pods.db.one("SELECT count(*) FROM staging.reviews") == 7236
     loaded = [h for h in pods.db.history() if h["status"] == "loaded"]
     assert len(loaded) == 2, pods.db.history()
+
+
+ORDERS_HEADER = "order_id,customer_id,order_date,product_id,unit_price,quantity,total_price\n"
+
+
+def test_loader_container_killed_during_its_copy_is_retried_and_loads_once(pods: Pods, node_cluster: Cluster) -> None:
+    """SIGKILL of a loader's container while its COPY streams (caught in pg_stat_progress_copy, matched to the
+    pod by its IP): the pod fails, the operator retries with a new Job, the rows land once, nothing is left."""
+    pods.wait(lambda: pods.ready("filedrop-operator") and pods.ready("filedrop-bridge"),
+              "the operator and bridge pods Ready")
+    rows = 1_500_000  # ~50 MB: its COPY lasts long enough to be caught
+    body = ORDERS_HEADER + "".join(f"{i},{i % 97},2022-07-13,{i % 50},139,{i % 9},{139 * (i % 9)}\n"
+                                   for i in range(1, rows + 1))
+    s3, bucket = notifying_bucket(pods.queue)
+    s3.put_object(Bucket=bucket, Key="orders_data/orders_big.csv", Body=body.encode())
+
+    def copying_pod() -> dict[str, Any] | None:
+        ips = {ip for (ip,) in pods.db.rows("SELECT host(a.client_addr) FROM pg_stat_progress_copy c "
+                                            "JOIN pg_stat_activity a USING (pid)")}
+        if not ips:
+            return None
+        for pod in pods.json("get", "pods", "-l", "filedrop.dev/filedrop")["items"]:
+            if pod["status"].get("podIP") in ips and pod["status"].get("containerStatuses"):
+                return dict(pod)
+        return None
+    victim = pods.wait(copying_pod, "a loader pod in its COPY", 180)
+    container = victim["status"]["containerStatuses"][0]["containerID"].split("://", 1)[1]
+    assert node_cluster.node is not None
+    node_cluster.node.ctr("tasks", "kill", "--signal", "SIGKILL", container)
+
+    def killed() -> Any:
+        pod = pods.json("get", "pod", victim["metadata"]["name"])
+        state = pod["status"].get("containerStatuses", [{}])[0].get("state", {})
+        return state.get("terminated")
+    terminated = pods.wait(killed, "the killed loader container seen as terminated", 60)
+    assert terminated["exitCode"] == 137, terminated
+
+    def loaded() -> Any:
+        fd = pods.filedrops().get("orders_data/orders_big.csv") or {}
+        return (fd.get("status") or {}).get("phase") == "Loaded" and fd["status"]
+    status = pods.wait(loaded, "the file Loaded by a retry", 300)
+    assert status["attempts"] == 2, status
+    assert status["rowsLoaded"] == rows, status
+    # exactly once: every row once, one loaded history row, the killed load's private table cleaned up
+    assert pods.db.rows("SELECT count(*), count(DISTINCT order_id) FROM staging.orders") == [(rows, rows)]
+    history = pods.db.history()
+    assert [h["status"] for h in history].count("loaded") == 1, history
+    assert "running" not in [h["status"] for h in history], history
+    assert pods.db.leftover_tables() == []
+    jobs = pods.json("get", "jobs", "-l", "filedrop.dev/filedrop")["items"]
+    assert sorted((j.get("status") or {}).get("succeeded", 0) for j in jobs) == [0, 1], [j["status"] for j in jobs]

@@ -7,6 +7,7 @@ from tests.support.k8s.cluster import (  # noqa: F401  (fixtures)
     k8s_thirdparty_crds,
     local_runner,
 )
+from tests.support.k8s.pods import host_moto, host_pg, node_cluster, pod_aws, pod_warehouse  # noqa: F401  (fixtures)
 
 
 def pytest_configure(config):

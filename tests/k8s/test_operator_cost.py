@@ -28,13 +28,15 @@ from filedrop.cluster.jobs import job_name
 from filedrop.cluster.resources import FILEDROP_LABEL, filedrop_manifest
 from filedrop.routes import parse_routes_yaml
 from tests.support.apiproxy import CountingProxy, Request
+from tests.support.k8s.cluster import Cluster
+from tests.support.k8s.pods import LOADER_IMAGE
 from tests.support.k8s.topology import Stack
 
 REPO = Path(__file__).resolve().parents[2]
 WINDOW = float(os.environ.get("FILEDROP_COST_WINDOW", "30"))
 #: requests per minute the two waiting FileDrops may cost together (a safety re-check each, say)
 BUDGET_PER_MINUTE = 6
-pytestmark = [pytest.mark.k8s, pytest.mark.parametrize("pg_server", ["pg18-embedded"], indirect=True)]
+pytestmark = pytest.mark.k8s
 
 ITEMS_ROUTE = parse_routes_yaml("""
 apiVersion: filedrop.dev/v1alpha1
@@ -48,11 +50,6 @@ spec:
     - {name: name, type: text}
   mode: append
 """)[0]
-
-
-@pytest.fixture(scope="session")
-def filedrop_crds(k8s_cluster: Any, k8s_thirdparty_crds: list[str]) -> list[str]:
-    return list(k8s_cluster.install_crds([REPO / "crds"]))
 
 
 def _ca_data(kubeconfig: Path) -> str | None:
@@ -78,12 +75,14 @@ class ProxiedStack(Stack):
 
 
 @pytest.fixture
-def stack(k8s_cluster: Any, filedrop_crds: list[str], local_runner: Any, k8s_namespace: str, warehouse: str,
-          aws: str, tmp_path: Path) -> Iterator[ProxiedStack]:
-    ca = _ca_data(Path(k8s_cluster.kubeconfig))
-    proxy = CountingProxy(k8s_cluster.server, base64.b64decode(ca).decode() if ca else None).start()
+def stack(node_cluster: Cluster, pod_warehouse: tuple[str, str], pod_aws: str,
+          tmp_path: Path) -> Iterator[ProxiedStack]:
+    """As the end-to-end tests' stack (loader Jobs run as pods on the node), the operator behind the proxy."""
+    ca = _ca_data(Path(node_cluster.kubeconfig))
+    proxy = CountingProxy(node_cluster.server, base64.b64decode(ca).decode() if ca else None).start()
     env = {k: v for k, v in os.environ.items() if not k.startswith("KUBECONFIG")}
-    s = ProxiedStack(k8s_cluster, k8s_namespace, warehouse, aws, tmp_path, env)
+    ns = node_cluster.create_namespace()
+    s = ProxiedStack(node_cluster, ns, pod_warehouse[1], pod_aws, tmp_path, env, loader_image=LOADER_IMAGE)
     s.proxy = proxy
     try:
         yield s
@@ -91,6 +90,7 @@ def stack(k8s_cluster: Any, filedrop_crds: list[str], local_runner: Any, k8s_nam
         for name in list(s.procs):
             s.stop(name)
         proxy.stop()
+        node_cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
 
 
 def _status(stack: Stack, key: str) -> dict[str, Any]:
@@ -104,7 +104,7 @@ def _suspended_job(namespace: str, name: str, filedrop: str) -> dict[str, Any]:
     """What the operator would create as the FileDrop's first loader Job, but suspended: it cannot run."""
     labels = {FILEDROP_LABEL: filedrop}
     pod = {"restartPolicy": "Never", "automountServiceAccountToken": False,
-           "containers": [{"name": "load", "image": "none", "command": ["true"]}]}
+           "containers": [{"name": "load", "image": LOADER_IMAGE, "imagePullPolicy": "Never", "command": ["true"]}]}
     return {"apiVersion": "batch/v1", "kind": "Job",
             "metadata": {"name": name, "namespace": namespace, "labels": labels},
             "spec": {"suspend": True, "backoffLimit": 0, "template": {"metadata": {"labels": labels}, "spec": pod}}}

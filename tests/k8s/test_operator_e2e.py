@@ -1,32 +1,41 @@
-"""The cluster runtime end to end on the real control plane (issue 6).
+"""The cluster runtime end to end on a real node (issue 6; real pods since issue 15).
 
 S3 (moto, with a real S3 -> SQS notification) -> `filedrop bridge` -> FileDrop -> `filedrop operator`
-(kopf, peering on) -> loader Job -> the local runner runs its Pod -> `filedrop load` -> PostgreSQL.
-The operator and the bridge run as subprocesses with their ServiceAccounts' tokens (RBAC of
-operator/rbac.yaml), not as admin.
+(kopf, peering on) -> loader Job -> its pod on the node, from the filedrop image (`make images`) ->
+`filedrop load` -> PostgreSQL. moto and PostgreSQL run on the host at the node's bridge address.
+
+The operator and the bridge run as host subprocesses with their ServiceAccounts' tokens (RBAC of
+operator/rbac.yaml), not as admin: these tests SIGKILL and restart them at chosen moments and read the
+operator's metrics; tests/chart/test_chart_pods.py runs them as the chart's pods.
+
+The one thing still run by the local runner (tests/support/k8s/runner.py) is the SparkApplication of
+test_large_files_are_loaded_by_a_spark_application: no spark-operator runs on the node yet (issue 16).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from filedrop.cluster.resources import filedrop_manifest
 from filedrop.routes import load_routes, parse_routes_yaml
 from tests.conftest import D2B, DB
-from tests.support.k8s.topology import AWS_SECRET, DB_PASSWORD, Stack, s3_event
-from tests.support.servers import free_port
+from tests.support.k8s.cluster import Cluster
+from tests.support.k8s.pods import LOADER_IMAGE
+from tests.support.k8s.runner import LocalRunner
+from tests.support.k8s.topology import AWS_SECRET, Stack, s3_event
+from tests.support.servers import DebianPostgres, free_port
 
 REPO = Path(__file__).resolve().parents[2]
-pytestmark = [pytest.mark.k8s, pytest.mark.parametrize("pg_server", ["pg18-embedded"], indirect=True)]
+pytestmark = pytest.mark.k8s
 
 ITEMS_ROUTE = parse_routes_yaml("""
 apiVersion: filedrop.dev/v1alpha1
@@ -42,27 +51,47 @@ spec:
 """)[0]
 
 
-@pytest.fixture(scope="session")
-def filedrop_crds(k8s_cluster: Any, k8s_thirdparty_crds: list[str]) -> list[str]:
-    return list(k8s_cluster.install_crds([REPO / "crds"]))
+@pytest.fixture
+def db(pod_warehouse: tuple[str, str]) -> DB:
+    return DB(pod_warehouse[0])
 
 
 @pytest.fixture
-def stack(k8s_cluster: Any, filedrop_crds: list[str], local_runner: Any, k8s_namespace: str, warehouse: str,
-          aws: str, tmp_path: Path) -> Iterator[Stack]:
+def stack(node_cluster: Cluster, pod_warehouse: tuple[str, str], pod_aws: str, tmp_path: Path) -> Iterator[Stack]:
+    """filedrop in a fresh namespace of the node's cluster; the warehouse URL (role filedrop with a password,
+    at the bridge address) is the one the loader pods get from the Secret, and the operator's too."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("KUBECONFIG")}
-    s = Stack(k8s_cluster, k8s_namespace, warehouse, aws, tmp_path, env)
+    ns = node_cluster.create_namespace()
+    s = Stack(node_cluster, ns, pod_warehouse[1], pod_aws, tmp_path, env, loader_image=LOADER_IMAGE)
     try:
         yield s
     finally:
         for name in list(s.procs):
             s.stop(name)
+        node_cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
 
 
-def test_d2b_files_flow_from_s3_to_staging(stack: Stack, db: DB, local_runner: Any) -> None:
-    # A warehouse URL with a password, as in production: it must never show up anywhere visible.
-    db.execute(f"CREATE ROLE fdloader LOGIN SUPERUSER PASSWORD '{DB_PASSWORD}'")
-    stack.warehouse = stack.warehouse.replace("postgres@", f"fdloader:{DB_PASSWORD}@")
+@pytest.fixture
+def spark_runner(node_cluster: Cluster, tmp_path: Path) -> Iterator[LocalRunner]:
+    """The local runner as the spark-operator only (no spark-operator on the node until issue 16): it runs
+    SparkApplications as local processes and leaves every pod to the kubelet."""
+    runner = LocalRunner(node_cluster.kubeconfig, tmp_path / "runner", cwd=REPO, pod_filter=lambda pod: False)
+    runner.start()
+    try:
+        yield runner
+    finally:
+        runner.stop()
+
+
+def loader_logs(stack: Stack) -> str:
+    """`kubectl logs` of every loader pod of the namespace."""
+    return str(stack.kubectl("logs", "-n", stack.ns, "-l", "filedrop.dev/filedrop", "--tail=-1", "--prefix",
+                             "--max-log-requests=20", check=False).stdout)
+
+
+def test_d2b_files_flow_from_s3_to_staging(stack: Stack, db: DB, host_pg: DebianPostgres) -> None:
+    # The warehouse URL has a password, as in production: it must never show up anywhere visible.
+    assert host_pg.pod_password in stack.warehouse
     stack.setup(load_routes())
     stack.start_operator()
     stack.start_bridge()
@@ -95,11 +124,14 @@ def test_d2b_files_flow_from_s3_to_staging(stack: Stack, db: DB, local_runner: A
     visible = "\n".join([
         stack.logs(),
         stack.kubectl("get", "events,filedrops,fileroutes,jobs,pods", "-n", stack.ns, "-o", "yaml").stdout,
-        *(local_runner.output(stack.ns, p["metadata"]["name"]) for p in json.loads(
-            stack.kubectl("get", "pods", "-n", stack.ns, "-o", "json").stdout)["items"]),
+        loader_logs(stack),
     ])
     assert "orders_data/orders.csv" in visible  # the scan really covers these outputs
-    assert DB_PASSWORD not in visible and AWS_SECRET not in visible
+    assert re.search(r"10,?000", loader_logs(stack))  # the loader pods' own logs are in it
+    pods = json.loads(stack.kubectl("get", "pods", "-n", stack.ns, "-o", "json").stdout)["items"]
+    assert len(pods) == 3 and {p["status"]["phase"] for p in pods} == {"Succeeded"}
+    assert {c["image"] for p in pods for c in p["spec"]["containers"]} == {LOADER_IMAGE}
+    assert host_pg.pod_password not in visible and AWS_SECRET not in visible
     metrics = stack.http(stack.metrics_port, "/metrics")
     assert 'filedrop_files_total{phase="Loaded",route="orders"} 1.0' in metrics
     assert 'filedrop_rows_loaded_total{route="reviews"} 7236.0' in metrics
@@ -263,9 +295,9 @@ def test_backfill_creates_filedrops_for_what_history_lacks(stack: Stack, db: DB)
     assert db.one("SELECT count(*) FROM staging.items") == 3
 
 
-def test_large_files_are_loaded_by_a_spark_application(stack: Stack, db: DB, local_runner: Any) -> None:
+def test_large_files_are_loaded_by_a_spark_application(stack: Stack, db: DB, spark_runner: LocalRunner) -> None:
     # The runner plays spark-operator: the image's job.py is this checkout's.
-    local_runner.path_map.setdefault("/opt/filedrop/job.py", str(REPO / "filedrop" / "spark" / "job.py"))
+    spark_runner.path_map.setdefault("/opt/filedrop/job.py", str(REPO / "filedrop" / "spark" / "job.py"))
     stack.setup([ITEMS_ROUTE])
     stack.start_operator(FILEDROP_SPARK_IMAGE="filedrop-spark:test", FILEDROP_SPARK_THRESHOLD_BYTES="10")
     stack.start_bridge()

@@ -2,14 +2,15 @@
 
 FILEDROP_SOAK_FILES files (default 200: CI's short run; `make soak` runs more) of three routes
 (append, replace_source, upsert), of mixed sizes, some with bad rows, go through
-S3 (moto) -> SQS -> `filedrop bridge` -> FileDrop -> `filedrop operator` -> loader Jobs -> PostgreSQL,
+S3 (moto) -> SQS -> `filedrop bridge` -> FileDrop -> `filedrop operator` -> loader Job pods on a real node
+(tests/support/k8s/pods.py; moto and PostgreSQL on the host at the node's bridge address) -> PostgreSQL,
 while the test injects, during the flow:
 
 - duplicate deliveries of events, and versions of a key announced newest first;
 - SQS redelivery: a rogue consumer receives messages and never deletes them, so they come back
   after their visibility timeout;
-- loaders SIGKILLed at random moments (classified by what their PostgreSQL session was doing),
-  and some killed for certain inside their final transaction;
+- loader containers SIGKILLed at random moments (classified by what their PostgreSQL session, found by
+  the pod's IP, was doing), and some killed for certain inside their final transaction;
 - the operator and the bridge SIGKILLed and restarted mid-stream; PostgreSQL restarted mid-load;
 - objects deleted (Failed: "no longer exists"), or overwritten (Skipped: superseded), between their
   event and their load;
@@ -35,7 +36,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psutil
 import psycopg
 import pytest
 
@@ -44,9 +44,12 @@ from filedrop.routes import parse_routes_yaml
 from filedrop.warehouse import prepare_meta
 from filedrop.warehouse.client import object_lock as object_lock_key
 from tests.conftest import DB
+from tests.support.k8s.cluster import Cluster
+from tests.support.k8s.pods import LOADER_IMAGE
 from tests.support.k8s.topology import Stack, s3_event
 from tests.support.servers import DebianPostgres
 from tests.support.slowproxy import SlowProxy
+from tools.k8s.node import BRIDGE_IP
 
 REPO = Path(__file__).resolve().parents[2]
 FILES = int(os.environ.get("FILEDROP_SOAK_FILES", "200"))
@@ -160,40 +163,53 @@ def expected_staging(versions: list[list[Version]]) -> dict[str, list[tuple[Any,
     return {t: sorted(rows) for t, rows in out.items()}
 
 
+@dataclass(frozen=True)
+class Loader:
+    """A running loader pod: its IP (what PostgreSQL sees as the client address) and its uid."""
+    name: str
+    ip: str
+    uid: str
+
+
 class Chaos:
-    """Kills loaders and classifies what their PostgreSQL session was doing at that moment."""
+    """Kills loader containers and classifies what their PostgreSQL sessions were doing at that moment."""
 
-    def __init__(self, runner: Any, url: str, figures: Figures, rng: random.Random) -> None:
-        self.runner, self.url, self.figures, self.rng = runner, url, figures, rng
+    def __init__(self, cluster: Cluster, ns: str, url: str, figures: Figures, rng: random.Random) -> None:
+        self.cluster, self.ns, self.url, self.figures, self.rng = cluster, ns, url, figures, rng
 
-    def loaders(self) -> list[psutil.Process]:
-        out = []
-        for run in list(self.runner.runs.values()):
-            for proc in list(run.procs):
-                if run.kind == "Pod" and proc.poll() is None:
-                    try:
-                        out.append(psutil.Process(proc.pid))
-                    except psutil.NoSuchProcess:
-                        pass
-        return out
+    def loaders(self) -> list[Loader]:
+        """The loader pods whose container is running (from the API server, not kubectl: cheap enough
+        to call five times a second)."""
+        pods = self.cluster.kube.get(f"/api/v1/namespaces/{self.ns}/pods?labelSelector=filedrop.dev%2Ffiledrop")
+        return [Loader(p["metadata"]["name"], p["status"]["podIP"], p["metadata"]["uid"]) for p in pods["items"]
+                if p["status"].get("podIP") and any("running" in (c.get("state") or {})
+                                                    for c in p["status"].get("containerStatuses") or [])]
 
-    @staticmethod
-    def ports(p: psutil.Process) -> set[int]:
-        try:
-            return {c.laddr.port for c in p.net_connections(kind="tcp")}
-        except psutil.Error:
-            return set()
+    def kill(self, loader: Loader) -> bool:
+        """SIGKILL the loader container's processes on the node (not the pod's sandbox): the pod fails as
+        if its container were OOM-killed."""
+        assert self.cluster.node is not None
+        pids = self.cluster.node.pod_pids(loader.uid)[1:]  # the sandbox's pause comes first
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        return bool(pids)
 
-    def sessions(self) -> list[tuple[int, str, bool, bool]]:
-        """(client port, query, in a transaction, waiting on a lock) of the loaders' backends."""
+    def sessions(self) -> dict[str, list[tuple[str, bool, bool]]]:
+        """(query, in a transaction, waiting on a lock) of the loaders' backends, by client address."""
+        out: dict[str, list[tuple[str, bool, bool]]] = {}
         try:
             with psycopg.connect(self.url, autocommit=True, connect_timeout=3) as c:
-                return c.execute(
-                    "SELECT client_port, coalesce(query, ''), xact_start IS NOT NULL, wait_event_type = 'Lock' "
-                    "FROM pg_stat_activity WHERE application_name = 'filedrop' AND client_port IS NOT NULL"
-                ).fetchall()
+                for ip, *state in c.execute(
+                        "SELECT host(client_addr), coalesce(query, ''), xact_start IS NOT NULL, "
+                        "wait_event_type IS NOT DISTINCT FROM 'Lock' FROM pg_stat_activity "
+                        "WHERE application_name = 'filedrop' AND client_addr IS NOT NULL").fetchall():
+                    out.setdefault(ip, []).append(tuple(state))  # type: ignore[arg-type]
         except psycopg.OperationalError:
-            return []
+            pass
+        return out
 
     @staticmethod
     def phase(query: str, in_xact: bool, waiting: bool) -> str:
@@ -206,31 +222,30 @@ class Chaos:
             return "in the final transaction"
         return "before COPY"
 
+    def phase_of(self, loader: Loader, sessions: dict[str, list[tuple[str, bool, bool]]]) -> str:
+        """The furthest phase of the loader's sessions (it may hold more than one)."""
+        order = ["before COPY", "during COPY", "in the final transaction"]
+        return max((self.phase(*s) for s in sessions.get(loader.ip, [])), key=order.index, default="before COPY")
+
     def tick(self, budget: int, p_random: float) -> None:
         """Kill a loader caught in its COPY (up to half the budget), else now and then a random one
-        (most of a small load's life is process start-up, so random picks rarely hit a COPY)."""
+        (most of a small load's life is pod and process start-up, so random picks rarely hit a COPY)."""
         if sum(self.figures.kills.values()) >= budget:
             return
-        procs = self.loaders()
-        if not procs:
+        loaders = self.loaders()
+        if not loaders:
             return
-        sessions = {s[0]: s for s in self.sessions()}
-        phases = {}
-        for p in procs:
-            state = [sessions[port] for port in self.ports(p) if port in sessions]
-            phases[p.pid] = self.phase(*state[0][1:]) if state else "before COPY"
-        copying = [p for p in procs if phases[p.pid] == "during COPY"]
+        sessions = self.sessions()
+        phases = {lo: self.phase_of(lo, sessions) for lo in loaders}
+        copying = [lo for lo in loaders if phases[lo] == "during COPY"]
         if copying and self.figures.kills["during COPY"] < budget // 2:
             victim = self.rng.choice(copying)
         elif self.rng.random() < p_random:
-            victim = self.rng.choice(procs)
+            victim = self.rng.choice(loaders)
         else:
             return
-        try:
-            victim.send_signal(signal.SIGKILL)
-        except psutil.NoSuchProcess:
-            return
-        self.figures.kills[phases[victim.pid]] += 1
+        if self.kill(victim):
+            self.figures.kills[phases[victim]] += 1
 
     def kill_in_final_transaction(self, db_url: str, bucket: str, key: str, put: Any, deadline: float) -> bool:
         """Hold the key's final-transaction lock, let the loader park inside that transaction, kill it."""
@@ -240,12 +255,11 @@ class Chaos:
             put()
             hi, lo = (k >> 32) & 0xFFFFFFFF, k & 0xFFFFFFFF
             while time.monotonic() < deadline:
-                row = c.execute("SELECT a.client_port FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+                row = c.execute("SELECT host(a.client_addr) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
                                 "WHERE l.locktype = 'advisory' AND NOT l.granted AND l.classid::bigint = %s "
                                 "AND l.objid::bigint = %s AND l.objsubid = 1", (hi, lo)).fetchone()
-                victims = [p for p in self.loaders() if row and row[0] in self.ports(p)]
-                if victims:
-                    victims[0].send_signal(signal.SIGKILL)
+                victims = [p for p in self.loaders() if row and row[0] == p.ip]
+                if victims and self.kill(victims[0]):
                     self.figures.kills["in the final transaction (forced)"] += 1
                     c.execute("SELECT pg_advisory_unlock(%s)", (k,))
                     return True
@@ -255,8 +269,9 @@ class Chaos:
 
 
 @pytest.fixture
-def soak_pg() -> Iterator[DebianPostgres]:
-    server = DebianPostgres().start()
+def soak_pg(node_cluster: Cluster) -> Iterator[DebianPostgres]:
+    """The soak's own PostgreSQL (it gets restarted mid-load), reachable by the loader pods."""
+    server = DebianPostgres(pod_address=BRIDGE_IP).start()
     try:
         yield server
     finally:
@@ -264,28 +279,28 @@ def soak_pg() -> Iterator[DebianPostgres]:
 
 
 @pytest.fixture
-def soak_stack(k8s_cluster: Any, local_runner: Any, k8s_namespace: str, soak_pg: DebianPostgres, aws: str,
-               tmp_path: Path) -> Iterator[Stack]:
-    k8s_cluster.install_crds([REPO / "crds"])
+def soak_stack(node_cluster: Cluster, soak_pg: DebianPostgres, pod_aws: str, tmp_path: Path) -> Iterator[Stack]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("KUBECONFIG")}
-    s = Stack(k8s_cluster, k8s_namespace, soak_pg.url, aws, tmp_path, env)
+    ns = node_cluster.create_namespace()
+    s = Stack(node_cluster, ns, soak_pg.pod_url, pod_aws, tmp_path, env, loader_image=LOADER_IMAGE)
     try:
         yield s
     finally:
         for name in list(s.procs):
             s.stop(name)
+        node_cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
 
 
-def test_exactly_once_under_faults(soak_stack: Stack, soak_pg: DebianPostgres, local_runner: Any,
+def test_exactly_once_under_faults(soak_stack: Stack, soak_pg: DebianPostgres, node_cluster: Cluster,
                                    tmp_path: Path) -> None:
     stack, db = soak_stack, DB(soak_pg.url)
     started = time.monotonic()
     figures = Figures()
     corpus = Corpus(FILES, SEED)
     rng = random.Random(SEED + 1)
-    chaos = Chaos(local_runner, soak_pg.url, figures, rng)
+    chaos = Chaos(node_cluster, stack.ns, soak_pg.url, figures, rng)
     stack.setup(ROUTES, notify_prefix="auto/")  # manual/ keys: the test sends (or withholds) their events
-    proxy = SlowProxy(stack.endpoint, bytes_per_second=2 << 20, latency=0.05).start()
+    proxy = SlowProxy(stack.endpoint, bytes_per_second=2 << 20, latency=0.05, host=BRIDGE_IP).start()
     operator_env = dict(FILEDROP_MAX_LOADS="4", FILEDROP_MAX_LOADS_PER_TABLE="2", FILEDROP_MAX_ATTEMPTS="25",
                         AWS_ENDPOINT_URL=proxy.url)  # loaders read S3 through the slow proxy
     stack.start_operator(**operator_env)

@@ -12,20 +12,23 @@ from tests.support.servers import free_port
 
 
 class SlowProxy:
-    """``127.0.0.1:<port>`` forwards to ``target``; responses flow at ``bytes_per_second``."""
+    """``<host>:<port>`` forwards to ``target``; responses flow at ``bytes_per_second``. ``host`` is
+    loopback, or the node's bridge address when pods are the clients."""
 
-    def __init__(self, target: str, *, bytes_per_second: int = 2 << 20, latency: float = 0.05) -> None:
+    def __init__(self, target: str, *, bytes_per_second: int = 2 << 20, latency: float = 0.05,
+                 host: str = "127.0.0.1") -> None:
         host, port = target.removeprefix("http://").rsplit(":", 1)
         self.target = (host, int(port))
         self.rate, self.latency = bytes_per_second, latency
         self.port = free_port()
-        self._server = socket.create_server(("127.0.0.1", self.port))
+        self.host = host
+        self._server = socket.create_server((host, self.port))
         self._stop = threading.Event()
         self.connections = 0
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def start(self) -> SlowProxy:
         threading.Thread(target=self._accept, name="slowproxy", daemon=True).start()

@@ -23,15 +23,16 @@ from tests.support.servers import free_port
 REPO = Path(__file__).resolve().parents[3]
 
 AWS_SECRET = "aws-secret-Zq8v1x"  # moto accepts any keys; a distinctive one can be searched for
-DB_PASSWORD = "pg-pass-Hy7c2w"
 
 
 class Stack:
     """One namespace with filedrop installed: CRDs, RBAC, secrets, routes, bucket, queue, operator, bridge."""
 
-    def __init__(self, cluster: Any, ns: str, warehouse: str, endpoint: str, tmp: Path, env: dict[str, str]) -> None:
+    def __init__(self, cluster: Any, ns: str, warehouse: str, endpoint: str, tmp: Path, env: dict[str, str],
+                 loader_image: str | None = None) -> None:
         self.cluster, self.ns, self.warehouse, self.endpoint, self.tmp = cluster, ns, warehouse, endpoint, tmp
         self.env = env
+        self.loader_image = loader_image  # the loader Jobs' image (the operator's default otherwise)
         self.bucket = f"drop-{uuid.uuid4().hex[:8]}"
         self.s3 = boto3.client("s3")
         self.sqs = boto3.client("sqs")
@@ -86,7 +87,8 @@ class Stack:
         self.metrics_port, self.liveness_port = free_port(), free_port()
         env = {"FILEDROP_WAREHOUSE_URL": self.warehouse, "FILEDROP_LOADER_ENV_SECRET": "aws-creds",
                "AWS_ENDPOINT_URL": self.endpoint, "FILEDROP_BACKOFF_SECONDS": "1",
-               "FILEDROP_METRICS_PORT": str(self.metrics_port), "FILEDROP_PEERING_LIFETIME": "10", **limits}
+               "FILEDROP_METRICS_PORT": str(self.metrics_port), "FILEDROP_PEERING_LIFETIME": "10",
+               **({"FILEDROP_LOADER_IMAGE": self.loader_image} if self.loader_image else {}), **limits}
         self.start("operator", ["-v", "operator", "--namespace", self.ns,
                                 "--liveness", f"http://127.0.0.1:{self.liveness_port}/healthz"],
                    "filedrop-operator", env)

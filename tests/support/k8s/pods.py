@@ -1,0 +1,99 @@
+"""pytest fixtures for tests on real pods: a control plane with a node (tools/k8s/node.py), the filedrop
+image built by `make images` (tools/images) imported into its containerd, and the services that stand in
+for AWS and RDS outside the cluster, on the host at the node's bridge address (the one address outside the
+pod network that pods reach).
+
+Fixtures (module scope: one node per machine, so each test module starts its own and stops it before the
+next module's starts):
+  node_cluster   the control plane with a node, every CRD (filedrop's, the chart's kopf peering,
+                 Argo's and spark-operator's), and the filedrop image (LOADER_IMAGE)
+  host_pg        PostgreSQL 15 on the host, also listening on the bridge (pods log in as role filedrop)
+  host_moto      moto's S3/SQS server on the bridge address
+and per test:
+  pod_aws        boto3 in the test pointed at host_moto (as the `aws` fixture does for loopback moto)
+  pod_warehouse  a fresh database on host_pg: (the admin URL for the test, the URL pods and the operator use)
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.support.k8s.cluster import Cluster, start_node_cluster, thirdparty_dir
+from tests.support.servers import DebianPostgres, start_moto
+from tools.images.build import build as build_images
+from tools.k8s.node import BRIDGE_IP
+
+REPO = Path(__file__).resolve().parents[3]
+TAG = "dev"
+#: the image the loader Jobs run (tag dev is not latest: kubelet uses the imported copy, never pulls)
+LOADER_IMAGE = f"docker.io/library/filedrop:{TAG}"
+
+
+@pytest.fixture(scope="module")
+def node_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    image = build_images(["filedrop"], TAG, force=False)["images"][f"filedrop:{TAG}"]  # type: ignore[index]
+    cluster = start_node_cluster(tmp_path_factory.mktemp("k8s-pods"))
+    from tests.support.k8s import cluster as _cluster
+
+    _cluster._current["cluster"] = cluster  # for the failure hooks' control plane logs
+    try:
+        cluster.install_crds([thirdparty_dir(), REPO / "crds"])
+        cluster.import_image(Path(image["archive"]))
+        yield cluster
+    finally:
+        _cluster._current.pop("cluster", None)
+        leftovers = cluster.cp.stop()
+        assert not leftovers, f"the node left the machine changed: {leftovers}"
+
+
+@pytest.fixture(scope="module")
+def host_pg(node_cluster: Cluster) -> Iterator[DebianPostgres]:
+    """PostgreSQL on the host, reachable by pods at the bridge address (RDS stand-in). Needs the node:
+    the bridge address exists only while it runs."""
+    server = DebianPostgres(pod_address=BRIDGE_IP).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def host_moto(node_cluster: Cluster) -> Iterator[str]:
+    endpoint, stop = start_moto(BRIDGE_IP)
+    try:
+        yield endpoint
+    finally:
+        stop()
+
+
+@pytest.fixture
+def pod_aws(host_moto: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    for var, value in {"AWS_ENDPOINT_URL": host_moto, "AWS_ACCESS_KEY_ID": "testing",
+                       "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(var, value)
+    for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(var, raising=False)
+    return host_moto
+
+
+def fresh_database(server: DebianPostgres) -> tuple[str, str]:
+    """A new database on ``server``: (its admin URL on loopback, its URL for pods at the bridge address)."""
+    name = "t_" + uuid.uuid4().hex[:12]
+    with psycopg.connect(server.url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return f"{server.url.rsplit('/', 1)[0]}/{name}", f"{server.pod_url.rsplit('/', 1)[0]}/{name}"
+
+
+@pytest.fixture
+def pod_warehouse(host_pg: DebianPostgres) -> Iterator[tuple[str, str]]:
+    admin, pods = fresh_database(host_pg)
+    try:
+        yield admin, pods
+    finally:
+        with psycopg.connect(host_pg.url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{admin.rsplit("/", 1)[1]}" WITH (FORCE)')
