@@ -1,17 +1,23 @@
 """The test control plane is a real one: versions, CRD validation, RBAC, controllers,
-Pod Security admission, the third-party CRDs, and the local runner."""
+Pod Security admission, the third-party CRDs, helm; and the local runner, the tests' stand-in
+for the spark-operator (tests/support/k8s/runner.py).
+
+There is no node here, so no Pod runs: Jobs on the real kubelet are tests/k8s/test_node.py's.
+"""
 
 from __future__ import annotations
 
 import json
 import re
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support.k8s.cluster import REPO, thirdparty_dir
+from tests.support.k8s.cluster import REPO, Cluster, thirdparty_dir
 from tests.support.k8s.kube import ApiError, token_kubeconfig
+from tests.support.k8s.runner import LocalRunner
 
 pytestmark = pytest.mark.k8s
 
@@ -140,62 +146,6 @@ def test_rbac_denies_a_service_account_until_it_is_bound(k8s_cluster, k8s_namesp
                      check=False).stdout.strip() == "no"
 
 
-def job(name: str, command: list[str], backoff_limit: int = 0, **container) -> dict:
-    return {
-        "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name},
-        "spec": {"backoffLimit": backoff_limit, "template": {"spec": {
-            "restartPolicy": "Never",
-            "containers": [{"name": "main", "image": "filedrop:test", "command": command, **container}],
-        }}},
-    }
-
-
-def job_condition(k, ns: str, name: str) -> str | None:
-    j = k.kube.get(f"/apis/batch/v1/namespaces/{ns}/jobs/{name}")
-    for c in j.get("status", {}).get("conditions", []):
-        if c["type"] in ("Complete", "Failed") and c["status"] == "True":
-            return c["type"]
-    return None
-
-
-def job_pods(k, ns: str, name: str) -> list[dict]:
-    return k.kube.get(f"/api/v1/namespaces/{ns}/pods", query={"labelSelector": f"job-name={name}"})["items"]
-
-
-def test_job_gets_a_pod_from_the_controller_and_the_runner_completes_it(k8s_cluster, local_runner, k8s_namespace):
-    k, ns = k8s_cluster, k8s_namespace
-    k.kubectl("create", "configmap", "greeting", "-n", ns, "--from-literal=GREETING=hello")
-    script = "import os, sys; print(os.environ['GREETING'], sys.argv[1], os.environ['POD'])"
-    k.kubectl("apply", "-n", ns, "-f", "-", input=dump(job(
-        "ok", ["python", "-c", script], args=["$(WHO)"],
-        env=[{"name": "WHO", "value": "world"},
-             {"name": "GREETING", "valueFrom": {"configMapKeyRef": {"name": "greeting", "key": "GREETING"}}},
-             {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}])))
-    assert k.wait_for(lambda: job_condition(k, ns, "ok"), 60, "Job ok to finish") == "Complete"
-    pods = job_pods(k, ns, "ok")
-    assert len(pods) == 1
-    pod = pods[0]
-    assert pod["status"]["phase"] == "Succeeded"
-    assert pod["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 0
-    assert f"hello world {pod['metadata']['name']}" in local_runner.output(ns, pod["metadata"]["name"])
-    status = k.kube.get(f"/apis/batch/v1/namespaces/{ns}/jobs/ok")["status"]
-    assert status["succeeded"] == 1 and "completionTime" in status
-
-
-def test_failing_job_is_marked_failed(k8s_cluster, local_runner, k8s_namespace):
-    k, ns = k8s_cluster, k8s_namespace
-    k.kubectl("apply", "-n", ns, "-f", "-", input=dump(job(
-        "bad", ["python", "-c", "import sys; print('going wrong'); sys.exit(3)"])))
-    assert k.wait_for(lambda: job_condition(k, ns, "bad"), 60, "Job bad to finish") == "Failed"
-    pod = job_pods(k, ns, "bad")[0]
-    assert pod["status"]["phase"] == "Failed"
-    terminated = pod["status"]["containerStatuses"][0]["state"]["terminated"]
-    assert terminated["exitCode"] == 3 and "going wrong" in terminated["message"]
-    j = k.kube.get(f"/apis/batch/v1/namespaces/{ns}/jobs/bad")
-    failed = next(c for c in j["status"]["conditions"] if c["type"] == "Failed")
-    assert failed["reason"] == "BackoffLimitExceeded"
-
-
 def test_owned_objects_are_garbage_collected(k8s_cluster, k8s_namespace):
     k, ns = k8s_cluster, k8s_namespace
     owner = k.kube.create(f"/api/v1/namespaces/{ns}/configmaps",
@@ -234,7 +184,18 @@ def spark_state(k, ns: str, name: str) -> dict:
     return k.kube.get(f"{SPARK}/namespaces/{ns}/sparkapplications/{name}").get("status", {})
 
 
-def test_spark_applications_are_run_to_completed_or_failed(k8s_cluster, local_runner, k8s_namespace, tmp_path):
+@pytest.fixture
+def spark_runner(k8s_cluster: Cluster, k8s_thirdparty_crds: list[str], tmp_path: Path) -> Iterator[LocalRunner]:
+    """The local runner as the spark-operator, for this module's test only."""
+    runner = LocalRunner(k8s_cluster.kubeconfig, tmp_path / "runner", cwd=REPO)
+    runner.start()
+    try:
+        yield runner
+    finally:
+        runner.stop()
+
+
+def test_spark_applications_are_run_to_completed_or_failed(k8s_cluster, spark_runner, k8s_namespace, tmp_path):
     k, ns = k8s_cluster, k8s_namespace
     main = tmp_path / "job.py"
     main.write_text(textwrap.dedent("""
@@ -257,7 +218,7 @@ def test_spark_applications_are_run_to_completed_or_failed(k8s_cluster, local_ru
     assert good["submissionAttempts"] == 1 and good["executionAttempts"] == 1
     assert good["lastSubmissionAttemptTime"] and good["terminationTime"]
     assert good["driverInfo"]["podName"] == "good-driver"
-    out = local_runner.output(ns, "good")
+    out = spark_runner.output(ns, "good")
     assert "args ['ok', '2026-01-01'] table staging.orders" in out and "conf True" in out
 
     broken = k.wait_for(lambda: finished("broken"), 60, "SparkApplication broken to finish")

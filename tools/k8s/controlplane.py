@@ -6,14 +6,14 @@ does, but with the controller-manager too and with production-like settings:
 RBAC authorization, service-account token signing, the PodSecurity admission
 plugin, client-certificate authentication for an admin kubeconfig.
 
-Without --node there is no scheduler and no kubelet: nothing runs Pods (see
-tests/support/k8s/runner.py). With --node a real node runs beside it (tools/k8s/node.py:
-containerd, kubelet, kube-scheduler, kube-proxy, CoreDNS; one per machine) and the API
-server listens on the node's bridge address instead of loopback.
+Without --node there is no scheduler and no kubelet: Pods are admitted but nothing runs them.
+With --node a real node runs beside it (tools/k8s/node.py: containerd, kubelet, kube-scheduler,
+kube-proxy, CoreDNS; one per machine) and the API server listens on the node's bridge address
+instead of loopback.
 From the repository root:
 
     python -m tools.k8s.controlplane up   --dir DIR   # start in the background, wait for readiness
-        [--node] [--crds PATH]... [--runner]         # with a node; install CRDs, start the local runner
+        [--node] [--crds PATH]...                    # with a node; install CRDs
     python -m tools.k8s.controlplane env  --dir DIR   # print `export KUBECONFIG=...` of a running one
     python -m tools.k8s.controlplane down --dir DIR   # stop it (processes named by DIR/*.pid), and its
                                                      # node (DIR/node/*.pid), leaving the machine as it was
@@ -39,16 +39,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tools.k8s.base import ControlPlaneError, die_with_parent, free_port, start_time, stop_process, tail, write_pidfile
+from tools.k8s.base import ControlPlaneError, die_with_parent, free_port, stop_process, tail, write_pidfile
 from tools.k8s.crds import install_crds, yaml_files
-from tools.k8s.node import BRIDGE_IP, NODE_NAME, RUNNER_TAINT, Node, NodeBusy, build_node_tools
+from tools.k8s.node import BRIDGE_IP, NODE_NAME, Node, NodeBusy, build_node_tools
 from tools.k8s.pki import kubeconfig_text, make_node_pki, make_pki
 
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parents[1]
 BUILD_SH = HERE / "build.sh"
-#: the local runner (Job Pods and SparkApplications run as local processes), run as `python -m` from REPO
-RUNNER_MODULE = "tests.support.k8s.runner"
 
 SERVICE_CIDR = "10.0.0.0/24"
 SERVICE_IP = "10.0.0.1"  # first address of SERVICE_CIDR: the `kubernetes` Service
@@ -92,7 +89,6 @@ class ControlPlane:
     #: also run a node (tools/k8s/node.py); the API server then listens on the node's bridge address
     node: bool = False
     node_bin_dir: Path | None = None
-    node_taints: list[dict] = field(default_factory=list)
     ports: dict[str, int] = field(default_factory=dict)
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
 
@@ -198,27 +194,6 @@ class ControlPlane:
         self.procs[name] = proc
         write_pidfile(self.dir / f"{name}.pid", proc.pid)
 
-    def start_runner(self, timeout: float = 30.0) -> None:
-        """Start the local runner (tests/support/k8s/runner.py) in the background, unless it runs."""
-        pidfile = self.dir / "runner.pid"
-        if pidfile.exists():
-            pid, started = pidfile.read_text().split()[:2]
-            if start_time(int(pid)) == started:
-                return
-        log = self.dir / "runner.log"
-        offset = log.stat().st_size if log.exists() else 0
-        with open(log, "ab") as out:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", RUNNER_MODULE, f"--kubeconfig={self.kubeconfig}",
-                 f"--log-dir={self.dir / 'runner'}"],
-                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True)
-        write_pidfile(pidfile, proc.pid)
-        deadline = time.monotonic() + timeout
-        while b"local runner watching" not in log.read_bytes()[offset:]:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise ControlPlaneError(f"the local runner did not start:\n{tail(log)}")
-            time.sleep(0.05)  # poll interval
-
     def _wait(self, what: str, check, components: list[str]) -> None:
         """Poll check() until true, failing early when a component exits."""
         deadline = time.monotonic() + self.start_timeout
@@ -244,7 +219,7 @@ class ControlPlane:
         if self.node:
             make_node_pki(self.pki, SERVICE_IP, NODE_NAME, BRIDGE_IP)
             self.the_node = Node(self.dir, bin_dir=self.node_bin_dir or build_node_tools(), detach=self.detach,
-                                 timeout=self.start_timeout, taints=self.node_taints)
+                                 timeout=self.start_timeout)
             self.the_node.prepare()  # the machine lock first: NodeBusy leaves everything as it is
         for attempt in range(3):  # a free port can be taken before we bind it
             try:
@@ -368,7 +343,8 @@ class ControlPlane:
 
     def stop(self, keep_node_lock: bool = False) -> list[str]:
         """Stop the node (if any: it leaves the machine as it was), then every process named by a
-        DIR/*.pid file: others (a runner) first, etcd last. Returns the node's leftovers (empty when clean)."""
+        DIR/*.pid file: others (tools/k8s/stack.py's, say) first, etcd last. Returns the node's
+        leftovers (empty when clean)."""
         node = None
         if (self.dir / "node").is_dir():
             node = self.the_node or Node(self.dir)
@@ -399,10 +375,7 @@ def main(argv: list[str] | None = None) -> int:
                          "a path that does not exist is skipped)")
     ap.add_argument("--node", action="store_true",
                     help="up: also run a node (containerd, kubelet, kube-scheduler, kube-proxy, CoreDNS; "
-                         "one per machine); with --runner it is tainted (tools.k8s.node.RUNNER_TAINT)")
-    ap.add_argument("--runner", action="store_true",
-                    help="up: also run the local runner in the background (runs Job Pods and "
-                         "SparkApplications locally; log in DIR/runner.log)")
+                         "one per machine)")
     args = ap.parse_args(argv)
     d = args.dir.resolve()
 
@@ -411,8 +384,7 @@ def main(argv: list[str] | None = None) -> int:
         if cp is None or not cp.ready() or cp.node != args.node:
             if cp is not None:
                 cp.stop()  # leftovers of a dead one, or one with(out) a node
-            cp = ControlPlane(d, bin_dir=build_tools(), detach=True, start_timeout=args.timeout, node=args.node,
-                              node_taints=[RUNNER_TAINT] if args.runner else [])
+            cp = ControlPlane(d, bin_dir=build_tools(), detach=True, start_timeout=args.timeout, node=args.node)
             try:
                 cp.start()
             except NodeBusy as e:
@@ -429,8 +401,6 @@ def main(argv: list[str] | None = None) -> int:
                 t0 = time.monotonic()
                 names = cp.install_crds(yaml_files(args.crds))
                 print(f"{len(names)} CRDs installed in {time.monotonic() - t0:.1f}s", file=sys.stderr)
-            if args.runner:
-                cp.start_runner()
         except ControlPlaneError as e:
             print(e, file=sys.stderr)
             return 1

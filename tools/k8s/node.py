@@ -75,9 +75,6 @@ MACHINE_PATHS = ("/var/lib/kubelet", "/var/log/containers", "/var/log/pods", "/r
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 IPTABLES_TABLES = ("filter", "nat", "mangle", "raw")
 OUR_CHAIN_PREFIXES = ("KUBE-", "FILEDROP-")
-#: `controlplane up --node --runner`: while the local runner runs Job Pods, only Pods that tolerate
-#: this taint run on the node (the runner skips Pods that have a nodeName), so the two never race
-RUNNER_TAINT = {"key": "filedrop.local/local-runner", "value": "true", "effect": "NoSchedule"}
 NODE_COMPONENTS = ("containerd", "kubelet", "kube-scheduler", "kube-proxy", "coredns")
 
 
@@ -357,8 +354,6 @@ class Node:
     detach: bool = False
     timeout: float = 120.0
     dns: bool = True
-    #: NoSchedule taints the node registers with (kubelet registerWithTaints)
-    taints: list[dict] = field(default_factory=list)
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
     _lock_fd: int | None = None
@@ -617,7 +612,6 @@ disabled_plugins = ['io.containerd.nri.v1.nri', 'io.containerd.tracing.processor
             "shutdownGracePeriod": "0s",
             "containerLogMaxSize": "10Mi",
             "rotateCertificates": False, "serverTLSBootstrap": False,
-            "registerWithTaints": self.taints,
         }
         (self.state / "kubelet.yaml").write_text(_json(config))
         self._spawn("kubelet", [

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.support.k8s.kube import token_kubeconfig  # the local runner's small client
+from tests.support.k8s.kube import token_kubeconfig  # the tests' small Kubernetes client
 from tools.k8s.base import free_port, start_time, stop_pidfile, tail, write_pidfile
 from tools.k8s.controlplane import ControlPlane
 from tools.k8s.node import BRIDGE_IP, POD_SUBNET
@@ -232,7 +232,9 @@ def up(d: Path, ns: str) -> int:
           f"operator -> loader Jobs -> {warehouse}", file=sys.stderr)
     print(f"  drop a file:  {sys.executable} -m tools.k8s.stack put ../shared/data/d2b/orders.csv", file=sys.stderr)
     print(f"  watch:        kubectl get filedrops,fileroutes -n {ns}", file=sys.stderr)
-    print(f"  logs:         {d}/operator.log {d}/bridge.log {d}/runner.log", file=sys.stderr)
+    print(f"  logs:         {d}/operator.log {d}/bridge.log", file=sys.stderr)
+    print("  no node: the loader Jobs' pods stay Pending (`make cluster` starts the control plane with one)",
+          file=sys.stderr)
     return 0
 
 

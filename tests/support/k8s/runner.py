@@ -1,33 +1,23 @@
-"""A local stand-in for the kubelet and the spark-operator, for tests.
+"""A local stand-in for the spark-operator, for tests, until issue 16 runs the real one on the node.
 
-The test control plane has no kubelet and no spark-operator, so nothing would
-ever run. LocalRunner watches the cluster and runs, as local subprocesses:
+Job pods run on the test node's real kubelet (tests/support/k8s/pods.py), but no spark-operator runs
+there yet, so a SparkApplication would stay without status forever. LocalRunner stays for that one
+role: it watches SparkApplications (sparkoperator.k8s.io/v1beta2, type Python) and runs each as a local
+subprocess, `python <mainApplicationFile without local:// or file://> <arguments...>`, with the
+driver's env (values with $(VAR) expansion, ConfigMap and Secret references, envFrom, envVars),
+sparkConf/hadoopConf and deps passed through PYSPARK_SUBMIT_ARGS as spark-submit would get them.
+It writes status the way spark-operator does: applicationState.state SUBMITTED -> RUNNING ->
+COMPLETED or FAILED (with errorMessage), submission and termination times, driverInfo.
+It runs nothing else: every Pod is left to the kubelet. Used by test_operator_e2e.py (`spark_runner`,
+the Spark loader end to end) and test_controlplane.py (its own test).
 
-* Pods controlled by a Job (created by the real Job controller): each container's
-  `command` + `args` with its `env`/`envFrom` resolved (ConfigMaps, Secrets,
-  fieldRefs, $(VAR) expansion). It writes the Pod's status the way the kubelet
-  does (phase Running, then Succeeded/Failed with containerStatuses[].state.
-  terminated.exitCode), so the Job controller marks the Job Complete or Failed.
-* SparkApplications (sparkoperator.k8s.io/v1beta2, type Python): runs
-  `python <mainApplicationFile without local:// or file://> <arguments...>` with
-  the driver's env, sparkConf/hadoopConf and deps passed through
-  PYSPARK_SUBMIT_ARGS as spark-submit would get them, and writes status the way
-  spark-operator does: applicationState.state SUBMITTED -> RUNNING ->
-  COMPLETED or FAILED (with errorMessage), submission and termination times,
-  driverInfo.
-
-Each workload runs with KUBECONFIG pointing at a token for its service account
-(TokenRequest), so it meets RBAC as it would in a cluster; pass
-service_account_identity=False to give it the runner's own kubeconfig instead.
-Output goes to a log file per run (LocalRunner.output()).
-
-As a program (for `make cluster`, from the repository root):
-python -m tests.support.k8s.runner --kubeconfig K --log-dir D
+Each application runs with KUBECONFIG pointing at a token for its driver's service account
+(TokenRequest), so it meets RBAC as it would in a cluster; pass service_account_identity=False to
+give it the runner's own kubeconfig instead. Output goes to a log file per run (LocalRunner.output()).
 """
 
 from __future__ import annotations
 
-import argparse
 import base64
 import datetime as dt
 import os
@@ -45,22 +35,17 @@ from pathlib import Path
 from tests.support.k8s.kube import ApiError, Kube, token_kubeconfig
 
 SPARK_PATH = "/apis/sparkoperator.k8s.io/v1beta2"
-OUTPUT_TAIL = 2000  # characters of output kept in errorMessage / terminated.message
+OUTPUT_TAIL = 2000  # characters of output kept in errorMessage
 
 
 def now() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def job_owned(pod: dict) -> bool:
-    """The default choice of Pods to run: those the Job controller made."""
-    return any(r.get("kind") == "Job" and r.get("controller")
-               for r in pod["metadata"].get("ownerReferences", []))
-
-
 @dataclass
 class Run:
-    kind: str  # "Pod" or "SparkApplication"
+    """One SparkApplication's run (by its uid)."""
+
     namespace: str
     name: str
     uid: str
@@ -76,7 +61,6 @@ class LocalRunner:
                  env: dict[str, str] | None = None, python: str = sys.executable,
                  cwd: str | os.PathLike | None = None,
                  namespaces: list[str] | None = None,
-                 pod_filter: Callable[[dict], bool] = job_owned,
                  path_map: dict[str, str] | None = None,
                  service_account_identity: bool = True,
                  spark_master: str = "local[2]"):
@@ -92,7 +76,6 @@ class LocalRunner:
         self.python = python
         self.cwd = str(cwd or os.getcwd())
         self.namespaces = namespaces
-        self.pod_filter = pod_filter
         self.path_map = path_map or {}
         self.service_account_identity = service_account_identity
         self.spark_master = spark_master
@@ -104,12 +87,10 @@ class LocalRunner:
 
     # ----------------------------------------------------------------- lifecycle
     def start(self) -> LocalRunner:
-        for name, path, handler in (("pods", "/api/v1/pods", self._on_pod),
-                                    ("sparkapplications", f"{SPARK_PATH}/sparkapplications", self._on_spark)):
-            t = threading.Thread(target=self._watch_loop, args=(path, handler), name=f"runner-{name}",
-                                 daemon=True)
-            t.start()
-            self._threads.append(t)
+        t = threading.Thread(target=self._watch_loop, args=(f"{SPARK_PATH}/sparkapplications", self._on_spark),
+                             name="runner-sparkapplications", daemon=True)
+        t.start()
+        self._threads.append(t)
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -127,11 +108,10 @@ class LocalRunner:
     def __exit__(self, *exc) -> None:
         self.stop()
 
-    def output(self, namespace: str, name: str, kind: str | None = None) -> str:
-        """The combined stdout/stderr of the latest run of namespace/name."""
+    def output(self, namespace: str, name: str) -> str:
+        """The combined stdout/stderr of the latest run of SparkApplication namespace/name."""
         with self._lock:
-            runs = [r for r in self.runs.values()
-                    if r.namespace == namespace and r.name == name and (kind is None or r.kind == kind)]
+            runs = [r for r in self.runs.values() if r.namespace == namespace and r.name == name]
         if not runs:
             return ""
         return runs[-1].log.read_text(errors="replace") if runs[-1].log.exists() else ""
@@ -180,119 +160,17 @@ class LocalRunner:
         self.errors.append(msg)
         print(f"local runner: {msg}", file=sys.stderr)
 
-    def _claim(self, kind: str, obj: dict) -> Run | None:
+    def _claim(self, obj: dict) -> Run | None:
         md = obj["metadata"]
         with self._lock:
             if md["uid"] in self.runs:
                 return None
-            log = self.log_dir / f"{kind.lower()}-{md['namespace']}-{md['name']}-{md['uid'][:8]}.log"
-            run = self.runs[md["uid"]] = Run(kind, md["namespace"], md["name"], md["uid"], log)
+            log = self.log_dir / f"sparkapplication-{md['namespace']}-{md['name']}-{md['uid'][:8]}.log"
+            run = self.runs[md["uid"]] = Run(md["namespace"], md["name"], md["uid"], log)
             return run
 
     def _spawn(self, target, *args) -> None:
         threading.Thread(target=target, args=args, daemon=True).start()
-
-    # --------------------------------------------------------------------- Pods
-    def _on_pod(self, event_type: str, pod: dict) -> None:
-        md = pod["metadata"]
-        if event_type == "DELETED" or md.get("deletionTimestamp"):
-            with self._lock:
-                run = self.runs.get(md["uid"])
-            if run is not None:
-                self._kill(run)
-            return
-        if pod.get("status", {}).get("phase", "Pending") != "Pending" or pod["spec"].get("nodeName"):
-            return
-        if not self.pod_filter(pod):
-            return
-        run = self._claim("Pod", pod)
-        if run is not None:
-            self._spawn(self._run_pod, run, pod)
-
-    def _run_pod(self, run: Run, pod: dict) -> None:
-        ns, name = run.namespace, run.name
-        status_path = f"/api/v1/namespaces/{ns}/pods/{name}/status"
-        started = now()
-        try:
-            kubeconfig = self._identity(ns, pod["spec"].get("serviceAccountName") or "default", run)
-            plans = [(c, self._container_env(pod, c, kubeconfig)) for c in pod["spec"]["containers"]]
-            inits = [(c, self._container_env(pod, c, kubeconfig)) for c in pod["spec"].get("initContainers", [])]
-        except Exception as e:  # a missing ConfigMap, say: the kubelet would not start it either
-            msg = f"local runner: cannot start: {e}"
-            with open(run.log, "a") as f:
-                f.write(msg + "\n")
-            self._finish_pod(status_path, pod, started, {c["name"]: (128, msg) for c in pod["spec"]["containers"]})
-            run.done.set()
-            return
-        try:
-            self.kube.merge_patch(status_path, {"status": {
-                "phase": "Running", "startTime": started, "hostIP": "127.0.0.1", "podIP": "127.0.0.1",
-                "podIPs": [{"ip": "127.0.0.1"}], "hostIPs": [{"ip": "127.0.0.1"}],
-                "conditions": self._conditions("True", started),
-                "containerStatuses": [self._cstatus(c, {"running": {"startedAt": started}}) for c, _ in plans],
-            }})
-        except ApiError as e:
-            if e.status == 404:  # deleted before it started
-                run.done.set()
-                return
-            raise
-        results: dict[str, tuple[int, str]] = {}
-        for c, env in inits:
-            rc, tail = self._exec(run, c["name"], self._argv(c, env), env, c.get("workingDir"))
-            if rc != 0:
-                results = {c2["name"]: (rc, f"init container {c['name']} failed: {tail}") for c2, _ in plans}
-                break
-        if not results:
-            threads = []
-            for c, env in plans:
-                def one(c=c, env=env):
-                    results[c["name"]] = self._exec(run, c["name"], self._argv(c, env), env, c.get("workingDir"))
-                t = threading.Thread(target=one, daemon=True)
-                t.start()
-                threads.append(t)
-            for t in threads:
-                t.join()
-        run.exit_code = max((rc for rc, _ in results.values()), default=0)
-        if not self._stop.is_set():
-            self._finish_pod(status_path, pod, started, results)
-        run.done.set()
-
-    def _finish_pod(self, status_path: str, pod: dict, started: str, results: dict[str, tuple[int, str]]) -> None:
-        finished = now()
-        ok = all(rc == 0 for rc, _ in results.values())
-        statuses = []
-        for c in pod["spec"]["containers"]:
-            rc, tail = results.get(c["name"], (137, "not run"))
-            term = {"exitCode": rc, "reason": "Completed" if rc == 0 else "Error",
-                    "startedAt": started, "finishedAt": finished, "containerID": f"local://{pod['metadata']['uid']}"}
-            if rc != 0 and tail:
-                term["message"] = tail
-            statuses.append(self._cstatus(c, {"terminated": term}, ready=False))
-        try:
-            self.kube.merge_patch(status_path, {"status": {
-                "phase": "Succeeded" if ok else "Failed",
-                "conditions": self._conditions("False", finished, reason="PodCompleted"),
-                "containerStatuses": statuses,
-            }})
-        except ApiError as e:
-            if e.status != 404:
-                raise
-
-    @staticmethod
-    def _conditions(ready: str, when: str, reason: str | None = None) -> list[dict]:
-        conds = [{"type": "PodReadyToStartContainers", "status": "True", "lastTransitionTime": when},
-                 {"type": "Initialized", "status": "True", "lastTransitionTime": when},
-                 {"type": "Ready", "status": ready, "lastTransitionTime": when},
-                 {"type": "ContainersReady", "status": ready, "lastTransitionTime": when}]
-        if reason:
-            for c in conds[2:]:
-                c["reason"] = reason
-        return conds
-
-    @staticmethod
-    def _cstatus(c: dict, state: dict, ready: bool = True) -> dict:
-        return {"name": c["name"], "image": c.get("image", ""), "imageID": "", "restartCount": 0,
-                "ready": ready and "running" in state, "started": "running" in state, "state": state}
 
     # ---------------------------------------------------------- SparkApplications
     def _on_spark(self, event_type: str, app: dict) -> None:
@@ -306,7 +184,7 @@ class LocalRunner:
         state = app.get("status", {}).get("applicationState", {}).get("state", "")
         if state not in ("", "NEW") or app["spec"].get("suspend"):
             return
-        run = self._claim("SparkApplication", app)
+        run = self._claim(app)
         if run is not None:
             self._spawn(self._run_spark, run, app)
 
@@ -340,7 +218,7 @@ class LocalRunner:
                 run.exit_code = -1
                 return
             status(applicationState={"state": "RUNNING", "errorMessage": ""}, executionAttempts=1)
-            rc, tail = self._exec(run, "driver", argv, env, None)
+            rc, tail = self._exec(run, "driver", argv, env)
             run.exit_code = rc
             if self._stop.is_set():
                 return
@@ -400,7 +278,7 @@ class LocalRunner:
         return str(path)
 
     def _container_env(self, owner: dict, c: dict, kubeconfig: str) -> dict[str, str]:
-        """The environment of a container (or of a SparkApplication's driver) of `owner`."""
+        """The environment of `owner`'s container spec `c` (a SparkApplication's driver): env and envFrom."""
         ns = owner["metadata"]["namespace"]
         env = dict(self.base_env)
         env["KUBECONFIG"] = kubeconfig
@@ -424,8 +302,9 @@ class LocalRunner:
                     own[e["name"]] = data[sel["key"]]
                 elif not sel.get("optional", False):
                     raise RuntimeError(f"key {sel['key']} not found in {ref[:-1]} {ns}/{sel['name']}")
-            elif "fieldRef" in vf:
-                own[e["name"]] = field_ref(owner, vf["fieldRef"]["fieldPath"])
+            else:  # fieldRef, resourceFieldRef: nothing of filedrop's needs them
+                raise RuntimeError(f"env {e['name']}: only configMapKeyRef and secretKeyRef are supported "
+                                   "by the local runner")
         env.update(own)
         return env
 
@@ -440,24 +319,14 @@ class LocalRunner:
             return {k: base64.b64decode(v).decode() for k, v in (obj.get("data") or {}).items()}
         return dict(obj.get("data") or {})
 
-    @staticmethod
-    def _argv(c: dict, env: dict[str, str]) -> list[str]:
-        argv = [expand(a, env) for a in (c.get("command") or []) + (c.get("args") or [])]
-        if not c.get("command"):
-            raise RuntimeError(f"container {c['name']} has no command: the local runner cannot "
-                               "know its image's entrypoint")
-        return argv
-
-    def _exec(self, run: Run, label: str, argv: list[str], env: dict[str, str],
-              working_dir: str | None) -> tuple[int, str]:
-        """Run argv to completion; return (exit code, tail of its output)."""
-        cwd = working_dir if working_dir and Path(working_dir).is_dir() else self.cwd
+    def _exec(self, run: Run, label: str, argv: list[str], env: dict[str, str]) -> tuple[int, str]:
+        """Run argv (in self.cwd) to completion; return (exit code, tail of its output)."""
         with open(run.log, "ab") as log:
             log.write(f"===== {now()} {label}: {shlex.join(argv)}\n".encode())
             log.flush()
             start_at = log.tell()
             try:
-                proc = subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL,
+                proc = subprocess.Popen(argv, env=env, cwd=self.cwd, stdin=subprocess.DEVNULL,
                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
             except OSError as e:  # no such executable, say: as a container runtime, exit 127/126
                 log.write(f"local runner: {e}\n".encode())
@@ -485,51 +354,10 @@ _VAR = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
 
 
 def expand(s: str, env: dict[str, str]) -> str:
-    """Kubernetes' $(VAR) expansion in env values, command and args ($$ escapes $)."""
+    """Kubernetes' $(VAR) expansion in env values ($$ escapes $)."""
     def sub(m: re.Match) -> str:
         if m.group(0) == "$$":
             return "$"
         return env.get(m.group(1), m.group(0))
     return _VAR.sub(sub, s)
 
-
-def field_ref(obj: dict, path: str) -> str:
-    md = obj["metadata"]
-    m = re.fullmatch(r"metadata\.(labels|annotations)\['([^']+)'\]", path)
-    if m:
-        return (md.get(m.group(1)) or {}).get(m.group(2), "")
-    simple = {"metadata.name": md.get("name"), "metadata.namespace": md.get("namespace"),
-              "metadata.uid": md.get("uid"), "spec.nodeName": "localhost",
-              "spec.serviceAccountName": obj.get("spec", {}).get("serviceAccountName", "default"),
-              "status.podIP": "127.0.0.1", "status.hostIP": "127.0.0.1"}
-    if path not in simple:
-        raise RuntimeError(f"fieldRef {path} is not supported by the local runner")
-    return simple[path] or ""
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="Run Job Pods and SparkApplications of a cluster locally.")
-    ap.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG"), required="KUBECONFIG" not in os.environ)
-    ap.add_argument("--log-dir", required=True, type=Path)
-    ap.add_argument("--pid-file", type=Path, help="write '<pid> <start time>' here (`controlplane down` stops it)")
-    ap.add_argument("--namespace", action="append", dest="namespaces", help="only these namespaces (repeatable)")
-    ap.add_argument("--admin-identity", action="store_true",
-                    help="run workloads with the runner's kubeconfig, not their service accounts' tokens")
-    args = ap.parse_args(argv)
-    if args.pid_file:
-        started = Path(f"/proc/{os.getpid()}/stat").read_text().rsplit(")", 1)[1].split()[19]
-        args.pid_file.write_text(f"{os.getpid()} {started}\n")
-    runner = LocalRunner(args.kubeconfig, args.log_dir, namespaces=args.namespaces,
-                         service_account_identity=not args.admin_identity)
-    done = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: done.set())
-    signal.signal(signal.SIGINT, lambda *_: done.set())
-    runner.start()
-    print(f"local runner watching {runner.kube.server}; logs in {args.log_dir}", file=sys.stderr, flush=True)
-    done.wait()
-    runner.stop()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
