@@ -1,13 +1,13 @@
-"""filedrop's production topology on one machine, on top of the control plane (DESIGN §7).
+"""filedrop's production topology on one machine, on top of the control plane and its node (DESIGN §7).
 
-`make cluster` runs `python -m tools.k8s.controlplane up` and then this module's `up`, which adds: moto's S3/SQS
-server, the embedded warehouse, a namespace `filedrop` with the CRDs' FileRoutes (the d2b routes),
-the least-privilege RBAC of operator/rbac.yaml, a bucket whose ObjectCreated events go to an SQS
-queue, and `filedrop operator` and `filedrop bridge` running in the background with their
-ServiceAccounts' tokens. Then
+`make cluster` runs `python -m tools.k8s.controlplane up --node` and then this module's `up`, which adds: the
+filedrop image (`make images`) imported into the node, moto's S3/SQS server and an embedded warehouse on the
+node's bridge address (standing in for AWS and RDS), a bucket whose ObjectCreated events go to an SQS queue,
+and the chart helm-installed into namespace `filedrop` (restricted Pod Security): the operator and bridge
+pods, the d2b FileRoutes, and loader Job pods per file. Then
 
-    python -m tools.k8s.stack put ../shared/data/d2b/orders.csv      # drop a file into the bucket
-    kubectl get filedrops -n filedrop                                  # watch it load
+    make cluster-put FILE=../shared/data/d2b/orders.csv      # drop a file into the bucket
+    kubectl get pods,filedrops -n filedrop                    # watch it load
 
 `down` stops what `up` started (the control plane itself: `python -m tools.k8s.controlplane down`).
 Run from the repository root.
@@ -16,7 +16,6 @@ Run from the repository root.
 from __future__ import annotations
 
 import argparse
-import base64
 import os
 import subprocess
 import sys
@@ -26,7 +25,6 @@ from pathlib import Path
 
 import yaml
 
-from tests.support.k8s.kube import token_kubeconfig  # the tests' small Kubernetes client
 from tools.k8s.base import free_port, start_time, stop_pidfile, tail, write_pidfile
 from tools.k8s.controlplane import ControlPlane
 from tools.k8s.node import BRIDGE_IP, POD_SUBNET
@@ -89,17 +87,6 @@ def _kubectl(cp: ControlPlane, *args: str, input: str | None = None, check: bool
     if check and res.returncode != 0:
         raise SystemExit(f"kubectl {' '.join(args)}: {res.stderr}")
     return res.stdout
-
-
-def _token_kubeconfig(cp: ControlPlane, d: Path, ns: str, sa: str) -> str:
-    token = _kubectl(cp, "create", "token", sa, "-n", ns, "--duration=24h").strip()
-    admin = yaml.safe_load(cp.kubeconfig.read_text())["clusters"][0]["cluster"]
-    ca = admin.get("certificate-authority-data") or base64.b64encode(
-        Path(admin["certificate-authority"]).read_bytes()).decode()
-    path = d / f"{sa}.kubeconfig"
-    path.write_text(token_kubeconfig(cp.server, ca, token, ns))
-    path.chmod(0o600)
-    return str(path)
 
 
 def _bucket_to_queue() -> str:
@@ -191,51 +178,13 @@ def up_pods(cp: ControlPlane, d: Path, ns: str) -> int:
 
 
 def up(d: Path, ns: str) -> int:
-    from filedrop.cluster.resources import route_manifest
-    from filedrop.routes import load_routes
-
     cp = ControlPlane.load(d)
     if not cp.ready():
         raise SystemExit(f"no running control plane in {d}: run `make cluster`")
-    if cp.node:
-        return up_pods(cp, d, ns)
-    endpoint = _moto(d)
-    os.environ.update(AWS_ENV, AWS_ENDPOINT_URL=endpoint)
-    warehouse = os.environ.get("FILEDROP_WAREHOUSE_URL") or subprocess.run(
-        [sys.executable, "-m", "filedrop", "warehouse", "url"], capture_output=True, text=True, check=True,
-        env={**os.environ, "COLUMNS": "500"}).stdout.strip()
-
-    if ns not in _kubectl(cp, "get", "namespaces", "-o", "name"):
-        _kubectl(cp, "create", "namespace", ns)
-    _kubectl(cp, "apply", "-f", "-", input=(REPO / "operator" / "rbac.yaml").read_text().replace("__NAMESPACE__", ns))
-    for name, literals in (("filedrop-warehouse", {"url": warehouse}), ("aws-creds", AWS_ENV)):
-        _kubectl(cp, "delete", "secret", name, "-n", ns, "--ignore-not-found")
-        _kubectl(cp, "create", "secret", "generic", name, "-n", ns,
-                 *[f"--from-literal={k}={v}" for k, v in literals.items()])
-    docs = [{"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": "filedrop", "namespace": ns}}]
-    docs += [route_manifest(r, ns) for r in load_routes()]
-    _kubectl(cp, "apply", "-f", "-", input=yaml.safe_dump_all(docs))
-
-    queue = _bucket_to_queue()
-
-    base = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
-    _spawn(d, "operator", [sys.executable, "-m", "filedrop", "operator", "--namespace", ns,
-                           "--liveness", f"http://127.0.0.1:{free_port()}/healthz"],
-           {**base, "KUBECONFIG": _token_kubeconfig(cp, d, ns, "filedrop-operator"),
-            "FILEDROP_WAREHOUSE_URL": warehouse, "FILEDROP_LOADER_ENV_SECRET": "aws-creds",
-            "FILEDROP_METRICS_PORT": str(free_port()), "FILEDROP_PEERING_LIFETIME": "15"})
-    _spawn(d, "bridge",
-           [sys.executable, "-m", "filedrop", "bridge", "--queue", queue, "--namespace", ns, "--wait", "5"],
-           {**base, "KUBECONFIG": _token_kubeconfig(cp, d, ns, "filedrop-bridge")})
-    (d / "stack.env").write_text(f"AWS_ENDPOINT_URL={endpoint}\nFILEDROP_WAREHOUSE_URL={warehouse}\n")
-    print(f"filedrop running in namespace {ns}: bucket s3://{BUCKET} (moto at {endpoint}) -> SQS -> bridge -> "
-          f"operator -> loader Jobs -> {warehouse}", file=sys.stderr)
-    print(f"  drop a file:  {sys.executable} -m tools.k8s.stack put ../shared/data/d2b/orders.csv", file=sys.stderr)
-    print(f"  watch:        kubectl get filedrops,fileroutes -n {ns}", file=sys.stderr)
-    print(f"  logs:         {d}/operator.log {d}/bridge.log", file=sys.stderr)
-    print("  no node: the loader Jobs' pods stay Pending (`make cluster` starts the control plane with one)",
-          file=sys.stderr)
-    return 0
+    if not cp.node:
+        raise SystemExit(f"the control plane in {d} has no node, so no pod would ever run: "
+                         "run `make cluster-down` and `make cluster` (it starts one)")
+    return up_pods(cp, d, ns)
 
 
 def put(d: Path, path: Path, key: str | None) -> int:
