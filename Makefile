@@ -98,7 +98,7 @@ bench: venv spark-jars
 # The fault-injection suite runs in `make test` with 200 files; this is its long version.
 SOAK_FILES ?= 1000
 SOAK_SEED ?= $(shell date +%s)
-soak: venv test-deps k8s-tools
+soak: venv test-deps k8s-tools k8s-node-tools node-deps image-deps
 	FILEDROP_SOAK_FILES=$(SOAK_FILES) FILEDROP_SOAK_SEED=$(SOAK_SEED) FILEDROP_SOAK_REPORT=$(CACHE_DIR)/soak-report.json \
 		$(PY) -m pytest -m soak -s tests/k8s/test_soak.py
 
