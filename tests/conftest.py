@@ -94,13 +94,17 @@ def moto_endpoint() -> Iterator[str]:
         stop()
 
 
-@pytest.fixture
-def aws(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Point boto3 (and anything else honouring AWS_ENDPOINT_URL) at the moto server."""
-    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
+def point_aws_at(endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Point boto3 (and anything else honouring AWS_ENDPOINT_URL) at the moto server at ``endpoint``."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
         monkeypatch.delenv(var, raising=False)
-    return moto_endpoint
+    return endpoint
+
+
+@pytest.fixture
+def aws(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    return point_aws_at(moto_endpoint, monkeypatch)

@@ -137,11 +137,11 @@ def block_stats(batches: Iterable[pa.RecordBatch], *, quote: str, header: bool) 
 
 
 def worker_conninfo(conninfo: str) -> str:
-    """The driver's ``conninfo`` with the password this worker holds: none added when libpq finds one itself
+    """The driver's ``conninfo`` with the password this worker holds: none added when libpq is given one
     (``PGPASSWORD``, ``PGPASSFILE``); else the one of ``FILEDROP_WAREHOUSE_URL`` (the install guide's
     Secret holds the whole URL, password included) when it names the same server, database and user."""
     url = os.environ.get("FILEDROP_WAREHOUSE_URL")
-    if os.environ.get("PGPASSWORD") or not url:
+    if os.environ.get("PGPASSWORD") or os.environ.get("PGPASSFILE") or not url:
         return conninfo
     return conninfo_with(conninfo, password_from=url)
 

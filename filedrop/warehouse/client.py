@@ -10,6 +10,7 @@ are always bound as parameters.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from types import TracebackType
@@ -92,20 +93,30 @@ class CopyStream:
 
 def conninfo(url: str) -> dict[str, Any]:
     """The parts of a connection URL or conninfo string (host, port, dbname, user, password…); ValueError
-    when it cannot be read."""
+    when it cannot be read (its message never quotes the URL: libpq's would, password included)."""
     try:
         return conninfo_to_dict(url)
-    except psycopg.ProgrammingError as exc:
-        raise ValueError(str(exc)) from None
+    except psycopg.ProgrammingError:
+        raise ValueError("it is neither a postgresql:// URL nor a conninfo string libpq can read "
+                         "(check its percent-encoding, quoting and spaces)") from None
+
+
+def _server(params: dict[str, Any]) -> tuple[str, str, str, str]:
+    """(host, port, dbname, user) with libpq's defaults for what is left out (psycopg's dsn omits them)."""
+    user = str(params.get("user") or os.environ.get("PGUSER") or "")
+    return (str(params.get("host") or os.environ.get("PGHOST") or ""),
+            str(params.get("port") or os.environ.get("PGPORT") or "5432"),
+            str(params.get("dbname") or os.environ.get("PGDATABASE") or user), user)
 
 
 def conninfo_with(target: str, *, password_from: str) -> str:
     """``target`` with the password of ``password_from`` when ``target`` has none and both name the same
-    host, port, database and user; else ``target`` unchanged."""
+    server, database and user (what either leaves out counts as libpq's default; a ``hostaddr`` only counts
+    when both give one); else ``target`` unchanged."""
     mine, theirs = conninfo(target), conninfo(password_from)
-    if mine.get("password") or not theirs.get("password"):
+    if mine.get("password") or not theirs.get("password") or _server(mine) != _server(theirs):
         return target
-    if any(str(mine.get(k) or "") != str(theirs.get(k) or "") for k in ("host", "port", "dbname", "user")):
+    if mine.get("hostaddr") and theirs.get("hostaddr") and mine["hostaddr"] != theirs["hostaddr"]:
         return target
     return make_conninfo(target, password=theirs["password"])
 

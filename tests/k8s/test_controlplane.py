@@ -187,12 +187,8 @@ def spark_state(k, ns: str, name: str) -> dict:
 @pytest.fixture
 def spark_runner(k8s_cluster: Cluster, k8s_thirdparty_crds: list[str], tmp_path: Path) -> Iterator[LocalRunner]:
     """The local runner as the spark-operator, for this module's test only."""
-    runner = LocalRunner(k8s_cluster.kubeconfig, tmp_path / "runner", cwd=REPO)
-    runner.start()
-    try:
+    with LocalRunner(k8s_cluster.kubeconfig, tmp_path / "runner", cwd=REPO) as runner:
         yield runner
-    finally:
-        runner.stop()
 
 
 def test_spark_applications_are_run_to_completed_or_failed(k8s_cluster, spark_runner, k8s_namespace, tmp_path):

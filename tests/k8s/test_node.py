@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.k8s.cluster import Cluster, start_node_cluster, wait_for
+from tests.support.k8s.cluster import Cluster, registered, start_node_cluster, wait_for
 from tools.k8s import controlplane
 from tools.k8s import node as nodemod
 from tools.k8s.base import start_time
@@ -42,10 +42,11 @@ SYSCTLS_BEFORE = _sysctls_before()  # at collection, before the module's node st
 @pytest.fixture(scope="module")
 def node_cluster(tmp_path_factory):
     cluster = start_node_cluster(tmp_path_factory.mktemp("k8s-node"))
-    try:
-        yield cluster
-    finally:
-        cluster.cp.stop()
+    with registered(cluster):  # failure reports show this cluster's logs
+        try:
+            yield cluster
+        finally:
+            cluster.cp.stop()
 
 
 @pytest.fixture

@@ -75,12 +75,8 @@ def stack(node_cluster: Cluster, pod_warehouse: tuple[str, str], pod_aws: str, t
 def spark_runner(node_cluster: Cluster, tmp_path: Path) -> Iterator[LocalRunner]:
     """The local runner as the spark-operator only (no spark-operator on the node until issue 16): it runs
     SparkApplications as local processes and leaves every pod to the kubelet."""
-    runner = LocalRunner(node_cluster.kubeconfig, tmp_path / "runner", cwd=REPO)
-    runner.start()
-    try:
+    with LocalRunner(node_cluster.kubeconfig, tmp_path / "runner", cwd=REPO) as runner:
         yield runner
-    finally:
-        runner.stop()
 
 
 def loader_logs(stack: Stack) -> str:

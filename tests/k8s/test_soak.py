@@ -24,6 +24,7 @@ running loader is left. The figures are printed and written to FILEDROP_SOAK_REP
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import random
@@ -165,10 +166,22 @@ def expected_staging(versions: list[list[Version]]) -> dict[str, list[tuple[Any,
 
 @dataclass(frozen=True)
 class Loader:
-    """A running loader pod: its IP (what PostgreSQL sees as the client address) and its uid."""
+    """A running loader pod: its IP (what PostgreSQL sees as the client address), uid and container start."""
     name: str
     ip: str
     uid: str
+    started: dt.datetime
+
+
+@dataclass(frozen=True)
+class Session:
+    """A loader's PostgreSQL backend as pg_stat_activity shows it."""
+    ip: str
+    started: dt.datetime  # backend_start: a session older than a pod is an earlier pod's (IPs are reused)
+    query: str
+    active: bool
+    in_xact: bool
+    waiting: bool
 
 
 class Chaos:
@@ -176,20 +189,25 @@ class Chaos:
 
     def __init__(self, cluster: Cluster, ns: str, url: str, figures: Figures, rng: random.Random) -> None:
         self.cluster, self.ns, self.url, self.figures, self.rng = cluster, ns, url, figures, rng
+        self.errors: list[str] = []  # what went wrong in the chaos thread itself (a test failure at the end)
 
     def loaders(self) -> list[Loader]:
         """The loader pods whose container is running (from the API server, not kubectl: cheap enough
         to call five times a second)."""
         pods = self.cluster.kube.get(f"/api/v1/namespaces/{self.ns}/pods?labelSelector=filedrop.dev%2Ffiledrop")
-        return [Loader(p["metadata"]["name"], p["status"]["podIP"], p["metadata"]["uid"]) for p in pods["items"]
-                if p["status"].get("podIP") and any("running" in (c.get("state") or {})
-                                                    for c in p["status"].get("containerStatuses") or [])]
+        out = []
+        for p in pods["items"]:
+            running = [(c.get("state") or {}).get("running") for c in p["status"].get("containerStatuses") or []]
+            if p["status"].get("podIP") and running and running[0]:
+                started = dt.datetime.fromisoformat(running[0]["startedAt"].replace("Z", "+00:00"))
+                out.append(Loader(p["metadata"]["name"], p["status"]["podIP"], p["metadata"]["uid"], started))
+        return out
 
     def kill(self, loader: Loader) -> bool:
         """SIGKILL the loader container's processes on the node (not the pod's sandbox): the pod fails as
         if its container were OOM-killed."""
         assert self.cluster.node is not None
-        pids = self.cluster.node.pod_pids(loader.uid)[1:]  # the sandbox's pause comes first
+        pids = self.cluster.node.container_pids(loader.uid)
         for pid in pids:
             try:
                 os.kill(pid, signal.SIGKILL)
@@ -197,35 +215,40 @@ class Chaos:
                 pass
         return bool(pids)
 
-    def sessions(self) -> dict[str, list[tuple[str, bool, bool]]]:
-        """(query, in a transaction, waiting on a lock) of the loaders' backends, by client address."""
-        out: dict[str, list[tuple[str, bool, bool]]] = {}
+    def sessions(self) -> list[Session]:
+        """The loaders' backends (those with a client address: pods; the host's come from the bridge address,
+        which no pod has)."""
         try:
             with psycopg.connect(self.url, autocommit=True, connect_timeout=3) as c:
-                for ip, *state in c.execute(
-                        "SELECT host(client_addr), coalesce(query, ''), xact_start IS NOT NULL, "
-                        "wait_event_type IS NOT DISTINCT FROM 'Lock' FROM pg_stat_activity "
-                        "WHERE application_name = 'filedrop' AND client_addr IS NOT NULL").fetchall():
-                    out.setdefault(ip, []).append(tuple(state))  # type: ignore[arg-type]
+                rows = c.execute(
+                    "SELECT host(client_addr), backend_start, coalesce(query, ''), state = 'active', "
+                    "xact_start IS NOT NULL, wait_event_type IS NOT DISTINCT FROM 'Lock' FROM pg_stat_activity "
+                    "WHERE application_name = 'filedrop' AND client_addr IS NOT NULL").fetchall()
         except psycopg.OperationalError:
-            pass
-        return out
+            return []
+        return [Session(*row) for row in rows]
 
     @staticmethod
-    def phase(query: str, in_xact: bool, waiting: bool) -> str:
-        q = query.lstrip().upper()
-        if q.startswith("COPY"):
+    def phase(s: Session) -> str:
+        q = s.query.lstrip().upper()
+        if s.active and q.startswith("COPY"):
             return "during COPY"
-        if in_xact and (waiting or "ADVISORY_XACT_LOCK" in q or q.startswith(("INSERT INTO \"STAGING\"",
-                                                                              "DELETE FROM \"STAGING\"",
-                                                                              "UPDATE"))):
+        if s.in_xact and (s.waiting or "ADVISORY_XACT_LOCK" in q or q.startswith(("INSERT INTO \"STAGING\"",
+                                                                                  "DELETE FROM \"STAGING\"",
+                                                                                  "UPDATE"))):
             return "in the final transaction"
         return "before COPY"
 
-    def phase_of(self, loader: Loader, sessions: dict[str, list[tuple[str, bool, bool]]]) -> str:
+    @staticmethod
+    def owns(loader: Loader, s: Session) -> bool:
+        # startedAt has whole seconds: a backend the container opened starts within its first second or later
+        return s.ip == loader.ip and s.started >= loader.started
+
+    def phase_of(self, loader: Loader, sessions: list[Session]) -> str:
         """The furthest phase of the loader's sessions (it may hold more than one)."""
         order = ["before COPY", "during COPY", "in the final transaction"]
-        return max((self.phase(*s) for s in sessions.get(loader.ip, [])), key=order.index, default="before COPY")
+        return max((self.phase(s) for s in sessions if self.owns(loader, s)), key=order.index,
+                   default="before COPY")
 
     def tick(self, budget: int, p_random: float) -> None:
         """Kill a loader caught in its COPY (up to half the budget), else now and then a random one
@@ -247,6 +270,14 @@ class Chaos:
         if self.kill(victim):
             self.figures.kills[phases[victim]] += 1
 
+    def run(self, calm: threading.Event, budget: int, p_random: float) -> None:
+        """tick() five times a second until calm; what goes wrong is kept for the test to fail on."""
+        while not calm.wait(0.2):  # poll interval
+            try:
+                self.tick(budget, p_random)
+            except Exception as exc:  # keep injecting; the test fails on these at the end
+                self.errors.append(repr(exc))
+
     def kill_in_final_transaction(self, db_url: str, bucket: str, key: str, put: Any, deadline: float) -> bool:
         """Hold the key's final-transaction lock, let the loader park inside that transaction, kill it."""
         with psycopg.connect(db_url, autocommit=True) as c:
@@ -255,10 +286,12 @@ class Chaos:
             put()
             hi, lo = (k >> 32) & 0xFFFFFFFF, k & 0xFFFFFFFF
             while time.monotonic() < deadline:
-                row = c.execute("SELECT host(a.client_addr) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+                row = c.execute("SELECT host(a.client_addr), a.backend_start FROM pg_locks l "
+                                "JOIN pg_stat_activity a ON a.pid = l.pid "
                                 "WHERE l.locktype = 'advisory' AND NOT l.granted AND l.classid::bigint = %s "
                                 "AND l.objid::bigint = %s AND l.objsubid = 1", (hi, lo)).fetchone()
-                victims = [p for p in self.loaders() if row and row[0] == p.ip]
+                waiter = Session(row[0], row[1], "", True, True, True) if row else None
+                victims = [p for p in self.loaders() if waiter and self.owns(p, waiter)]
                 if victims and self.kill(victims[0]):
                     self.figures.kills["in the final transaction (forced)"] += 1
                     c.execute("SELECT pg_advisory_unlock(%s)", (k,))
@@ -383,12 +416,8 @@ def test_exactly_once_under_faults(soak_stack: Stack, soak_pg: DebianPostgres, n
 
     calm = threading.Event()
 
-    def chaos_loop() -> None:
-        budget = max(8, FILES // 10)
-        while not calm.wait(0.2):  # poll interval
-            chaos.tick(budget, p_random=0.03)
-
-    threading.Thread(target=chaos_loop, daemon=True).start()
+    chaos_thread = threading.Thread(target=chaos.run, args=(calm, max(8, FILES // 10), 0.03), daemon=True)
+    chaos_thread.start()
 
     # --- the flow: uploads paced over the run, with the big faults at fixed points -----------------
     forcing = [killed_in_final_transaction(0)]
@@ -446,6 +475,7 @@ def test_exactly_once_under_faults(soak_stack: Stack, soak_pg: DebianPostgres, n
         time.sleep(2)  # poll interval
     stealing.set()
     calm.set()
+    chaos_thread.join(30)
     figures.seconds = time.monotonic() - started
 
     # --- what the next run does first: clean up after loaders that died -------------------------
@@ -503,7 +533,10 @@ def test_exactly_once_under_faults(soak_stack: Stack, soak_pg: DebianPostgres, n
     assert chaos.loaders() == []
     jobs = json.loads(stack.kubectl("get", "jobs", "-n", stack.ns, "-o", "json").stdout)["items"]
     assert not [j["metadata"]["name"] for j in jobs if (j.get("status") or {}).get("active")]
-    assert figures.kills and figures.postgres_restarts == 1 and figures.stolen_messages > 0
+    assert not chaos.errors, chaos.errors[:5]
+    # besides the two forced kills in the final transaction, the chaos thread killed loaders of its own
+    assert sum(n for k, n in figures.kills.items() if "forced" not in k) > 0, figures.kills
+    assert figures.postgres_restarts == 1 and figures.stolen_messages > 0
     assert proxy.connections > 0
 
     report = {**figures.__dict__, "kills": dict(figures.kills), "jobs": len(jobs),

@@ -17,8 +17,8 @@ class SlowProxy:
 
     def __init__(self, target: str, *, bytes_per_second: int = 2 << 20, latency: float = 0.05,
                  host: str = "127.0.0.1") -> None:
-        host, port = target.removeprefix("http://").rsplit(":", 1)
-        self.target = (host, int(port))
+        target_host, target_port = target.removeprefix("http://").rsplit(":", 1)
+        self.target = (target_host, int(target_port))
         self.rate, self.latency = bytes_per_second, latency
         self.port = free_port()
         self.host = host

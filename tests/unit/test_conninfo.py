@@ -35,3 +35,27 @@ def test_libpq_own_sources_come_first(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("PGPASSWORD")
     monkeypatch.delenv("FILEDROP_WAREHOUSE_URL")
     assert "password" not in conninfo(worker_conninfo("host=db.example dbname=wh user=loader"))
+
+
+@pytest.mark.parametrize("url", ["postgresql://loader:pa%zzss@db.example/wh", "host=db.example password='s3 cr3t"])
+def test_an_unreadable_url_is_refused_without_quoting_it(url: str) -> None:
+    with pytest.raises(ValueError) as err:
+        conninfo(url)
+    assert "zz" not in str(err.value) and "cr3t" not in str(err.value), str(err.value)
+
+
+def test_the_default_port_and_database_count_as_written(monkeypatch: pytest.MonkeyPatch) -> None:
+    """psycopg's dsn leaves out what equals libpq's defaults (port 5432, dbname = user); the install
+    guide's URL writes them."""
+    monkeypatch.delenv("PGPASSWORD", raising=False)
+    monkeypatch.delenv("PGPORT", raising=False)
+    monkeypatch.setenv("FILEDROP_WAREHOUSE_URL", "postgresql://loader:secret@db.example:5432/loader?sslmode=require")
+    got = conninfo(worker_conninfo("user=loader host=db.example hostaddr=10.0.0.5 sslmode=require"))
+    assert got["password"] == "secret"
+
+
+def test_a_password_file_is_libpqs_to_use(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PGPASSWORD", raising=False)
+    monkeypatch.setenv("PGPASSFILE", "/secrets/pgpass")
+    monkeypatch.setenv("FILEDROP_WAREHOUSE_URL", "postgresql://loader:secret@db.example:5433/wh")
+    assert "password" not in conninfo(worker_conninfo("host=db.example port=5433 dbname=wh user=loader"))

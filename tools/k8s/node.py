@@ -172,6 +172,14 @@ def _cgroup_dirs() -> list[Path]:
     return out
 
 
+def _is_pause(pid: int) -> bool:
+    """Whether pid runs a pod sandbox's pause binary (False once it has exited)."""
+    try:
+        return os.readlink(f"/proc/{pid}/exe").endswith("/pause")
+    except OSError:
+        return False
+
+
 def _pod_pids() -> set[int]:
     pids: set[int] = set()
     for d in _cgroup_dirs():
@@ -744,8 +752,11 @@ disabled_plugins = ['io.containerd.nri.v1.nri', 'io.containerd.tracing.processor
                         pids += [int(x) for x in (Path(root) / "cgroup.procs").read_text().split()]
                     except OSError:
                         continue
-        return sorted(pids, key=lambda p: (not (Path(f"/proc/{p}/exe").exists()
-                                                and os.readlink(f"/proc/{p}/exe").endswith("/pause")), p))
+        return sorted(pids, key=lambda p: (not _is_pause(p), p))
+
+    def container_pids(self, pod_uid: str) -> list[int]:
+        """The pids of a pod's containers' processes: its pids without the sandbox's pause."""
+        return [p for p in self.pod_pids(pod_uid) if not _is_pause(p)]
 
     def rss_mib(self) -> dict[str, float]:
         """Resident memory of each node component (MiB), from /proc."""

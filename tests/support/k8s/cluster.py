@@ -24,7 +24,8 @@ import shutil
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -157,6 +158,19 @@ def current_cluster() -> Cluster | None:
     return _current.get("cluster")
 
 
+@contextmanager
+def registered(cluster: Cluster) -> Iterator[Cluster]:
+    """While inside, failure reports show ``cluster``'s logs (then the one registered before, if any)."""
+    before = _current.get("cluster")
+    _current["cluster"] = cluster
+    try:
+        yield cluster
+    finally:
+        _current.pop("cluster", None)
+        if before is not None:
+            _current["cluster"] = before
+
+
 @pytest.fixture(scope="session")
 def k8s_cluster(tmp_path_factory) -> Cluster:
     d = tmp_path_factory.mktemp("k8s")
@@ -166,11 +180,10 @@ def k8s_cluster(tmp_path_factory) -> Cluster:
     except controlplane.ControlPlaneError as e:
         pytest.fail(f"the test control plane did not start: {e}", pytrace=False)
     cluster = Cluster(cp)
-    _current["cluster"] = cluster
     try:
-        yield cluster
+        with registered(cluster):
+            yield cluster
     finally:
-        _current.pop("cluster", None)
         cp.stop()
         shutil.rmtree(d / "etcd-data", ignore_errors=True)  # ~100 MB; the logs stay
 

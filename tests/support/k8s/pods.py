@@ -23,7 +23,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.support.k8s.cluster import Cluster, start_node_cluster, thirdparty_dir
+from tests.conftest import point_aws_at
+from tests.support.k8s.cluster import Cluster, registered, start_node_cluster, thirdparty_dir
 from tests.support.servers import DebianPostgres, start_moto
 from tools.images.build import build as build_images
 from tools.k8s.node import BRIDGE_IP
@@ -38,18 +39,12 @@ LOADER_IMAGE = f"docker.io/library/filedrop:{TAG}"
 def node_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     image = build_images(["filedrop"], TAG, force=False)["images"][f"filedrop:{TAG}"]  # type: ignore[index]
     cluster = start_node_cluster(tmp_path_factory.mktemp("k8s-pods"))
-    from tests.support.k8s import cluster as _cluster
-
-    before = _cluster._current.get("cluster")
-    _cluster._current["cluster"] = cluster  # for the failure hooks' control plane logs
     try:
-        cluster.install_crds([thirdparty_dir(), REPO / "crds"])
-        cluster.import_image(Path(image["archive"]))
-        yield cluster
+        with registered(cluster):  # failure reports show this cluster's logs
+            cluster.install_crds([thirdparty_dir(), REPO / "crds"])
+            cluster.import_image(Path(image["archive"]))
+            yield cluster
     finally:
-        _cluster._current.pop("cluster", None)
-        if before is not None:
-            _cluster._current["cluster"] = before
         leftovers = cluster.cp.stop()
         assert not leftovers, f"the node left the machine changed: {leftovers}"
 
@@ -76,12 +71,7 @@ def host_moto(node_cluster: Cluster) -> Iterator[str]:
 
 @pytest.fixture
 def pod_aws(host_moto: str, monkeypatch: pytest.MonkeyPatch) -> str:
-    for var, value in {"AWS_ENDPOINT_URL": host_moto, "AWS_ACCESS_KEY_ID": "testing",
-                       "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(var, value)
-    for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
-        monkeypatch.delenv(var, raising=False)
-    return host_moto
+    return point_aws_at(host_moto, monkeypatch)
 
 
 def fresh_database(server: DebianPostgres) -> tuple[str, str]:
