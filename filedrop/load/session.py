@@ -140,6 +140,9 @@ def _load(session: LoadSession, conn: Client, route: FileRoute, obj: SourceObjec
                        first_error=claim_error, finished=True, retryable=True, **common)
         return LoadResult(obj, route.name, "failed", engine=engine, first_error=claim_error, message=claim_error,
                           retryable=True)
+    # A claim held by a loader that died mid-load (its session ended by the server) passes only now: clean up
+    # after it (history row failed, its tables dropped) rather than leave it `running` until the next run.
+    history.cleanup_dead_loads(conn, meta)
     try:
         decision = decide(obj, history.loaded_versions(conn, meta, obj.bucket, obj.key), replay)
         if decision.verdict != "load":

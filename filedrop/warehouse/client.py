@@ -2,7 +2,8 @@
 
 Every other package runs SQL through a :class:`Client` (an import-linter contract keeps psycopg inside
 ``filedrop.warehouse``). A client is one session with DateStyle, TimeZone and the abbreviations pinned
-(:data:`filedrop.warehouse.sql.SESSION_SETUP`), so values read the same whatever the server's defaults.
+(:data:`filedrop.warehouse.sql.SESSION_SETUP`), so values read the same whatever the server's defaults,
+and with TCP keepalives on both ends, so a dead peer is noticed within about a minute.
 
 Statements are text built by :mod:`filedrop.warehouse.sql` from validated, quoted identifiers; values
 are always bound as parameters.
@@ -121,6 +122,16 @@ def conninfo_with(target: str, *, password_from: str) -> str:
     return make_conninfo(target, password=theirs["password"])
 
 
+def _with_keepalives(url: str) -> str:
+    """``url`` with :data:`~filedrop.warehouse.sql.CLIENT_KEEPALIVES` where it says nothing of them."""
+    try:
+        given = conninfo(url)
+    except ValueError:
+        return url  # psycopg.connect says what is wrong with it
+    missing = {k: v for k, v in sql.CLIENT_KEEPALIVES.items() if k not in given}
+    return make_conninfo(url, **missing) if missing else url
+
+
 class Client:
     """One warehouse session. Use :meth:`open`; close it (or use it as a context manager) when done."""
 
@@ -130,7 +141,7 @@ class Client:
     @classmethod
     def open(cls, url: str, *, autocommit: bool = True, application_name: str = "filedrop") -> Client:
         try:
-            conn = psycopg.connect(url, autocommit=autocommit, application_name=application_name)
+            conn = psycopg.connect(_with_keepalives(url), autocommit=autocommit, application_name=application_name)
         except psycopg.OperationalError as exc:
             # The message can contain the URL; never echo a password.
             raise WarehouseError(f"cannot connect to the warehouse: {str(exc).strip().splitlines()[0]}") from None

@@ -31,7 +31,16 @@ _LOAD_ID = re.compile(r"^[0-9a-f]{32}$")
 #: Run on every warehouse session: values are read the same whatever the client's environment
 #: (PGDATESTYLE, PGTZ, PGOPTIONS, a role's or database's defaults). A naive ``timestamptz`` is UTC; zone
 #: abbreviations (``IST``) mean what PostgreSQL's default set says.
-SESSION_SETUP = "SET DateStyle = 'ISO, YMD'; SET TimeZone = 'UTC'; SET timezone_abbreviations = 'Default'"
+#: The server probes the session's TCP peer after 30 s of silence (3 probes, 10 s apart): a loader that
+#: vanished without closing its connection (its pod's network gone, its node dead) has its session, and the
+#: claim and locks it holds, ended within about a minute, not after the kernel's two-hour default.
+SESSION_SETUP = ("SET DateStyle = 'ISO, YMD'; SET TimeZone = 'UTC'; SET timezone_abbreviations = 'Default'; "
+                 "SET tcp_keepalives_idle = 30; SET tcp_keepalives_interval = 10; SET tcp_keepalives_count = 3")
+
+#: The same on the client's side (libpq), unless the URL sets them: a loader whose server vanished (a
+#: failover) gets an error within about a minute instead of waiting for a reply forever.
+CLIENT_KEEPALIVES = {"keepalives": "1", "keepalives_idle": "30", "keepalives_interval": "10",
+                     "keepalives_count": "3"}
 
 
 def ident(name: str) -> str:

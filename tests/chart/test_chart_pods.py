@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -24,6 +25,7 @@ from tests.chart.conftest import CHART, RESTRICTED, notifying_bucket
 from tests.conftest import D2B, DB
 from tests.support.k8s.cluster import Cluster
 from tests.support.k8s.pods import TAG
+from tests.support.servers import DebianPostgres
 
 pytestmark = pytest.mark.k8s
 
@@ -185,18 +187,19 @@ def test_operator_pod_deleted_mid_flow_and_a_bad_header_on_real_pods(pods: Pods)
 ORDERS_HEADER = "order_id,customer_id,order_date,product_id,unit_price,quantity,total_price\n"
 
 
-def test_loader_container_killed_during_its_copy_is_retried_and_loads_once(pods: Pods, node_cluster: Cluster) -> None:
-    """SIGKILL of a loader's container while its COPY streams (caught in pg_stat_progress_copy, matched to the
-    pod by its IP): the pod fails, the operator retries with a new Job, the rows land once, nothing is left."""
-    pods.wait(lambda: pods.ready("filedrop-operator") and pods.ready("filedrop-bridge"),
-              "the operator and bridge pods Ready")
-    rows = 1_500_000  # ~50 MB: its COPY lasts long enough to be caught
+BIG_ROWS = 1_500_000  # ~50 MB: its COPY lasts long enough to be caught
+
+
+def put_big_orders(pods: Pods) -> None:
     body = ORDERS_HEADER + "".join(f"{i},{i % 97},2022-07-13,{i % 50},139,{i % 9},{139 * (i % 9)}\n"
-                                   for i in range(1, rows + 1))
+                                   for i in range(1, BIG_ROWS + 1))
     s3, bucket = notifying_bucket(pods.queue)
     s3.put_object(Bucket=bucket, Key="orders_data/orders_big.csv", Body=body.encode())
 
-    def copying_pod() -> dict[str, Any] | None:
+
+def copying_pod(pods: Pods) -> dict[str, Any]:
+    """The loader pod whose COPY runs (caught in pg_stat_progress_copy, matched to the pod by its IP)."""
+    def find() -> dict[str, Any] | None:
         ips = {ip for (ip,) in pods.db.rows("SELECT host(a.client_addr) FROM pg_stat_progress_copy c "
                                             "JOIN pg_stat_activity a USING (pid)")}
         if not ips:
@@ -205,29 +208,70 @@ def test_loader_container_killed_during_its_copy_is_retried_and_loads_once(pods:
             if pod["status"].get("podIP") in ips and pod["status"].get("containerStatuses"):
                 return dict(pod)
         return None
-    victim = pods.wait(copying_pod, "a loader pod in its COPY", 180)
-    container = victim["status"]["containerStatuses"][0]["containerID"].split("://", 1)[1]
+    return dict(pods.wait(find, "a loader pod in its COPY", 180))
+
+
+def kill_container(pods: Pods, node_cluster: Cluster, pod: dict[str, Any]) -> None:
+    """SIGKILL the pod's container through the container runtime; wait until the kubelet reports exit 137."""
+    container = pod["status"]["containerStatuses"][0]["containerID"].split("://", 1)[1]
     assert node_cluster.node is not None
     node_cluster.node.ctr("tasks", "kill", "--signal", "SIGKILL", container)
 
-    def killed() -> Any:
-        pod = pods.json("get", "pod", victim["metadata"]["name"])
-        state = pod["status"].get("containerStatuses", [{}])[0].get("state", {})
-        return state.get("terminated")
-    terminated = pods.wait(killed, "the killed loader container seen as terminated", 60)
-    assert terminated["exitCode"] == 137, terminated
+    def terminated() -> Any:
+        now = pods.json("get", "pod", pod["metadata"]["name"])
+        return now["status"].get("containerStatuses", [{}])[0].get("state", {}).get("terminated")
+    state = pods.wait(terminated, "the killed loader container seen as terminated", 60)
+    assert state["exitCode"] == 137, state
 
+
+def loaded_once_after_a_retry(pods: Pods, timeout: float) -> None:
+    """orders_big.csv Loaded by its second attempt: every row once, one loaded history row, nothing left."""
     def loaded() -> Any:
         fd = pods.filedrops().get("orders_data/orders_big.csv") or {}
         return (fd.get("status") or {}).get("phase") == "Loaded" and fd["status"]
-    status = pods.wait(loaded, "the file Loaded by a retry", 300)
+    status = pods.wait(loaded, "the file Loaded by a retry", timeout)
     assert status["attempts"] == 2, status
-    assert status["rowsLoaded"] == rows, status
-    # exactly once: every row once, one loaded history row, the killed load's private table cleaned up
-    assert pods.db.rows("SELECT count(*), count(DISTINCT order_id) FROM staging.orders") == [(rows, rows)]
+    assert status["rowsLoaded"] == BIG_ROWS, status
+    assert pods.db.rows("SELECT count(*), count(DISTINCT order_id) FROM staging.orders") == [(BIG_ROWS, BIG_ROWS)]
     history = pods.db.history()
     assert [h["status"] for h in history].count("loaded") == 1, history
     assert "running" not in [h["status"] for h in history], history
     assert pods.db.leftover_tables() == []
     jobs = pods.json("get", "jobs", "-l", "filedrop.dev/filedrop")["items"]
     assert sorted((j.get("status") or {}).get("succeeded", 0) for j in jobs) == [0, 1], [j["status"] for j in jobs]
+
+
+def test_loader_container_killed_during_its_copy_is_retried_and_loads_once(pods: Pods, node_cluster: Cluster) -> None:
+    """SIGKILL of a loader's container while its COPY streams: the pod fails, the operator retries with a new
+    Job, the rows land once, nothing is left."""
+    pods.wait(lambda: pods.ready("filedrop-operator") and pods.ready("filedrop-bridge"),
+              "the operator and bridge pods Ready")
+    put_big_orders(pods)
+    kill_container(pods, node_cluster, copying_pod(pods))
+    loaded_once_after_a_retry(pods, 300)
+
+
+BLACKHOLE = "FILEDROP-TEST-BLACKHOLE"  # a FILEDROP- chain: the node's cleanup removes it should the test crash
+
+
+def test_a_loader_pod_gone_without_a_word_does_not_hold_its_file_hostage(pods: Pods, node_cluster: Cluster,
+                                                                          host_pg: DebianPostgres) -> None:
+    """A loader pod that vanishes mid-COPY without closing its connection (its packets lost, as when its node
+    dies): PostgreSQL must notice the dead peer and end the session, so the claim it held passes to the retry,
+    which loads the file once. A session waiting for COPY data from a dead peer otherwise waits for hours
+    (the kernel's keepalive default), and every retry gives up after FILEDROP_CLAIM_WAIT_SECONDS (900 s)."""
+    pods.wait(lambda: pods.ready("filedrop-operator") and pods.ready("filedrop-bridge"),
+              "the operator and bridge pods Ready")
+    put_big_orders(pods)
+    victim = copying_pod(pods)
+    rule = ["-s", victim["status"]["podIP"], "-p", "tcp", "--dport", str(host_pg.port), "-j", "DROP"]
+    subprocess.run(["iptables", "-w", "5", "-N", BLACKHOLE], check=True)
+    try:
+        subprocess.run(["iptables", "-w", "5", "-A", BLACKHOLE, *rule], check=True)
+        subprocess.run(["iptables", "-w", "5", "-I", "INPUT", "-j", BLACKHOLE], check=True)
+        kill_container(pods, node_cluster, victim)  # its FIN (and all else) never reaches PostgreSQL
+        loaded_once_after_a_retry(pods, 240)
+    finally:
+        subprocess.run(["iptables", "-w", "5", "-D", "INPUT", "-j", BLACKHOLE], check=False)
+        subprocess.run(["iptables", "-w", "5", "-F", BLACKHOLE], check=False)
+        subprocess.run(["iptables", "-w", "5", "-X", BLACKHOLE], check=False)

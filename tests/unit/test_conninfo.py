@@ -59,3 +59,13 @@ def test_a_password_file_is_libpqs_to_use(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("PGPASSFILE", "/secrets/pgpass")
     monkeypatch.setenv("FILEDROP_WAREHOUSE_URL", "postgresql://loader:secret@db.example:5433/wh")
     assert "password" not in conninfo(worker_conninfo("host=db.example port=5433 dbname=wh user=loader"))
+
+
+def test_client_keepalives_unless_the_url_sets_them() -> None:
+    from filedrop.warehouse.client import _with_keepalives
+
+    got = conninfo(_with_keepalives("postgresql://loader:pw@db.example:5432/wh"))
+    assert (got["keepalives"], got["keepalives_idle"], got["keepalives_count"]) == ("1", "30", "3")
+    assert got["password"] == "pw" and got["port"] == "5432"
+    own = conninfo(_with_keepalives("postgresql://db.example/wh?keepalives_idle=5"))
+    assert own["keepalives_idle"] == "5" and own["keepalives_interval"] == "10"
