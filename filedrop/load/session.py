@@ -134,15 +134,12 @@ def _load(session: LoadSession, conn: Client, route: FileRoute, obj: SourceObjec
     # Claim the object before deciding: a concurrent loader of the same (bucket, key) — another version,
     # or this one again — is waited for, so the decision sees what it applied (a rollback racing the
     # version before it) and a duplicate is never parsed only to lose at the apply.
-    claim_error = _claim(conn, obj, settings.claim_wait_seconds)
+    claim_error = _claim(conn, meta, obj, settings.claim_wait_seconds)
     if claim_error is not None:
         history.insert(conn, meta, load_id=uuid.uuid4().hex, status="failed", filedrop=filedrop,
                        first_error=claim_error, finished=True, retryable=True, **common)
         return LoadResult(obj, route.name, "failed", engine=engine, first_error=claim_error, message=claim_error,
                           retryable=True)
-    # A claim held by a loader that died mid-load (its session ended by the server) passes only now: clean up
-    # after it (history row failed, its tables dropped) rather than leave it `running` until the next run.
-    history.cleanup_dead_loads(conn, meta)
     try:
         decision = decide(obj, history.loaded_versions(conn, meta, obj.bucket, obj.key), replay)
         if decision.verdict != "load":
@@ -155,12 +152,18 @@ def _load(session: LoadSession, conn: Client, route: FileRoute, obj: SourceObjec
             _release_claim(conn, obj)
 
 
-def _claim(conn: Client, obj: SourceObject, wait_seconds: float) -> str | None:
+def _claim(conn: Client, meta: str, obj: SourceObject, wait_seconds: float) -> str | None:
     """Take the object's claim, waiting at most ``wait_seconds`` for a loader that holds it; None when
     taken, else why not (the attempt is recorded as failed, retryable, and the run goes on). An object
     nobody else loads costs one statement; only a held claim pays for the bounded wait."""
     name = claim_lock(obj.bucket, obj.key)
-    if conn.try_lock(name) or conn.lock(name, wait_seconds):
+    if conn.try_lock(name):
+        return None
+    if conn.lock(name, wait_seconds):
+        # The holder finished, or died mid-load (its session ended by the server, which releases the claim
+        # only now): clean up after a dead one (history row failed, its tables dropped) rather than leave it
+        # `running` until the next run.
+        history.cleanup_dead_loads(conn, meta)
         return None
     return (f"another loader has been loading {obj.display} for over {wait_seconds:g} s "
             "(FILEDROP_CLAIM_WAIT_SECONDS); this attempt loaded nothing and will be retried")
