@@ -16,7 +16,7 @@ export FILEDROP_D2B_DIR ?= $(SHARED)/data/d2b
 export FILEDROP_THIRDPARTY ?= $(SHARED)/thirdparty
 PG15_BIN := /usr/lib/postgresql/15/bin
 
-.PHONY: help demo test test-deps unit lint venv clean-venv bench soak
+.PHONY: help demo test test-deps unit lint venv clean-venv bench bench-pods soak
 
 help:
 	@echo "make demo    - load the d2b files into an embedded PostgreSQL and show what happened"
@@ -24,6 +24,7 @@ help:
 	@echo "make unit    - only the fast tests that need no server"
 	@echo "make lint    - ruff and mypy --strict (part of make test)"
 	@echo "make bench   - load benchmarks (docs/benchmarks.md); not part of make test"
+	@echo "make bench-pods - Spark with executor pods against a loader Job on the node, one 1 GB file"
 	@echo "make soak    - the fault-injection suite, long: SOAK_FILES files (docs/reliability.md)"
 	@echo "make cluster - a local Kubernetes control plane for kubectl get filedrops (make cluster-down stops it)"
 	@echo "make images  - build the filedrop and Spark images with buildah, as OCI archives (tools/images)"
@@ -94,6 +95,15 @@ bench: venv spark-jars
 	set -o pipefail; $(PY) bench/status.py --versions $(BENCH_STATUS_VERSIONS) $(if $(BENCH_WAREHOUSE),--warehouse $(BENCH_WAREHOUSE)) \
 		| tee $(BENCH_RESULTS)/status.md
 	@echo "load average after: $$(uptime)" | tee -a $(BENCH_RESULTS)/uptime.txt
+
+# On the node's pods (docs/benchmarks.md "Spark on pods"): the same ~1 GB file by a loader Job and by a
+# SparkApplication with two executor pods, interleaved; needs what `make test` needs for the cluster.
+POD_BENCH_ORDERS ?= 27000000
+POD_BENCH_REPEAT ?= 1
+bench-pods: venv test-deps k8s-tools k8s-node-tools node-deps image-deps spark-jars
+	FILEDROP_POD_BENCH_ORDERS=$(POD_BENCH_ORDERS) FILEDROP_POD_BENCH_REPEAT=$(POD_BENCH_REPEAT) \
+		FILEDROP_BENCH_DATA=$(BENCH_DATA) FILEDROP_POD_BENCH_OUT=$(BENCH_RESULTS)/spark-pods.json \
+		$(PY) -m pytest -m podbench -s tests/k8s/test_spark_pods_bench.py
 
 # The fault-injection suite runs in `make test` with 200 files; this is its long version.
 SOAK_FILES ?= 1000

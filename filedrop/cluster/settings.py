@@ -90,7 +90,8 @@ class OperatorConfig:
                 aws_secret=env.get("FILEDROP_LOADER_ENV_SECRET") or None,
                 s3_endpoint=env.get("AWS_ENDPOINT_URL") or None,
                 aws_region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
-                routes_config_map=None)
+                routes_config_map=None,
+                core_request=env.get("FILEDROP_SPARK_CORE_REQUEST") or None)
         return cls(
             warehouse_url=url,
             settings=Settings(),

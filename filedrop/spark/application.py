@@ -7,6 +7,12 @@ Spark engine and records the outcome — with resources from :mod:`filedrop.spar
 Secrets never appear in the manifest: the warehouse password reaches driver and executors as
 ``PGPASSWORD`` from a Kubernetes Secret (``envFrom``/``secretKeyRef``), and S3 credentials come from
 IRSA (web identity: the service account's role) or from a Secret the same way.
+
+Environment, security contexts and volumes are in the driver's and executor's pod *templates*
+(``spec.driver.template``), not in the SparkPodSpec fields of the same names: spark-submit builds the pods
+on the template, so they arrive whether or not the spark-operator's mutating webhook runs. The SparkPodSpec
+fields reach a pod only through that webhook, and without it they are dropped without a word (the pod
+would then lack the warehouse URL and fail restricted Pod Security).
 """
 
 from __future__ import annotations
@@ -23,6 +29,9 @@ KIND = "SparkApplication"
 FILEDROP_API_VERSION = "filedrop.dev/v1alpha1"
 #: Where the image puts the job's main file (spark_images/Dockerfile).
 MAIN_FILE = "local:///opt/filedrop/job.py"
+#: The container names spark-submit looks for in the pod templates (the spark-operator passes them).
+DRIVER_CONTAINER = "spark-kubernetes-driver"
+EXECUTOR_CONTAINER = "spark-kubernetes-executor"
 
 
 @dataclass(frozen=True)
@@ -46,6 +55,9 @@ class SparkJobConfig:
     meta_schema: str = "filedrop"
     routes_config_map: str | None = "filedrop-routes"
     extra_spark_conf: Mapping[str, str] = field(default_factory=dict)
+    #: CPU the driver and each executor pod request (``coreRequest``, e.g. "250m"); None: their cores.
+    #: Spark's default asks a whole core per core, which a small node may not have for driver + executors.
+    core_request: str | None = None
 
 
 def application_name(filedrop_name: str, attempt: int) -> str:
@@ -142,15 +154,25 @@ def build_spark_application(*, filedrop: Mapping[str, Any], route: str, obj: Sou
         volume_mounts.append({"name": "routes", "mountPath": ROUTES_DIR, "readOnly": True})
     args = job_arguments(obj, route, meta["name"], ROUTES_DIR if config.routes_config_map and not route_json else None,
                          route_json, replay)
+
+    def template(container: str, env: list[dict[str, Any]]) -> dict[str, Any]:
+        spec: dict[str, Any] = {
+            "securityContext": pod_security,
+            "containers": [{"name": container, "env": env, "securityContext": container_security,
+                            **({"volumeMounts": volume_mounts} if volume_mounts else {})}],
+        }
+        if volumes:
+            spec["volumes"] = volumes
+        return {"spec": spec}
+
+    requests = {"coreRequest": config.core_request} if config.core_request else {}
     driver: dict[str, Any] = {
         "cores": tier.driver_cores,
         "memory": tier.driver_memory,
         "serviceAccount": config.service_account,
         "labels": labels,
-        "env": _env(config, tier, driver=True),
-        "podSecurityContext": pod_security,
-        "securityContext": container_security,
-        "volumeMounts": volume_mounts,
+        **requests,
+        "template": template(DRIVER_CONTAINER, _env(config, tier, driver=True)),
     }
     executor: dict[str, Any] = {
         # driver-only tiers run local[cores] in the driver and start no executor: the schema still
@@ -159,10 +181,8 @@ def build_spark_application(*, filedrop: Mapping[str, Any], route: str, obj: Sou
         "cores": tier.executor_cores,
         "memory": tier.executor_memory,
         "labels": labels,
-        "env": _env(config, tier, driver=False),
-        "podSecurityContext": pod_security,
-        "securityContext": container_security,
-        "volumeMounts": volume_mounts,
+        **requests,
+        "template": template(EXECUTOR_CONTAINER, _env(config, tier, driver=False)),
     }
     return {
         "apiVersion": API_VERSION,
@@ -189,7 +209,6 @@ def build_spark_application(*, filedrop: Mapping[str, Any], route: str, obj: Sou
             "timeToLiveSeconds": config.ttl_seconds,
             "sparkConf": spark_conf,
             "hadoopConf": hadoop_conf,
-            "volumes": volumes,
             "driver": driver,
             "executor": executor,
         },

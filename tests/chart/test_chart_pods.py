@@ -24,7 +24,7 @@ import yaml
 from tests.chart.conftest import CHART, RESTRICTED, notifying_bucket
 from tests.conftest import D2B, DB
 from tests.support.k8s.cluster import Cluster
-from tests.support.k8s.pods import TAG
+from tests.support.k8s.pods import TAG, kill_container
 from tests.support.servers import DebianPostgres
 
 pytestmark = pytest.mark.k8s
@@ -211,11 +211,9 @@ def copying_pod(pods: Pods) -> dict[str, Any]:
     return dict(pods.wait(find, "a loader pod in its COPY", 180))
 
 
-def kill_container(pods: Pods, node_cluster: Cluster, pod: dict[str, Any]) -> None:
+def kill_loader(pods: Pods, node_cluster: Cluster, pod: dict[str, Any]) -> None:
     """SIGKILL the pod's container through the container runtime; wait until the kubelet reports exit 137."""
-    container = pod["status"]["containerStatuses"][0]["containerID"].split("://", 1)[1]
-    assert node_cluster.node is not None
-    node_cluster.node.ctr("tasks", "kill", "--signal", "SIGKILL", container)
+    kill_container(node_cluster, pod)
 
     def terminated() -> Any:
         now = pods.json("get", "pod", pod["metadata"]["name"])
@@ -247,7 +245,7 @@ def test_loader_container_killed_during_its_copy_is_retried_and_loads_once(pods:
     pods.wait(lambda: pods.ready("filedrop-operator") and pods.ready("filedrop-bridge"),
               "the operator and bridge pods Ready")
     put_big_orders(pods)
-    kill_container(pods, node_cluster, copying_pod(pods))
+    kill_loader(pods, node_cluster, copying_pod(pods))
     loaded_once_after_a_retry(pods, 300)
 
 
@@ -269,7 +267,7 @@ def test_a_loader_pod_gone_without_a_word_does_not_hold_its_file_hostage(pods: P
     try:
         subprocess.run(["iptables", "-w", "5", "-A", BLACKHOLE, *rule], check=True)
         subprocess.run(["iptables", "-w", "5", "-I", "INPUT", "-j", BLACKHOLE], check=True)
-        kill_container(pods, node_cluster, victim)  # its FIN (and all else) never reaches PostgreSQL
+        kill_loader(pods, node_cluster, victim)  # its FIN (and all else) never reaches PostgreSQL
         loaded_once_after_a_retry(pods, 240)
     finally:
         subprocess.run(["iptables", "-w", "5", "-D", "INPUT", "-j", BLACKHOLE], check=False)

@@ -1,6 +1,6 @@
 """The test control plane is a real one: versions, CRD validation, RBAC, controllers,
-Pod Security admission, the third-party CRDs, helm; and the local runner, the tests' stand-in
-for the spark-operator (tests/support/k8s/runner.py).
+Pod Security admission, the third-party CRDs, helm. The spark-operator itself runs on the node
+(tests/k8s/test_spark_pods.py).
 
 There is no node here, so no Pod runs: Jobs on the real kubelet are tests/k8s/test_node.py's.
 """
@@ -9,15 +9,11 @@ from __future__ import annotations
 
 import json
 import re
-import textwrap
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from tests.support.k8s.cluster import REPO, Cluster, thirdparty_dir
+from tests.support.k8s.cluster import REPO, thirdparty_dir
 from tests.support.k8s.kube import ApiError, token_kubeconfig
-from tests.support.k8s.runner import LocalRunner
 
 pytestmark = pytest.mark.k8s
 
@@ -163,68 +159,6 @@ def test_owned_objects_are_garbage_collected(k8s_cluster, k8s_namespace):
         except ApiError as e:
             return e.status == 404
     k.wait_for(child_gone, 60, "the garbage collector to delete the child")
-
-
-def spark_app(name: str, main: Path, arguments: list[str], env: list[dict]) -> dict:
-    return {
-        "apiVersion": "sparkoperator.k8s.io/v1beta2", "kind": "SparkApplication",
-        "metadata": {"name": name},
-        "spec": {
-            "type": "Python", "mode": "cluster", "pythonVersion": "3", "sparkVersion": "4.0.1",
-            "image": "filedrop-spark:test", "mainApplicationFile": f"local://{main}",
-            "arguments": arguments,
-            "sparkConf": {"spark.sql.shuffle.partitions": "2"},
-            "driver": {"cores": 1, "memory": "512m", "env": env},
-            "executor": {"cores": 1, "instances": 1, "memory": "512m"},
-        },
-    }
-
-
-def spark_state(k, ns: str, name: str) -> dict:
-    return k.kube.get(f"{SPARK}/namespaces/{ns}/sparkapplications/{name}").get("status", {})
-
-
-@pytest.fixture
-def spark_runner(k8s_cluster: Cluster, k8s_thirdparty_crds: list[str], tmp_path: Path) -> Iterator[LocalRunner]:
-    """The local runner as the spark-operator, for this module's test only."""
-    with LocalRunner(k8s_cluster.kubeconfig, tmp_path / "runner", cwd=REPO) as runner:
-        yield runner
-
-
-def test_spark_applications_are_run_to_completed_or_failed(k8s_cluster, spark_runner, k8s_namespace, tmp_path):
-    k, ns = k8s_cluster, k8s_namespace
-    main = tmp_path / "job.py"
-    main.write_text(textwrap.dedent("""
-        import os, shlex, sys
-        if sys.argv[1] == "fail":
-            raise SystemExit("boom: the input is bad")
-        print("args", sys.argv[1:], "table", os.environ["TABLE"])
-        print("conf", "spark.sql.shuffle.partitions=2" in shlex.split(os.environ["PYSPARK_SUBMIT_ARGS"]))
-    """))
-    env = [{"name": "TABLE", "value": "staging.orders"}]
-    k.kubectl("apply", "-n", ns, "-f", "-", input=dump(spark_app("good", main, ["ok", "2026-01-01"], env),
-                                                         spark_app("broken", main, ["fail"], env)))
-
-    def finished(name: str):
-        st = spark_state(k, ns, name)
-        return st if st.get("applicationState", {}).get("state") in ("COMPLETED", "FAILED") else None
-
-    good = k.wait_for(lambda: finished("good"), 60, "SparkApplication good to finish")
-    assert good["applicationState"]["state"] == "COMPLETED", good
-    assert good["submissionAttempts"] == 1 and good["executionAttempts"] == 1
-    assert good["lastSubmissionAttemptTime"] and good["terminationTime"]
-    assert good["driverInfo"]["podName"] == "good-driver"
-    out = spark_runner.output(ns, "good")
-    assert "args ['ok', '2026-01-01'] table staging.orders" in out and "conf True" in out
-
-    broken = k.wait_for(lambda: finished("broken"), 60, "SparkApplication broken to finish")
-    assert broken["applicationState"]["state"] == "FAILED"
-    assert "boom: the input is bad" in broken["applicationState"]["errorMessage"]
-    assert "ExitCode: 1" in broken["applicationState"]["errorMessage"]
-
-    table = k.kubectl("get", "sparkapplications", "-n", ns).stdout
-    assert re.search(r"^good\s+COMPLETED\s+1\s", table, re.MULTILINE), table
-    assert re.search(r"^broken\s+FAILED\s+1\s", table, re.MULTILINE), table
 
 
 def privileged_pod(name: str) -> dict:

@@ -8,8 +8,7 @@ The operator and the bridge run as host subprocesses with their ServiceAccounts'
 operator/rbac.yaml), not as admin: these tests SIGKILL and restart them at chosen moments and read the
 operator's metrics; tests/chart/test_chart_pods.py runs them as the chart's pods.
 
-The one thing still run by the local runner (tests/support/k8s/runner.py) is the SparkApplication of
-test_large_files_are_loaded_by_a_spark_application: no spark-operator runs on the node yet (issue 16).
+Large files through the Spark engine and the real spark-operator: tests/k8s/test_spark_pods.py.
 """
 
 from __future__ import annotations
@@ -30,7 +29,6 @@ from filedrop.routes import load_routes, parse_routes_yaml
 from tests.conftest import D2B, DB
 from tests.support.k8s.cluster import Cluster
 from tests.support.k8s.pods import LOADER_IMAGE
-from tests.support.k8s.runner import LocalRunner
 from tests.support.k8s.topology import AWS_SECRET, Stack, s3_event
 from tests.support.servers import DebianPostgres, free_port
 
@@ -69,14 +67,6 @@ def stack(node_cluster: Cluster, pod_warehouse: tuple[str, str], pod_aws: str, t
         for name in list(s.procs):
             s.stop(name)
         node_cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
-
-
-@pytest.fixture
-def spark_runner(node_cluster: Cluster, tmp_path: Path) -> Iterator[LocalRunner]:
-    """The local runner as the spark-operator only (no spark-operator on the node until issue 16): it runs
-    SparkApplications as local processes and leaves every pod to the kubelet."""
-    with LocalRunner(node_cluster.kubeconfig, tmp_path / "runner", cwd=REPO) as runner:
-        yield runner
 
 
 def loader_logs(stack: Stack) -> str:
@@ -291,21 +281,3 @@ def test_backfill_creates_filedrops_for_what_history_lacks(stack: Stack, db: DB)
     assert db.one("SELECT count(*) FROM staging.items") == 3
 
 
-def test_large_files_are_loaded_by_a_spark_application(stack: Stack, db: DB, spark_runner: LocalRunner) -> None:
-    # The runner plays spark-operator: the image's job.py is this checkout's.
-    spark_runner.path_map.setdefault("/opt/filedrop/job.py", str(REPO / "filedrop" / "spark" / "job.py"))
-    stack.setup([ITEMS_ROUTE])
-    stack.start_operator(FILEDROP_SPARK_IMAGE="filedrop-spark:test", FILEDROP_SPARK_THRESHOLD_BYTES="10")
-    stack.start_bridge()
-    stack.put("items_big.csv", b"id,name\n1,a\n2,b\n3,c\n")
-    stack.put("items_tiny.csv", b"id,name\n")  # under the threshold: the light loader
-    stack.wait(lambda: stack.phases() == {"items_big.csv": "Loaded", "items_tiny.csv": "Loaded"}, "both loaded", 300)
-    engines = {fd["spec"]["key"]: fd["status"]["engine"] for fd in stack.filedrops()}
-    assert engines == {"items_big.csv": "spark", "items_tiny.csv": "direct"}
-    apps = json.loads(stack.kubectl("get", "sparkapplications", "-n", stack.ns, "-o", "json").stdout)["items"]
-    assert [a["status"]["applicationState"]["state"] for a in apps] == ["COMPLETED"]
-    assert apps[0]["spec"]["restartPolicy"]["type"] == "Never"
-    assert db.rows("SELECT engine, rows_loaded FROM filedrop.ingest_history "
-                   "WHERE key = 'items_big.csv'") == [("spark", 3)]
-    assert db.rows("SELECT id, name, _row_number FROM staging.items "
-                   "WHERE _source_key = 'items_big.csv' ORDER BY id") == [(1, "a", 1), (2, "b", 2), (3, "c", 3)]

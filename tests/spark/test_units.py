@@ -197,20 +197,57 @@ def test_manifest_contents() -> None:
     assert spec["hadoopConf"]["fs.s3a.endpoint"] == "http://minio:9000"
     assert spec["hadoopConf"]["fs.s3a.path.style.access"] == "true"
     assert spec["sparkConf"]["spark.task.maxFailures"] == "1"
-    env = {e["name"]: e for e in spec["driver"]["env"]}
+    env = {e["name"]: e for e in _container(spec, "driver")["env"]}
     assert env["PGPASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "filedrop-warehouse", "key": "password",
                                                              "optional": True}  # the URL may carry it
     assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "aws-keys"
     assert all("value" not in e for n, e in env.items() if "PASSWORD" in n or "SECRET" in n or n == "AWS_ACCESS_KEY_ID")
     assert "FILEDROP_SPARK_MASTER" not in env
-    assert spec["driver"]["podSecurityContext"]["runAsNonRoot"] is True
+    assert spec["driver"]["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
+
+
+def _container(spec: dict, role: str) -> dict:
+    """The driver's or executor's container in its pod template: the one spark-submit builds the pod on."""
+    [container] = spec[role]["template"]["spec"]["containers"]
+    assert container["name"] == f"spark-kubernetes-{role}"
+    return dict(container)
+
+
+def test_pod_settings_reach_the_pods_without_the_spark_operator_webhook() -> None:
+    # The SparkPodSpec's env/securityContext/volumeMounts are applied only by the spark-operator's mutating
+    # webhook; without it the pods lacked the warehouse URL and failed restricted Pod Security. The pod
+    # templates are what spark-submit builds the pods on.
+    config = manifests.SparkJobConfig(image="i", namespace="n", core_request="250m")
+    app = manifests.build_spark_application(filedrop=FILEDROP, route="orders", obj=OBJ,
+                                            tier=sizing.tier_for(3 << 30), config=config)
+    spec = app["spec"]
+    for role in ("driver", "executor"):
+        assert not {"env", "podSecurityContext", "securityContext", "volumeMounts"} & set(spec[role]), role
+        pod = spec[role]["template"]["spec"]
+        assert pod["securityContext"] == {"runAsNonRoot": True, "runAsUser": 185, "fsGroup": 185,
+                                          "seccompProfile": {"type": "RuntimeDefault"}}
+        container = _container(spec, role)
+        assert container["securityContext"]["allowPrivilegeEscalation"] is False
+        assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+        env = {e["name"]: e for e in container["env"]}
+        assert env["FILEDROP_WAREHOUSE_URL"]["valueFrom"]["secretKeyRef"] == {"name": "filedrop-warehouse",
+                                                                              "key": "url"}
+        assert spec[role]["coreRequest"] == "250m"
+    assert "volumes" not in spec  # routes come as --route-json or in the template's volumes
+    mounted = manifests.build_spark_application(filedrop=FILEDROP, route="orders", obj=OBJ,
+                                                tier=sizing.tier_for(3 << 30), config=CONFIG)["spec"]
+    assert mounted["driver"]["template"]["spec"]["volumes"] == [{"name": "routes",
+                                                                 "configMap": {"name": "filedrop-routes"}}]
+    assert _container(mounted, "executor")["volumeMounts"][0]["mountPath"] == manifests.ROUTES_DIR
+    assert "coreRequest" not in mounted["driver"]
+    jsonschema.validate(app, _strict(_crd_schema()))
 
 
 def test_driver_only_tier_runs_spark_inside_the_driver() -> None:
     tier = sizing.tier_for(1 << 20)
     app = manifests.build_spark_application(filedrop=FILEDROP, route="orders", obj=OBJ, tier=tier,
                                             config=manifests.SparkJobConfig(image="i", namespace="n"))
-    env = {e["name"]: e.get("value") for e in app["spec"]["driver"]["env"]}
+    env = {e["name"]: e.get("value") for e in _container(app["spec"], "driver")["env"]}
     assert env["FILEDROP_SPARK_MASTER"] == "local[2]"
     assert "AWS_ENDPOINT_URL" not in env and "AWS_SECRET_ACCESS_KEY" not in env  # IRSA in EKS
     assert "fs.s3a.endpoint" not in app["spec"]["hadoopConf"]

@@ -204,7 +204,7 @@ def build_image(buildah: Buildah, image: Image, tag: str, base_keys: dict[str, s
                 previous: dict[str, object], force: bool) -> dict[str, object]:
     ref = image.ref(tag)
     key = image_key(image, REPO, tag, base_keys)
-    archive = cache / f"{image.repository}-{tag}.oci.tar"
+    archive = archive_path(cache, image, tag)
     if not force and previous.get("key") == key and archive.is_file() and buildah.exists(ref):
         log(f"{image.name}: up to date ({ref}, {archive})")
         return {**previous, "status": "cached"}
@@ -217,8 +217,14 @@ def build_image(buildah: Buildah, image: Image, tag: str, base_keys: dict[str, s
         volumes += ["--volume", f"{cache / 'm2'}:{image.maven_repository}"]
     args = [a for k, v in build_args(image).items() for a in ("--build-arg", f"{k}={v}")]
     start = time.monotonic()
+    context = str(REPO)
+    if image.context_command:
+        made = subprocess.run(image.context_command, cwd=REPO, stdout=subprocess.PIPE, text=True)
+        if made.returncode != 0 or not made.stdout.strip():
+            raise ImageBuildError(f"{shlex.join(image.context_command)} failed (exit {made.returncode})")
+        context = made.stdout.strip().splitlines()[-1]
     buildah.run("bud", "--layers", "--pull=never", "--network=host", "--force-rm", *volumes, *args,
-                "--file", str(REPO / image.dockerfile), "--tag", ref, str(REPO), show=True)
+                "--file", str(REPO / image.dockerfile), "--tag", ref, context, show=True)
     built = time.monotonic() - start
     digest = write_archive(buildah, ref, archive)
     result: dict[str, object] = {
@@ -229,6 +235,10 @@ def build_image(buildah: Buildah, image: Image, tag: str, base_keys: dict[str, s
         "status": "built",
     }
     return result
+
+
+def archive_path(cache: Path, image: Image, tag: str) -> Path:
+    return cache / f"{image.repository}-{image.tag(tag)}.oci.tar"
 
 
 @contextlib.contextmanager
@@ -252,9 +262,10 @@ def build(names: Sequence[str], tag: str, force: bool) -> dict[str, object]:
         results = dict(previous.get("images", {}))
         for image in images:
             start = time.monotonic()
-            old = results.get(f"{image.name}:{tag}", {})
+            name = f"{image.name}:{image.tag(tag)}"
+            old = results.get(name, {})
             entry = build_image(buildah, image, tag, base_keys, cache, old, force)
-            results[f"{image.name}:{tag}"] = entry
+            results[name] = entry
             # written after each image, so a failure later keeps what was done
             result_path.write_text(json.dumps({"images": results}, indent=2) + "\n")
             log(f"{image.name}: {entry['status']} in {time.monotonic() - start:.1f} s: {entry['ref']}"
@@ -294,7 +305,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "build":
             build(args.image or sorted(IMAGES), args.tag, args.force)
         elif args.command == "check":
-            archives = {i.name: cache_dir() / f"{i.repository}-{args.tag}.oci.tar" for i in IMAGES.values()}
+            archives = {i.name: archive_path(cache_dir(), i, args.tag) for i in IMAGES.values()}
             return 0 if check(archives) else 1
         else:
             clean()

@@ -35,6 +35,10 @@ SMOKE: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
         ("", ("/opt/spark/bin/spark-submit", "--version")),
         ("", ("/opt/entrypoint.sh", "ls", "/opt/filedrop/job.py")),
     ),
+    "spark-operator": (
+        ("", ("spark-operator", "version")),
+        ("", ("/opt/spark/bin/spark-submit", "--version")),
+    ),
 }
 
 

@@ -164,10 +164,18 @@ class Image:
     inputs: tuple[str, ...]
     #: Maven's local repository is mounted here during the build (downloads kept between builds)
     maven_repository: str = ""
+    #: a command (run from the repository root) that makes the build context and prints its directory as
+    #: its last line; empty: the repository is the context
+    context_command: tuple[str, ...] = ()
+    #: a tag of its own (a third-party release) instead of the build's
+    fixed_tag: str = ""
+
+    def tag(self, tag: str) -> str:
+        return self.fixed_tag or tag
 
     def ref(self, tag: str) -> str:
         """The name kubelet resolves `image: <repository>:<tag>` to (docker.io/library/ is implied)."""
-        return f"docker.io/library/{self.repository}:{tag}"
+        return f"docker.io/library/{self.repository}:{self.tag(tag)}"
 
 
 FILEDROP_IMAGE = Image(
@@ -187,7 +195,22 @@ SPARK_IMAGE = Image(
     maven_repository="/root/.m2/repository",
 )
 
-IMAGES = {i.name: i for i in (FILEDROP_IMAGE, SPARK_IMAGE)}
+SPARK_OPERATOR_VERSION = "2.5.2"
+
+#: The Kubeflow spark-operator's controller (tools/k8s/spark-operator): its binary from Go modules, built by
+#: tools/k8s/build.sh into the user's cache, which is this image's build context.
+SPARK_OPERATOR_IMAGE = Image(
+    name="spark-operator",
+    repository="filedrop-spark-operator",
+    dockerfile="tools/k8s/spark-operator/Dockerfile",
+    bases=("spark",),
+    inputs=("tools/k8s/spark-operator/Dockerfile", "tools/k8s/spark-operator/go.mod",
+            "tools/k8s/spark-operator/go.sum", "tools/k8s/build.sh"),
+    context_command=("bash", "tools/k8s/build.sh", "spark-operator"),
+    fixed_tag=SPARK_OPERATOR_VERSION,
+)
+
+IMAGES = {i.name: i for i in (FILEDROP_IMAGE, SPARK_IMAGE, SPARK_OPERATOR_IMAGE)}
 
 #: never part of an image (the same names as .dockerignore) and so never part of a key
 IGNORED_NAMES = frozenset({"__pycache__", ".pytest_cache", "target", "logs", "dbt_packages", ".user.yml"})

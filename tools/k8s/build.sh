@@ -12,7 +12,10 @@
 #     containerd, containerd-shim-runc-v2, ctr          (tools/k8s/containerd/go.mod)
 #     coredns                                           (tools/k8s/coredns/go.mod)
 #     images/pause.tar, images/probe.tar                (tools/k8s/nodeimages, packed by tools/k8s/oci.py)
-#   into ${XDG_CACHE_HOME:-$HOME/.cache}/filedrop/k8s-node-<k8s>-containerd<v>-coredns<v>/bin.
+#   into ${XDG_CACHE_HOME:-$HOME/.cache}/filedrop/k8s-node-<k8s>-containerd<v>-coredns<v>/bin;
+#
+#   build.sh spark-operator   the Kubeflow spark-operator's controller (tools/k8s/spark-operator/go.mod)
+#   into ${XDG_CACHE_HOME:-$HOME/.cache}/filedrop/spark-operator-<v>/bin/spark-operator.
 #
 # Idempotent: when that directory is complete it exits at once. Whatever it does,
 # the last line on stdout is the bin directory; progress goes to stderr.
@@ -41,6 +44,44 @@ for pkg in k8s.io/client-go/pkg/version k8s.io/component-base/version; do
   k8s_ldflags+=" -X $pkg.gitVersion=$k8s_version -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
   k8s_ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.gitCommit= -X $pkg.buildDate=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
 done
+
+# ---------------------------------------------------------------- build.sh spark-operator
+if [[ ${1:-} == spark-operator ]]; then
+  sparkop_version=$(sed -n 's|^\tgithub.com/kubeflow/spark-operator/v2 \(v[^ ]*\).*|\1|p' "$here/spark-operator/go.mod")
+  [[ $sparkop_version =~ ^v[0-9]+\.[0-9]+\.[0-9]+$ ]] || { echo "build.sh: cannot read the spark-operator version" >&2; exit 2; }
+  root=${XDG_CACHE_HOME:-$HOME/.cache}/filedrop/spark-operator-${sparkop_version#v}
+  bin=$root/bin
+  if [[ -x $bin/spark-operator ]]; then
+    echo "$bin"
+    exit 0
+  fi
+  mkdir -p "$root"
+  exec 9>"$root/.lock"
+  flock 9
+  if [[ ! -x $bin/spark-operator ]]; then
+    command -v go >/dev/null || { echo "build.sh: go is not installed" >&2; exit 2; }
+    export GOTOOLCHAIN=local GOFLAGS="-mod=readonly -buildvcs=false"
+    start=$SECONDS
+    echo "build.sh: spark-operator $sparkop_version (first time: several minutes) ..." >&2
+    # upstream's Makefile stamps the release into component-base's version and links statically
+    so_ldflags="-s -w -X k8s.io/component-base/version.gitVersion=$sparkop_version"
+    so_ldflags+=" -X k8s.io/component-base/version.gitTreeState=clean"
+    # the release's commit, as the module proxy records it (go mod download fills the cache first)
+    so_info=$(cd "$here/spark-operator" && go mod download -json github.com/kubeflow/spark-operator/v2 | sed -n 's|.*"Info": "\(.*\)",|\1|p')
+    so_commit=$(sed -n 's|.*"Hash":"\([0-9a-f]*\)".*|\1|p' "$so_info" 2>/dev/null || true)
+    [[ -z $so_commit ]] || so_ldflags+=" -X k8s.io/component-base/version.gitCommit=$so_commit"
+    so_ldflags+=" -X k8s.io/component-base/version.buildDate=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    mkdir -p "$root/stage"
+    (cd "$here/spark-operator" && CGO_ENABLED=0 go build -trimpath -ldflags "$so_ldflags" \
+      -o "$root/stage/spark-operator" github.com/kubeflow/spark-operator/v2/cmd/operator) >&2
+    mkdir -p "$bin"
+    mv "$root/stage/spark-operator" "$bin/spark-operator"
+    rm -rf "$root/stage"
+    echo "build.sh: spark-operator done in $((SECONDS - start))s" >&2
+  fi
+  echo "$bin"
+  exit 0
+fi
 
 # ---------------------------------------------------------------- the node: build.sh node
 if [[ ${1:-} == node ]]; then

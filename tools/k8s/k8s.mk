@@ -7,7 +7,8 @@
 #                      coredns and pause/probe images once per machine (~/.cache/filedrop/k8s-node-.../bin)
 #   make node-deps     install Debian's runc, containernetworking-plugins, iptables, conntrack
 #   make cluster       start the control plane and a node in the background, install the third-party
-#                      CRDs and the repo's crds/, build and import the filedrop image, and helm-install the
+#                      CRDs and the repo's crds/, build and import the filedrop, Spark and spark-operator
+#                      images, helm-install the spark-operator (its own chart) and the
 #                      chart in namespace filedrop on real pods; prints `export KUBECONFIG=...`
 #   make cluster-down  stop all of it, leaving the machine as it was
 

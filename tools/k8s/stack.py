@@ -3,8 +3,10 @@
 `make cluster` runs `python -m tools.k8s.controlplane up --node` and then this module's `up`, which adds: the
 filedrop image (`make images`) imported into the node, moto's S3/SQS server and an embedded warehouse on the
 node's bridge address (standing in for AWS and RDS), a bucket whose ObjectCreated events go to an SQS queue,
-and the chart helm-installed into namespace `filedrop` (restricted Pod Security): the operator and bridge
-pods, the d2b FileRoutes, and loader Job pods per file. Then
+the Kubeflow spark-operator installed by its own chart (tools/k8s/sparkop.py) for namespace `filedrop`, and the
+chart helm-installed into namespace `filedrop` (restricted Pod Security): the operator and bridge pods, the d2b
+FileRoutes, loader Job pods per file, and for files above the Spark threshold (or routes with `engine: spark`) a
+SparkApplication with driver and executor pods from the Spark image. Then
 
     make cluster-put FILE=../shared/data/d2b/orders.csv      # drop a file into the bucket
     kubectl get pods,filedrops -n filedrop                    # watch it load
@@ -138,10 +140,15 @@ def up_pods(cp: ControlPlane, d: Path, ns: str) -> int:
     """The chart installed on the node as a user would (helm upgrade --install), with the filedrop image
     built from operator/Dockerfile (`make images`); moto and the warehouse on the bridge address."""
     from tools.images.build import build as build_images
+    from tools.images.recipes import IMAGES
+    from tools.k8s import sparkop
     from tools.k8s.node import Node, build_node_tools
 
-    image = build_images(["filedrop"], IMAGE_TAG, force=False)["images"][f"filedrop:{IMAGE_TAG}"]
-    Node(d, bin_dir=build_node_tools(quiet=True)).import_image(Path(image["archive"]))  # type: ignore[index]
+    # the filedrop image, the Spark job image and the spark-operator's controller image
+    built = build_images(["filedrop", "spark", "spark-operator"], IMAGE_TAG, force=False)["images"]
+    node = Node(d, bin_dir=build_node_tools(quiet=True))
+    for name in ("filedrop", "spark", "spark-operator"):
+        node.import_image(Path(built[f"{name}:{IMAGES[name].tag(IMAGE_TAG)}"]["archive"]))  # type: ignore[index]
     endpoint = _moto(d, BRIDGE_IP)
     os.environ.update(AWS_ENV, AWS_ENDPOINT_URL=endpoint)
     host_url, pod_url = _pod_warehouse(d)
@@ -156,8 +163,18 @@ def up_pods(cp: ControlPlane, d: Path, ns: str) -> int:
         _kubectl(cp, "create", "secret", "generic", name, "-n", ns,
                  *[f"--from-literal={k}={v}" for k, v in literals.items()])
     queue = _bucket_to_queue()
+
+    def helm(*args: str) -> None:
+        res = subprocess.run([str(cp.bin_dir / "helm"), *args], capture_output=True, text=True, env=cp.env())
+        if res.returncode != 0:
+            raise SystemExit(f"helm {args[0]}: {res.stderr}")
+    # the spark-operator (its own chart, from its Go module) runs the SparkApplications of namespace ns
+    sparkop.install(helm, d / "spark-operator-values.yaml", job_namespaces=[ns])
     values = {
         "image": {"repository": "filedrop", "tag": IMAGE_TAG, "pullPolicy": "Never"},
+        # files from the Spark threshold up load through SparkApplications; a fraction of a core per pod
+        # lets a driver and its executors fit on this one small node
+        "spark": {"image": IMAGES["spark"].ref(IMAGE_TAG), "coreRequest": "250m"},
         "aws": {"region": AWS_ENV["AWS_DEFAULT_REGION"], "endpointUrl": endpoint, "existingSecret": "filedrop-aws"},
         "bridge": {"enabled": True, "queueUrl": queue, "waitSeconds": 5},
         "operator": {"verbose": True},
@@ -174,6 +191,8 @@ def up_pods(cp: ControlPlane, d: Path, ns: str) -> int:
     print("  drop a file:  make cluster-put FILE=../shared/data/d2b/orders.csv", file=sys.stderr)
     print(f"  watch:        kubectl get pods,filedrops -n {ns}", file=sys.stderr)
     print(f"  logs:         kubectl logs -n {ns} deployment/filedrop-operator", file=sys.stderr)
+    print(f"  Spark:        kubectl get sparkapplications,pods -n {ns} -l spark-role (files over "
+          "operator.sparkThresholdBytes, or a FileRoute with engine: spark)", file=sys.stderr)
     return 0
 
 

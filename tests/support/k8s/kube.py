@@ -1,6 +1,6 @@
 """A small Kubernetes REST client on the standard library (plus PyYAML for kubeconfigs).
 
-Used by the local runner and the test fixtures so that they depend on nothing
+Used by the test fixtures so that they depend on nothing
 but the API server's own wire format: JSON objects in, JSON objects out.
 """
 

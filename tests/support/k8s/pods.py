@@ -9,6 +9,8 @@ next module's starts):
                  Argo's and spark-operator's), and the filedrop image (LOADER_IMAGE)
   host_pg        PostgreSQL 15 on the host, also listening on the bridge (pods log in as role filedrop)
   host_moto      moto's S3/SQS server on the bridge address
+  spark_operator the Kubeflow spark-operator installed by its chart (tools/k8s/sparkop.py) on the node, for
+                 SparkApplications in every namespace; the Spark job image imported (SPARK_IMAGE)
 and per test:
   pod_aws        boto3 in the test pointed at host_moto (as the `aws` fixture does for loopback moto)
   pod_warehouse  a fresh database on host_pg: (the admin URL for the test, the URL pods and the operator use)
@@ -19,6 +21,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -27,12 +30,16 @@ from tests.conftest import point_aws_at
 from tests.support.k8s.cluster import Cluster, registered, start_node_cluster, thirdparty_dir
 from tests.support.servers import DebianPostgres, start_moto
 from tools.images.build import build as build_images
+from tools.images.recipes import IMAGES
+from tools.k8s import sparkop
 from tools.k8s.node import BRIDGE_IP
 
 REPO = Path(__file__).resolve().parents[3]
 TAG = "dev"
 #: the image the loader Jobs run (tag dev is not latest: kubelet uses the imported copy, never pulls)
 LOADER_IMAGE = f"docker.io/library/filedrop:{TAG}"
+#: the SparkApplications' image (spark_images/Dockerfile)
+SPARK_IMAGE = f"docker.io/library/filedrop-spark:{TAG}"
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +54,18 @@ def node_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     finally:
         leftovers = cluster.cp.stop()
         assert not leftovers, f"the node left the machine changed: {leftovers}"
+
+
+@pytest.fixture(scope="module")
+def spark_operator(node_cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The spark-operator's controller as the chart deploys it, running SparkApplications of every namespace
+    with driver and executor pods from the Spark image; returns that image's ref."""
+    built = build_images(["spark", "spark-operator"], TAG, force=False)["images"]
+    for name in ("spark", "spark-operator"):
+        node_cluster.import_image(Path(built[f"{name}:{IMAGES[name].tag(TAG)}"]["archive"]))  # type: ignore[index]
+    sparkop.install(lambda *args: node_cluster.helm(*args, timeout=400),
+                    tmp_path_factory.mktemp("spark-operator") / "values.yaml", job_namespaces=[""])
+    return SPARK_IMAGE
 
 
 @pytest.fixture(scope="module")
@@ -90,3 +109,11 @@ def pod_warehouse(host_pg: DebianPostgres) -> Iterator[tuple[str, str]]:
     finally:
         with psycopg.connect(host_pg.url, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{admin.rsplit("/", 1)[1]}" WITH (FORCE)')
+
+
+def kill_container(cluster: Cluster, pod: dict[str, Any]) -> None:
+    """SIGKILL the pod's first container through containerd (`ctr tasks kill`), as a crash or the OOM killer
+    would: no signal to the pod first, no chance to clean up."""
+    container = pod["status"]["containerStatuses"][0]["containerID"].split("://", 1)[1]
+    assert cluster.node is not None, "the cluster has no node"
+    cluster.node.ctr("tasks", "kill", "--signal", "SIGKILL", container)

@@ -128,10 +128,12 @@ class Stack:
         return {fd["spec"]["key"]: (fd.get("status") or {}).get("phase", "") for fd in self.filedrops()}
 
     def wait(self, check: Any, what: str, timeout: float = 120) -> Any:
-        for name, proc in self.procs.items():
-            assert proc.poll() is None, f"{name} exited with {proc.returncode}\n{self.logs()}"
+        def alive_and(check: Any) -> Any:
+            for name, proc in list(self.procs.items()):  # an operator or bridge that died fails the wait at once
+                assert proc.poll() is None, f"{name} exited with {proc.returncode}\n{self.logs()}"
+            return check()
         try:
-            return self.cluster.wait_for(check, timeout, what)
+            return self.cluster.wait_for(lambda: alive_and(check), timeout, what)
         except AssertionError as exc:
             raise AssertionError(f"{exc}\nFileDrops: {self.phases()}\n{self.logs()}") from None
 
