@@ -59,7 +59,7 @@ lint: venv
 	$(VENV)/bin/ruff check .
 	$(PY) -m mypy
 
-test: lint venv test-deps k8s-tools k8s-node-tools node-deps image-deps spark-jars
+test: lint venv test-deps k8s-tools k8s-node-tools k8s-spark-operator node-deps image-deps spark-jars
 	$(PY) -m pytest
 
 # Benchmarks (never part of `make test`): docs/benchmarks.md records the results and the command lines.
@@ -100,7 +100,8 @@ bench: venv spark-jars
 # SparkApplication with two executor pods, interleaved; needs what `make test` needs for the cluster.
 POD_BENCH_ORDERS ?= 27000000
 POD_BENCH_REPEAT ?= 1
-bench-pods: venv test-deps k8s-tools k8s-node-tools node-deps image-deps spark-jars
+bench-pods: venv test-deps k8s-tools k8s-node-tools k8s-spark-operator node-deps image-deps spark-jars
+	@mkdir -p $(BENCH_RESULTS)
 	FILEDROP_POD_BENCH_ORDERS=$(POD_BENCH_ORDERS) FILEDROP_POD_BENCH_REPEAT=$(POD_BENCH_REPEAT) \
 		FILEDROP_BENCH_DATA=$(BENCH_DATA) FILEDROP_POD_BENCH_OUT=$(BENCH_RESULTS)/spark-pods.json \
 		$(PY) -m pytest -m podbench -s tests/k8s/test_spark_pods_bench.py

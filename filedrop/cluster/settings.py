@@ -7,6 +7,7 @@ Every number is checked when the operator starts; a bad value stops it with the 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 
 from filedrop.cluster.jobs import JobSettings
@@ -46,6 +47,14 @@ def _float(name: str, default: float, minimum: float) -> float:
     value = env_float(name, default)
     _at_least(name, value, minimum)
     return value
+
+
+def _cpu(name: str) -> str | None:
+    """A Kubernetes CPU quantity (``250m``, ``0.5``, ``1``), or None when unset."""
+    raw = os.environ.get(name) or None
+    if raw is not None and not re.fullmatch(r"[0-9]+m|[0-9]+(\.[0-9]+)?", raw):
+        raise ValueError(f"{name} must be a CPU quantity like 250m or 0.5, got {raw!r}")
+    return raw
 
 
 def _text(name: str, default: str) -> str:
@@ -91,7 +100,7 @@ class OperatorConfig:
                 s3_endpoint=env.get("AWS_ENDPOINT_URL") or None,
                 aws_region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
                 routes_config_map=None,
-                core_request=env.get("FILEDROP_SPARK_CORE_REQUEST") or None)
+                core_request=_cpu("FILEDROP_SPARK_CORE_REQUEST"))
         return cls(
             warehouse_url=url,
             settings=Settings(),

@@ -5,7 +5,7 @@ Pure: :func:`build_spark_application` returns a dict; the operator does the one 
 Spark engine and records the outcome — with resources from :mod:`filedrop.spark.sizing`.
 
 Secrets never appear in the manifest: the warehouse password reaches driver and executors as
-``PGPASSWORD`` from a Kubernetes Secret (``envFrom``/``secretKeyRef``), and S3 credentials come from
+``PGPASSWORD`` from a Kubernetes Secret (``secretKeyRef``), and S3 credentials come from
 IRSA (web identity: the service account's role) or from a Secret the same way.
 
 Environment, security contexts and volumes are in the driver's and executor's pod *templates*

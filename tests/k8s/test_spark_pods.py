@@ -161,6 +161,7 @@ def staged(db: DB, table: str, key: str) -> list[tuple[Any, ...]]:
 
 def test_a_large_file_loads_through_executor_pods_and_agrees_with_the_direct_engine(stack: Stack, db: DB,
                                                                                      spark_operator: str) -> None:
+    spark_image = spark_operator  # the fixture installs the spark-operator and gives the Spark job image
     body = big_file()
     stack.put("items_big.csv", body)         # above the threshold: a SparkApplication
     stack.put("direct/copy_big.csv", body)  # the same bytes through the direct engine's loader Job
@@ -191,7 +192,7 @@ def test_a_large_file_loads_through_executor_pods_and_agrees_with_the_direct_eng
     assert len(executors) >= 2, sorted(spark.seen)
     for pod in [driver, *executors]:
         [container] = pod["spec"]["containers"]
-        assert container["image"] == spark_operator
+        assert container["image"] == spark_image
         env = {e["name"] for e in container.get("env", [])}
         assert "FILEDROP_WAREHOUSE_URL" in env, (pod["metadata"]["name"], env)  # from the pod template
     # both executors registered with the driver and ran tasks of the load

@@ -4,8 +4,9 @@ executors are pods, one after the other, interleaved ``FILEDROP_POD_BENCH_REPEAT
 overhead of each (FileDrop created -> its first pod Running). Run with `make bench-pods`; results are printed
 and written to ``FILEDROP_POD_BENCH_OUT`` (JSON).
 
-Times are the FileDrop's own: ``status.startedAt`` (load started) to the Loaded transition, and the whole
-event-to-Loaded span the operator records (``filedrop_event_to_loaded_seconds``)."""
+Times are wall-clock, polled by the test: from the start of the S3 upload (1 GB into moto, the same for both
+engines) to the FileDrop's Loaded phase; and from the FileDrop's creation to the first container of its load
+running (the loader Job's pod, or the Spark driver: spark-submit in the spark-operator's pod comes first)."""
 
 from __future__ import annotations
 

@@ -217,13 +217,17 @@ def test_pod_settings_reach_the_pods_without_the_spark_operator_webhook() -> Non
     # The SparkPodSpec's env/securityContext/volumeMounts are applied only by the spark-operator's mutating
     # webhook; without it the pods lacked the warehouse URL and failed restricted Pod Security. The pod
     # templates are what spark-submit builds the pods on.
-    config = manifests.SparkJobConfig(image="i", namespace="n", core_request="250m")
+    # as the operator configures it (routes travel as --route-json, no routes ConfigMap)
+    config = manifests.SparkJobConfig(image="i", namespace="n", core_request="250m", routes_config_map=None)
     app = manifests.build_spark_application(filedrop=FILEDROP, route="orders", obj=OBJ,
                                             tier=sizing.tier_for(3 << 30), config=config)
     spec = app["spec"]
     for role in ("driver", "executor"):
         assert not {"env", "podSecurityContext", "securityContext", "volumeMounts"} & set(spec[role]), role
+        assert set(spec[role]["template"]) == {"spec"}  # the CRD keeps templates unchecked: check the shape
         pod = spec[role]["template"]["spec"]
+        assert set(pod) == {"securityContext", "containers"}
+        assert set(_container(spec, role)) == {"name", "env", "securityContext"}
         assert pod["securityContext"] == {"runAsNonRoot": True, "runAsUser": 185, "fsGroup": 185,
                                           "seccompProfile": {"type": "RuntimeDefault"}}
         container = _container(spec, role)
@@ -238,7 +242,8 @@ def test_pod_settings_reach_the_pods_without_the_spark_operator_webhook() -> Non
                                                 tier=sizing.tier_for(3 << 30), config=CONFIG)["spec"]
     assert mounted["driver"]["template"]["spec"]["volumes"] == [{"name": "routes",
                                                                  "configMap": {"name": "filedrop-routes"}}]
-    assert _container(mounted, "executor")["volumeMounts"][0]["mountPath"] == manifests.ROUTES_DIR
+    assert _container(mounted, "executor")["volumeMounts"] == [{"name": "routes", "mountPath": manifests.ROUTES_DIR,
+                                                               "readOnly": True}]
     assert "coreRequest" not in mounted["driver"]
     jsonschema.validate(app, _strict(_crd_schema()))
 

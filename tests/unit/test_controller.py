@@ -504,11 +504,18 @@ def test_settings_name_the_variable_that_is_wrong(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("FILEDROP_BACKOFF_SECONDS", "2.5")
     cfg = OperatorConfig.from_env()
     assert (cfg.limits.global_loads, cfg.limits.backoff_base_seconds, cfg.recheck_seconds) == (7, 2.5, 60.0)
+    monkeypatch.setenv("FILEDROP_SPARK_IMAGE", "filedrop-spark:1")
+    monkeypatch.setenv("FILEDROP_SPARK_CORE_REQUEST", "250m")
+    spark = OperatorConfig.from_env().spark
+    assert spark is not None and spark.core_request == "250m"
     for name, value, message in [("FILEDROP_MAX_LOADS", "four", "FILEDROP_MAX_LOADS must be an integer, got 'four'"),
                                  ("FILEDROP_MAX_LOADS", "0", "FILEDROP_MAX_LOADS must be at least 1, got 0"),
                                  ("FILEDROP_BACKOFF_SECONDS", "soon", "FILEDROP_BACKOFF_SECONDS must be a number"),
-                                 ("FILEDROP_METRICS_PORT", "-1", "FILEDROP_METRICS_PORT must be at least 0")]:
+                                 ("FILEDROP_METRICS_PORT", "-1", "FILEDROP_METRICS_PORT must be at least 0"),
+                                 ("FILEDROP_SPARK_CORE_REQUEST", "half",
+                                  "FILEDROP_SPARK_CORE_REQUEST must be a CPU quantity like 250m or 0.5, got 'half'")]:
         with monkeypatch.context() as m:
+            m.setenv("FILEDROP_SPARK_IMAGE", "filedrop-spark:1")
             m.setenv(name, value)
             with pytest.raises(ValueError, match=message):
                 OperatorConfig.from_env()

@@ -2,7 +2,7 @@
 unpacked in order (whiteouts applied), the image's environment, user and working directory, a read-only root
 and an empty /tmp, no network.
 
-    python -m tools.images check [--tag dev]          the smoke commands below, for both images
+    python -m tools.images check [--tag dev]          the smoke commands below, for each image
 
 It checks the archives `ctr images import` would take, not the buildah store.
 """

@@ -51,14 +51,17 @@ if [[ ${1:-} == spark-operator ]]; then
   [[ $sparkop_version =~ ^v[0-9]+\.[0-9]+\.[0-9]+$ ]] || { echo "build.sh: cannot read the spark-operator version" >&2; exit 2; }
   root=${XDG_CACHE_HOME:-$HOME/.cache}/filedrop/spark-operator-${sparkop_version#v}
   bin=$root/bin
-  if [[ -x $bin/spark-operator ]]; then
+  # rebuilt when the wrapper module changes (the same release with other dependencies), not only the version
+  so_key=$(cat "$here/spark-operator/go.mod" "$here/spark-operator/go.sum" | sha256sum | cut -d' ' -f1)
+  built() { [[ -x $bin/spark-operator && $(cat "$bin/.key" 2>/dev/null) == "$so_key" ]]; }
+  if built; then
     echo "$bin"
     exit 0
   fi
   mkdir -p "$root"
   exec 9>"$root/.lock"
   flock 9
-  if [[ ! -x $bin/spark-operator ]]; then
+  if ! built; then
     command -v go >/dev/null || { echo "build.sh: go is not installed" >&2; exit 2; }
     export GOTOOLCHAIN=local GOFLAGS="-mod=readonly -buildvcs=false"
     start=$SECONDS
@@ -76,6 +79,7 @@ if [[ ${1:-} == spark-operator ]]; then
       -o "$root/stage/spark-operator" github.com/kubeflow/spark-operator/v2/cmd/operator) >&2
     mkdir -p "$bin"
     mv "$root/stage/spark-operator" "$bin/spark-operator"
+    echo "$so_key" >"$bin/.key"
     rm -rf "$root/stage"
     echo "build.sh: spark-operator done in $((SECONDS - start))s" >&2
   fi

@@ -5,6 +5,7 @@
 #                      and helm once per machine, into ~/.cache/filedrop/k8s-.../bin
 #   make k8s-node-tools  build the node's kubelet, kube-proxy, kube-scheduler, containerd, ctr,
 #                      coredns and pause/probe images once per machine (~/.cache/filedrop/k8s-node-.../bin)
+#   make k8s-spark-operator  build the Kubeflow spark-operator's controller (~/.cache/filedrop/spark-operator-...)
 #   make node-deps     install Debian's runc, containernetworking-plugins, iptables, conntrack
 #   make cluster       start the control plane and a node in the background, install the third-party
 #                      CRDs and the repo's crds/, build and import the filedrop, Spark and spark-operator
@@ -20,13 +21,18 @@ FILEDROP_THIRDPARTY ?= $(abspath $(CURDIR)/../shared/thirdparty)
 
 NODE_DEBS := runc containernetworking-plugins iptables conntrack iproute2 util-linux
 
-.PHONY: k8s-tools k8s-node-tools node-deps cluster cluster-put cluster-down
+.PHONY: k8s-tools k8s-node-tools k8s-spark-operator node-deps cluster cluster-put cluster-down
 
 k8s-tools:
 	@bash $(K8S_TOOLS_DIR)build.sh >/dev/null
 
 k8s-node-tools:
 	@PYTHON=$(PY) bash $(K8S_TOOLS_DIR)build.sh node >/dev/null
+
+# the Kubeflow spark-operator's controller from its Go module (tools/k8s/spark-operator/go.mod); its image is
+# built from it by tools/images
+k8s-spark-operator:
+	@bash $(K8S_TOOLS_DIR)build.sh spark-operator >/dev/null
 
 node-deps:
 	@missing=""; for p in $(NODE_DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -36,14 +42,14 @@ node-deps:
 	fi
 
 # The chart on the node's real pods (tools/k8s/stack.py up_pods): the filedrop image is built first.
-cluster: k8s-tools k8s-node-tools node-deps image-deps
+cluster: k8s-tools k8s-node-tools k8s-spark-operator node-deps image-deps
 	@$(PY) -m tools.k8s.controlplane up --dir "$(K8S_CLUSTER_DIR)" --node \
 		--crds "$(FILEDROP_THIRDPARTY)" --crds "$(CURDIR)/crds"
 	@$(PY) -m tools.k8s.stack up --dir "$(K8S_CLUSTER_DIR)"
 
-# Drop a file into the local bucket: make cluster-put FILE=../shared/data/d2b/orders.csv
+# Drop a file into the local bucket: make cluster-put FILE=../shared/data/d2b/orders.csv [KEY=orders_data/x.csv]
 cluster-put:
-	@$(PY) -m tools.k8s.stack put "$(FILE)" --dir "$(K8S_CLUSTER_DIR)"
+	@$(PY) -m tools.k8s.stack put "$(FILE)" --dir "$(K8S_CLUSTER_DIR)" $(if $(KEY),--key "$(KEY)")
 
 cluster-down:
 	@$(PY) -m tools.k8s.stack down --dir "$(K8S_CLUSTER_DIR)"

@@ -42,9 +42,11 @@ def version() -> str:
 def chart_dir() -> Path:
     """Upstream's chart inside the module (Go's module cache; downloaded from the module proxy if missing)."""
     env = {**os.environ, "GOTOOLCHAIN": "local", "GOFLAGS": "-mod=readonly"}
-    out = subprocess.run(["go", "mod", "download", "-json", MODULE], cwd=HERE / "spark-operator", env=env,
-                         capture_output=True, text=True, check=True).stdout
-    chart = Path(json.loads(out)["Dir"]) / "charts" / "spark-operator-chart"
+    proc = subprocess.run(["go", "mod", "download", "-json", MODULE], cwd=HERE / "spark-operator", env=env,
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"go mod download {MODULE} failed (exit {proc.returncode}): {proc.stderr.strip()}")
+    chart = Path(json.loads(proc.stdout)["Dir"]) / "charts" / "spark-operator-chart"
     if not (chart / "Chart.yaml").is_file():
         raise RuntimeError(f"no chart at {chart}")
     return chart

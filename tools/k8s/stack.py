@@ -172,9 +172,12 @@ def up_pods(cp: ControlPlane, d: Path, ns: str) -> int:
     sparkop.install(helm, d / "spark-operator-values.yaml", job_namespaces=[ns])
     values = {
         "image": {"repository": "filedrop", "tag": IMAGE_TAG, "pullPolicy": "Never"},
-        # files from the Spark threshold up load through SparkApplications; a fraction of a core per pod
-        # lets a driver and its executors fit on this one small node
-        "spark": {"image": IMAGES["spark"].ref(IMAGE_TAG), "coreRequest": "250m"},
+        # files from the Spark threshold up (or of routes with engine: spark) load through SparkApplications:
+        # a driver and two executor pods whatever the size, a fraction of a core each, so that they fit on
+        # this one small node
+        "spark": {"image": IMAGES["spark"].ref(IMAGE_TAG), "coreRequest": "250m",
+                  "tiers": [{"name": "node", "max_bytes": None, "executors": 2, "driver_cores": 1,
+                             "driver_memory": "1g", "executor_cores": 1, "executor_memory": "1g"}]},
         "aws": {"region": AWS_ENV["AWS_DEFAULT_REGION"], "endpointUrl": endpoint, "existingSecret": "filedrop-aws"},
         "bridge": {"enabled": True, "queueUrl": queue, "waitSeconds": 5},
         "operator": {"verbose": True},
@@ -191,7 +194,7 @@ def up_pods(cp: ControlPlane, d: Path, ns: str) -> int:
     print("  drop a file:  make cluster-put FILE=../shared/data/d2b/orders.csv", file=sys.stderr)
     print(f"  watch:        kubectl get pods,filedrops -n {ns}", file=sys.stderr)
     print(f"  logs:         kubectl logs -n {ns} deployment/filedrop-operator", file=sys.stderr)
-    print(f"  Spark:        kubectl get sparkapplications,pods -n {ns} -l spark-role (files over "
+    print(f"  Spark:        kubectl get sparkapplications,pods -n {ns}   (files over "
           "operator.sparkThresholdBytes, or a FileRoute with engine: spark)", file=sys.stderr)
     return 0
 
