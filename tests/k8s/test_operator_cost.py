@@ -29,7 +29,7 @@ from filedrop.cluster.resources import FILEDROP_LABEL, filedrop_manifest
 from filedrop.routes import parse_routes_yaml
 from tests.support.apiproxy import CountingProxy, Request
 from tests.support.k8s.cluster import Cluster
-from tests.support.k8s.pods import LOADER_IMAGE
+from tests.support.k8s.pods import LOADER_IMAGE, stack_in_new_namespace
 from tests.support.k8s.topology import Stack
 
 REPO = Path(__file__).resolve().parents[2]
@@ -80,17 +80,13 @@ def stack(node_cluster: Cluster, pod_warehouse: tuple[str, str], pod_aws: str,
     """As the end-to-end tests' stack (loader Jobs run as pods on the node), the operator behind the proxy."""
     ca = _ca_data(Path(node_cluster.kubeconfig))
     proxy = CountingProxy(node_cluster.server, base64.b64decode(ca).decode() if ca else None).start()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KUBECONFIG")}
-    ns = node_cluster.create_namespace()
-    s = ProxiedStack(node_cluster, ns, pod_warehouse[1], pod_aws, tmp_path, env, loader_image=LOADER_IMAGE)
-    s.proxy = proxy
     try:
-        yield s
+        with stack_in_new_namespace(node_cluster, pod_warehouse[1], pod_aws, tmp_path, cls=ProxiedStack) as s:
+            assert isinstance(s, ProxiedStack)
+            s.proxy = proxy
+            yield s
     finally:
-        for name in list(s.procs):
-            s.stop(name)
         proxy.stop()
-        node_cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
 
 
 def _status(stack: Stack, key: str) -> dict[str, Any]:

@@ -14,7 +14,6 @@ Large files through the Spark engine and the real spark-operator: tests/k8s/test
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import subprocess
@@ -28,7 +27,7 @@ from filedrop.cluster.resources import filedrop_manifest
 from filedrop.routes import load_routes, parse_routes_yaml
 from tests.conftest import D2B, DB
 from tests.support.k8s.cluster import Cluster
-from tests.support.k8s.pods import LOADER_IMAGE
+from tests.support.k8s.pods import LOADER_IMAGE, stack_in_new_namespace
 from tests.support.k8s.topology import AWS_SECRET, Stack, s3_event
 from tests.support.servers import DebianPostgres, free_port
 
@@ -58,15 +57,8 @@ def db(pod_warehouse: tuple[str, str]) -> DB:
 def stack(node_cluster: Cluster, pod_warehouse: tuple[str, str], pod_aws: str, tmp_path: Path) -> Iterator[Stack]:
     """filedrop in a fresh namespace of the node's cluster; the warehouse URL (role filedrop with a password,
     at the bridge address) is the one the loader pods get from the Secret, and the operator's too."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KUBECONFIG")}
-    ns = node_cluster.create_namespace()
-    s = Stack(node_cluster, ns, pod_warehouse[1], pod_aws, tmp_path, env, loader_image=LOADER_IMAGE)
-    try:
+    with stack_in_new_namespace(node_cluster, pod_warehouse[1], pod_aws, tmp_path) as s:
         yield s
-    finally:
-        for name in list(s.procs):
-            s.stop(name)
-        node_cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
 
 
 def loader_logs(stack: Stack) -> str:

@@ -46,7 +46,7 @@ from filedrop.warehouse import prepare_meta
 from filedrop.warehouse.client import object_lock as object_lock_key
 from tests.conftest import DB
 from tests.support.k8s.cluster import Cluster
-from tests.support.k8s.pods import LOADER_IMAGE
+from tests.support.k8s.pods import stack_in_new_namespace
 from tests.support.k8s.topology import Stack, s3_event
 from tests.support.servers import DebianPostgres
 from tests.support.slowproxy import SlowProxy
@@ -313,15 +313,8 @@ def soak_pg(node_cluster: Cluster) -> Iterator[DebianPostgres]:
 
 @pytest.fixture
 def soak_stack(node_cluster: Cluster, soak_pg: DebianPostgres, pod_aws: str, tmp_path: Path) -> Iterator[Stack]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KUBECONFIG")}
-    ns = node_cluster.create_namespace()
-    s = Stack(node_cluster, ns, soak_pg.pod_url, pod_aws, tmp_path, env, loader_image=LOADER_IMAGE)
-    try:
+    with stack_in_new_namespace(node_cluster, soak_pg.pod_url, pod_aws, tmp_path) as s:
         yield s
-    finally:
-        for name in list(s.procs):
-            s.stop(name)
-        node_cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
 
 
 def test_exactly_once_under_faults(soak_stack: Stack, soak_pg: DebianPostgres, node_cluster: Cluster,

@@ -14,7 +14,6 @@ loader Jobs of the direct engine run as pods from the filedrop image.
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Iterator
 from functools import cache
@@ -23,47 +22,22 @@ from typing import Any
 
 import pytest
 
-from filedrop.routes import parse_routes_yaml
 from tests.conftest import DB
 from tests.support.k8s.cluster import Cluster
-from tests.support.k8s.pods import LOADER_IMAGE, kill_container
+from tests.support.k8s.pods import kill_container, stack_in_new_namespace
 from tests.support.k8s.topology import Stack
+from tests.support.loads import items_route, route_variant
 
 # module setup builds the Spark and spark-operator images when their inputs changed (minutes), then imports them
 pytestmark = [pytest.mark.k8s, pytest.mark.timeout(1800)]
 
-ROUTES = parse_routes_yaml("""
-apiVersion: filedrop.dev/v1alpha1
-kind: FileRoute
-metadata: {name: items}
-spec:
-  match: {pattern: '^items.*\\.csv$'}
-  table: items
-  columns:
-    - {name: id, type: integer, nullable: false}
-    - {name: name, type: text}
-    - {name: qty, type: integer}
-    - {name: day, type: date}
-  mode: replace_source
-  onError: continue
-  maxBadRowsPercent: 1
----
-apiVersion: filedrop.dev/v1alpha1
-kind: FileRoute
-metadata: {name: items-direct}
-spec:
-  match: {prefix: direct/, pattern: '^copy.*\\.csv$'}
-  table: items_direct
-  engine: direct
-  columns:
-    - {name: id, type: integer, nullable: false}
-    - {name: name, type: text}
-    - {name: qty, type: integer}
-    - {name: day, type: date}
-  mode: replace_source
-  onError: continue
-  maxBadRowsPercent: 1
-""")
+ITEMS = items_route("replace_source", "continue", max_bad=1)
+ROUTES = [
+    ITEMS,
+    # the same columns and rules through the direct engine, for the engines-agree comparison
+    route_variant(ITEMS, "items-direct", match={"prefix": "direct/", "pattern": r"^copy.*\.csv$"},
+                  table="items_direct", engine="direct"),
+]
 
 ROWS = 1_200_000  # ~47 MB: two splits whose COPYs last long enough to be caught
 #: one tier, two executors; a fraction of a core each, so driver and executors fit beside the control plane
@@ -95,19 +69,12 @@ def db(pod_warehouse: tuple[str, str]) -> DB:
 @pytest.fixture
 def stack(node_cluster: Cluster, spark_operator: str, pod_warehouse: tuple[str, str], pod_aws: str,
           tmp_path: Path) -> Iterator[Stack]:
-    ns = node_cluster.create_namespace(labels={f"pod-security.kubernetes.io/{m}": "restricted"
-                                               for m in ("enforce", "warn")})
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KUBECONFIG")}
-    s = Stack(node_cluster, ns, pod_warehouse[1], pod_aws, tmp_path, env, loader_image=LOADER_IMAGE)
-    try:
+    restricted = {f"pod-security.kubernetes.io/{m}": "restricted" for m in ("enforce", "warn")}
+    with stack_in_new_namespace(node_cluster, pod_warehouse[1], pod_aws, tmp_path, labels=restricted) as s:
         s.setup(ROUTES)
         s.start_operator(FILEDROP_SPARK_IMAGE=spark_operator, **SPARK_ENV)
         s.start_bridge()
         yield s
-    finally:
-        for name in list(s.procs):
-            s.stop(name)
-        node_cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
 
 
 class SparkPods:

@@ -10,7 +10,6 @@ running (the loader Job's pod, or the Spark driver: spark-submit in the spark-op
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import statistics
@@ -21,15 +20,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from bench.common import orders_file
-from filedrop.cluster.resources import route_manifest
-from filedrop.routes import load_routes, parse_routes_yaml, route_named
+from filedrop.routes import load_routes, route_named
 from tests.conftest import DB
 from tests.support.k8s.cluster import Cluster
-from tests.support.k8s.pods import LOADER_IMAGE
+from tests.support.k8s.pods import stack_in_new_namespace
 from tests.support.k8s.topology import Stack
+from tests.support.loads import route_variant
 
 ORDERS = int(os.environ.get("FILEDROP_POD_BENCH_ORDERS", "27000000"))  # ~1 GB
 REPEAT = int(os.environ.get("FILEDROP_POD_BENCH_REPEAT", "1"))
@@ -38,24 +36,15 @@ pytestmark = [pytest.mark.k8s, pytest.mark.podbench, pytest.mark.timeout(7200)]
 
 def routes() -> list[Any]:
     """The d2b orders route twice, once per engine, appending to a table of its own."""
-    base = route_manifest(route_named(load_routes(), "orders"))
-    docs = []
-    for engine in ("spark", "direct"):
-        doc = copy.deepcopy(base)
-        doc["metadata"]["name"] = f"orders-{engine}"
-        doc["spec"].update({"match": {"prefix": f"{engine}/", "pattern": r".*\.csv"}, "table": f"orders_{engine}",
-                            "engine": engine, "mode": "append"})
-        docs.append(doc)
-    return parse_routes_yaml(yaml.safe_dump_all(docs))
+    orders = route_named(load_routes(), "orders")
+    return [route_variant(orders, f"orders-{engine}", match={"prefix": f"{engine}/", "pattern": r".*\.csv"},
+                          table=f"orders_{engine}", engine=engine, mode="append") for engine in ("spark", "direct")]
 
 
 @pytest.fixture
 def stack(node_cluster: Cluster, spark_operator: str, pod_warehouse: tuple[str, str], pod_aws: str,
           tmp_path: Path) -> Iterator[Stack]:
-    ns = node_cluster.create_namespace()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KUBECONFIG")}
-    s = Stack(node_cluster, ns, pod_warehouse[1], pod_aws, tmp_path, env, loader_image=LOADER_IMAGE)
-    try:
+    with stack_in_new_namespace(node_cluster, pod_warehouse[1], pod_aws, tmp_path) as s:
         s.setup(routes(), notify=True)
         s.start_operator(FILEDROP_SPARK_IMAGE=spark_operator, FILEDROP_MAX_LOADS="1",
                          FILEDROP_SPARK_TIERS=json.dumps([{
@@ -64,10 +53,6 @@ def stack(node_cluster: Cluster, spark_operator: str, pod_warehouse: tuple[str, 
                          FILEDROP_SPARK_CORE_REQUEST="200m")
         s.start_bridge()
         yield s
-    finally:
-        for name in list(s.procs):
-            s.stop(name)
-        node_cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
 
 
 def _ts(value: str) -> float:

@@ -6,6 +6,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from filedrop.cluster.resources import route_manifest
 from filedrop.config import Settings
 from filedrop.load.session import LoadResult, load_object
 from filedrop.load.sources import describe_uri
@@ -37,6 +40,15 @@ spec:
   maxBadRowsPercent: {max_bad}{extra}
 """
     return parse_routes_yaml(text)[0]
+
+
+def route_variant(route: FileRoute, name: str, **spec: Any) -> FileRoute:
+    """``route`` under another name with the given spec fields (by their YAML names) replaced, validated
+    again as a FileRoute from YAML is."""
+    doc = route_manifest(route)
+    doc["metadata"]["name"] = name
+    doc["spec"].update(spec)
+    return parse_routes_yaml(yaml.safe_dump(doc))[0]
 
 
 def write(path: Path, content: bytes | str, mtime: float | None = None) -> Path:

@@ -91,6 +91,12 @@ def _kubectl(cp: ControlPlane, *args: str, input: str | None = None, check: bool
     return res.stdout
 
 
+def _helm(cp: ControlPlane, *args: str) -> None:
+    res = subprocess.run([str(cp.bin_dir / "helm"), *args], capture_output=True, text=True, env=cp.env())
+    if res.returncode != 0:
+        raise SystemExit(f"helm {args[0]}: {res.stderr}")
+
+
 def _bucket_to_queue() -> str:
     """The bucket whose ObjectCreated events go to the queue (moto); the queue's URL."""
     import boto3
@@ -139,16 +145,15 @@ def _pod_warehouse(d: Path) -> tuple[str, str]:
 def up_pods(cp: ControlPlane, d: Path, ns: str) -> int:
     """The chart installed on the node as a user would (helm upgrade --install), with the filedrop image
     built from operator/Dockerfile (`make images`); moto and the warehouse on the bridge address."""
-    from tools.images.build import build as build_images
+    from tools.images.build import archives
     from tools.images.recipes import IMAGES
     from tools.k8s import sparkop
     from tools.k8s.node import Node, build_node_tools
 
     # the filedrop image, the Spark job image and the spark-operator's controller image
-    built = build_images(["filedrop", "spark", "spark-operator"], IMAGE_TAG, force=False)["images"]
     node = Node(d, bin_dir=build_node_tools(quiet=True))
-    for name in ("filedrop", "spark", "spark-operator"):
-        node.import_image(Path(built[f"{name}:{IMAGES[name].tag(IMAGE_TAG)}"]["archive"]))  # type: ignore[index]
+    for archive in archives(["filedrop", "spark", "spark-operator"], IMAGE_TAG).values():
+        node.import_image(archive)
     endpoint = _moto(d, BRIDGE_IP)
     os.environ.update(AWS_ENV, AWS_ENDPOINT_URL=endpoint)
     host_url, pod_url = _pod_warehouse(d)
@@ -163,13 +168,8 @@ def up_pods(cp: ControlPlane, d: Path, ns: str) -> int:
         _kubectl(cp, "create", "secret", "generic", name, "-n", ns,
                  *[f"--from-literal={k}={v}" for k, v in literals.items()])
     queue = _bucket_to_queue()
-
-    def helm(*args: str) -> None:
-        res = subprocess.run([str(cp.bin_dir / "helm"), *args], capture_output=True, text=True, env=cp.env())
-        if res.returncode != 0:
-            raise SystemExit(f"helm {args[0]}: {res.stderr}")
     # the spark-operator (its own chart, from its Go module) runs the SparkApplications of namespace ns
-    sparkop.install(helm, d / "spark-operator-values.yaml", job_namespaces=[ns])
+    sparkop.install(lambda *args: _helm(cp, *args), d / "spark-operator-values.yaml", job_namespaces=[ns])
     values = {
         "image": {"repository": "filedrop", "tag": IMAGE_TAG, "pullPolicy": "Never"},
         # files from the Spark threshold up (or of routes with engine: spark) load through SparkApplications:
@@ -183,11 +183,11 @@ def up_pods(cp: ControlPlane, d: Path, ns: str) -> int:
         "operator": {"verbose": True},
     }
     (d / "values.yaml").write_text(yaml.safe_dump(values))
-    res = subprocess.run([str(cp.bin_dir / "helm"), "upgrade", "--install", "filedrop", str(REPO / "helm" / "filedrop"),
-                          "-n", ns, "-f", str(d / "values.yaml"), "--wait", "--timeout", "5m"],
-                         capture_output=True, text=True, env=cp.env())
-    if res.returncode != 0:
-        raise SystemExit(f"helm install: {res.stderr}\n{_kubectl(cp, 'get', 'pods', '-n', ns, check=False)}")
+    try:
+        _helm(cp, "upgrade", "--install", "filedrop", str(REPO / "helm" / "filedrop"), "-n", ns,
+              "-f", str(d / "values.yaml"), "--wait", "--timeout", "5m")
+    except SystemExit as failed:
+        raise SystemExit(f"{failed}\n{_kubectl(cp, 'get', 'pods', '-n', ns, check=False)}") from None
     (d / "stack.env").write_text(f"AWS_ENDPOINT_URL={endpoint}\nFILEDROP_WAREHOUSE_URL={host_url}\n")
     print(f"filedrop installed by helm in namespace {ns}, on real pods: bucket s3://{BUCKET} (moto at {endpoint}) "
           f"-> SQS -> bridge pod -> operator pod -> loader Job pods -> {host_url}", file=sys.stderr)

@@ -18,6 +18,8 @@ and per test:
 
 from __future__ import annotations
 
+import contextlib
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,8 +30,9 @@ import pytest
 
 from tests.conftest import point_aws_at
 from tests.support.k8s.cluster import Cluster, registered, start_node_cluster, thirdparty_dir
+from tests.support.k8s.topology import Stack
 from tests.support.servers import DebianPostgres, start_moto
-from tools.images.build import build as build_images
+from tools.images.build import archives
 from tools.images.recipes import IMAGES
 from tools.k8s import sparkop
 from tools.k8s.node import BRIDGE_IP
@@ -37,19 +40,19 @@ from tools.k8s.node import BRIDGE_IP
 REPO = Path(__file__).resolve().parents[3]
 TAG = "dev"
 #: the image the loader Jobs run (tag dev is not latest: kubelet uses the imported copy, never pulls)
-LOADER_IMAGE = f"docker.io/library/filedrop:{TAG}"
+LOADER_IMAGE = IMAGES["filedrop"].ref(TAG)
 #: the SparkApplications' image (spark_images/Dockerfile)
-SPARK_IMAGE = f"docker.io/library/filedrop-spark:{TAG}"
+SPARK_IMAGE = IMAGES["spark"].ref(TAG)
 
 
 @pytest.fixture(scope="module")
 def node_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    image = build_images(["filedrop"], TAG, force=False)["images"][f"filedrop:{TAG}"]  # type: ignore[index]
+    [image] = archives(["filedrop"], TAG).values()
     cluster = start_node_cluster(tmp_path_factory.mktemp("k8s-pods"))
     try:
         with registered(cluster):  # failure reports show this cluster's logs
             cluster.install_crds([thirdparty_dir(), REPO / "crds"])
-            cluster.import_image(Path(image["archive"]))
+            cluster.import_image(image)
             yield cluster
     finally:
         leftovers = cluster.cp.stop()
@@ -60,9 +63,8 @@ def node_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 def spark_operator(node_cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> str:
     """The spark-operator's controller as the chart deploys it, running SparkApplications of every namespace
     with driver and executor pods from the Spark image; returns that image's ref."""
-    built = build_images(["spark", "spark-operator"], TAG, force=False)["images"]
-    for name in ("spark", "spark-operator"):
-        node_cluster.import_image(Path(built[f"{name}:{IMAGES[name].tag(TAG)}"]["archive"]))  # type: ignore[index]
+    for archive in archives(["spark", "spark-operator"], TAG).values():
+        node_cluster.import_image(archive)
     sparkop.install(lambda *args: node_cluster.helm(*args, timeout=400),
                     tmp_path_factory.mktemp("spark-operator") / "values.yaml", job_namespaces=[""])
     return SPARK_IMAGE
@@ -109,6 +111,22 @@ def pod_warehouse(host_pg: DebianPostgres) -> Iterator[tuple[str, str]]:
     finally:
         with psycopg.connect(host_pg.url, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{admin.rsplit("/", 1)[1]}" WITH (FORCE)')
+
+
+@contextlib.contextmanager
+def stack_in_new_namespace(cluster: Cluster, warehouse: str, endpoint: str, tmp: Path,
+                           labels: dict[str, str] | None = None, cls: type[Stack] = Stack) -> Iterator[Stack]:
+    """filedrop in a fresh namespace of the node's cluster (``cls``: Stack or a subclass), loader Jobs from the
+    filedrop image; afterwards its operator and bridge are stopped and the namespace deleted."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KUBECONFIG")}
+    ns = cluster.create_namespace(labels=labels)
+    stack = cls(cluster, ns, warehouse, endpoint, tmp, env, loader_image=LOADER_IMAGE)
+    try:
+        yield stack
+    finally:
+        for name in list(stack.procs):
+            stack.stop(name)
+        cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
 
 
 def kill_container(cluster: Cluster, pod: dict[str, Any]) -> None:
