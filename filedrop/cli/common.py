@@ -22,8 +22,8 @@ from filedrop.routes import FileRoute, RouteError, load_routes
 from filedrop.warehouse import WarehouseError, resolve_url
 
 __all__ = [
-    "STATUS_STYLE", "AsOfOpt", "EngineOpt", "RoutesOpt", "WarehouseOpt", "err", "error", "fail", "out",
-    "resolve_warehouse", "routes_from", "say", "shown",
+    "STATUS_STYLE", "TERMINATION_LOG", "AsOfOpt", "EngineOpt", "RoutesOpt", "WarehouseOpt", "err", "error", "fail",
+    "out", "resolve_warehouse", "routes_from", "say", "shown", "termination_message",
 ]
 
 
@@ -46,8 +46,29 @@ def say(text: str, console: Console = out) -> None:
 
 
 def error(message: str) -> None:
-    """``error: <message>`` on stderr, the message as written (brackets in it are not markup), on one line."""
+    """``error: <message>`` on stderr, the message as written (brackets in it are not markup), on one line;
+    in a container also its termination message."""
     err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    termination_message(message)
+
+
+#: In a container, the file whose text Kubernetes keeps as the container's termination message: `kubectl
+#: describe pod` shows it, and Argo makes it the failed step's message (the Argo UI). The kubelet mounts it;
+#: elsewhere it does not exist.
+TERMINATION_LOG = Path("/dev/termination-log")
+#: the kubelet keeps at most 4096 bytes of it
+TERMINATION_LIMIT = 4096
+
+
+def termination_message(message: str, path: Path | None = None) -> None:
+    """Leave ``message`` as the container's termination message (the last one written wins); nothing outside
+    a container, where the file does not exist (never created)."""
+    path = path or TERMINATION_LOG
+    try:
+        if path.is_file():
+            path.write_bytes(message.encode(errors="replace")[:TERMINATION_LIMIT])
+    except OSError:
+        pass  # a read-only or vanished file: the message is still on stderr
 
 
 def fail(message: str, code: ExitCode = ExitCode.USAGE) -> typer.Exit:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 import yaml
 
-from filedrop.cli.common import WarehouseOpt, err, error, fail, say
+from filedrop.cli.common import WarehouseOpt, err, error, fail, say, termination_message
 from filedrop.config import SOURCE_CHECKOUT
 from filedrop.exitcodes import ExitCode
 
@@ -187,13 +187,20 @@ def _run(command: list[str], url: str, cfg: Any, variables: dict[str, str] | Non
     for n in step.nodes:
         counts[n.status] = counts.get(n.status, 0) + 1
     summary = ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) or "no nodes"
-    say(f"dbt {step.command}: {'ok' if step.success else 'FAILED'} in {step.seconds:.1f}s ({summary})")
+    headline = f"dbt {step.command}: {'ok' if step.success else 'FAILED'} in {step.seconds:.1f}s ({summary})"
+    say(headline)
+    failed = []
     for n in step.nodes:
         if n.failed or n.status in ("warn", "skipped"):
             detail = f"{n.failures} failing row(s)" if n.failures else (n.message or "")
             say(f"  {n.status}: {n.resource_type} {n.name}: {detail}")
+            if n.failed:
+                failed.append(f"{n.status}: {n.resource_type} {n.name}: {detail}")
     if step.error:
         error(step.error)
+    if not step.success:
+        # what failed, as the step's message in the Argo UI (and `kubectl describe pod`)
+        termination_message("\n".join([headline, *failed, *([step.error] if step.error else [])]))
     log_file = cfg.log_path / "dbt.log"
     if not step.success and log_file.is_file():
         # the pod's log is all a reader of the Argo UI gets: the end of dbt's own log goes there too
