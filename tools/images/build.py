@@ -271,6 +271,11 @@ def build(names: Sequence[str], tag: str, force: bool) -> dict[str, object]:
             log(f"{image.name}: {entry['status']} in {time.monotonic() - start:.1f} s: {entry['ref']}"
                 f"  archive {human(entry['archive_bytes'])} (unpacked {human(entry['unpacked_bytes'])})"
                 f"  {entry['archive']}")
+        if any(results[f"{i.name}:{i.tag(tag)}"]["status"] == "built" for i in images):
+            # a rebuilt image leaves its predecessor untagged: about a GB per filedrop change, which fills
+            # the disk over a day of builds (the tagged images and the bases stay, and so does their cache)
+            subprocess.run(buildah.command("rmi", "--prune"), check=False, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
         log(f"result: {result_path}")
         return {"images": results}
 
