@@ -16,7 +16,7 @@ export FILEDROP_D2B_DIR ?= $(SHARED)/data/d2b
 export FILEDROP_THIRDPARTY ?= $(SHARED)/thirdparty
 PG15_BIN := /usr/lib/postgresql/15/bin
 
-.PHONY: help demo test test-deps unit lint venv clean-venv bench bench-pods soak
+.PHONY: help demo test test-long test-deps unit lint venv clean-venv bench bench-pods soak
 
 help:
 	@echo "make demo    - load the d2b files into an embedded PostgreSQL and show what happened"
@@ -26,6 +26,7 @@ help:
 	@echo "make bench   - load benchmarks (docs/benchmarks.md); not part of make test"
 	@echo "make bench-pods - Spark with executor pods against a loader Job on the node, one 1 GB file"
 	@echo "make soak    - the fault-injection suite, long: SOAK_FILES files (docs/reliability.md)"
+	@echo "make test-long - fault tests on pods that make test leaves out for time (killed Spark driver/executor)"
 	@echo "make cluster - a local Kubernetes control plane for kubectl get filedrops (make cluster-down stops it)"
 	@echo "make images  - build the filedrop and Spark images with buildah, as OCI archives (tools/images)"
 
@@ -53,14 +54,23 @@ test-deps:
 		echo "installing Debian's postgresql-15"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-15 >/dev/null; \
 	fi
+	@# the Argo UI test's browser (tests/k8s/test_argo_pods.py, through Playwright)
+	@if [ ! -x /usr/lib/chromium/chromium ]; then \
+		echo "installing Debian's chromium"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	fi
 
 # Static checks first (seconds): ruff on everything, mypy --strict on the package (pyproject.toml).
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(PY) -m mypy
 
-test: lint venv test-deps k8s-tools k8s-node-tools k8s-spark-operator node-deps image-deps spark-jars
-	$(PY) -m pytest
+test: lint venv test-deps k8s-tools k8s-node-tools k8s-spark-operator k8s-argo node-deps image-deps spark-jars
+	$(PY) -m pytest --durations=15
+
+# Fault tests on pods that `make test` leaves out to keep CI within its time (pyproject.toml's `long` marker).
+test-long: venv test-deps k8s-tools k8s-node-tools k8s-spark-operator node-deps image-deps spark-jars
+	$(PY) -m pytest -m long --durations=15
 
 # Benchmarks (never part of `make test`): docs/benchmarks.md records the results and the command lines.
 # File sizes are in orders (~38.7 bytes a row): 2600000 ~ 100 MB, 13000000 ~ 500 MB, 27000000 ~ 1 GB.

@@ -6,7 +6,7 @@ from tests.support.k8s.cluster import (  # noqa: F401  (fixtures)
     k8s_namespace,
     k8s_thirdparty_crds,
 )
-from tests.support.k8s.pods import host_moto, host_pg, node_cluster, pod_aws, pod_warehouse, spark_operator  # noqa: F401  (fixtures)
+from tests.support.k8s.pods import argo_image, host_moto, host_pg, node_cluster, pod_aws, pod_warehouse, spark_operator  # noqa: F401  (fixtures)
 
 
 def pytest_configure(config):

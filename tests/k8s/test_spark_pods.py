@@ -191,6 +191,7 @@ def loaded_once(stack: Stack, db: DB) -> dict[str, Any]:
     return status
 
 
+@pytest.mark.long
 def test_a_killed_driver_fails_its_application_and_the_retry_loads_once(stack: Stack, db: DB,
                                                                          node_cluster: Cluster) -> None:
     killed = kill_during_copy(stack, db, node_cluster, "driver")
@@ -201,6 +202,7 @@ def test_a_killed_driver_fails_its_application_and_the_retry_loads_once(stack: S
     assert apps[killed.removesuffix("-driver")] == "FAILED", (killed, apps)
 
 
+@pytest.mark.long
 def test_a_killed_executor_leaves_nothing_doubled(stack: Stack, db: DB, node_cluster: Cluster) -> None:
     """Tasks may not be retried inside Spark (spark.task.maxFailures=1: a task retried after its COPY
     committed would load twice): an executor lost mid-COPY fails the application, and the operator's retry

@@ -39,6 +39,11 @@ SMOKE: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
         ("", ("spark-operator", "version")),
         ("", ("/opt/spark/bin/spark-submit", "--version")),
     ),
+    "argo": (
+        ("", ("workflow-controller", "--help")),
+        ("", ("argoexec", "version")),
+        ("", ("argo", "version")),
+    ),
 }
 
 

@@ -149,7 +149,19 @@ SPARK_BASE = Base(
     wheel=f"pyspark=={SPARK_VERSION}",
 )
 
-BASES = {b.name: b for b in (PYTHON_BASE, MAVEN_BASE, SPARK_BASE)}
+#: what a static Go binary needs around it, as Google's distroless "static" image has it: CA certificates,
+#: MIME types, time zones, /etc/services (Debian minbase, so more than distroless: a shell among it)
+STATIC_BASE = Base(
+    name="static",
+    ref="localhost/filedrop-base/static:bookworm",
+    stands_in_for="gcr.io/distroless/static-debian12",
+    build_arg="STATIC_IMAGE",
+    packages=("ca-certificates", "media-types", "tzdata", "netbase"),
+    hooks=(),
+    env=(("PATH", PATH),),
+)
+
+BASES = {b.name: b for b in (PYTHON_BASE, MAVEN_BASE, SPARK_BASE, STATIC_BASE)}
 
 
 @dataclass(frozen=True)
@@ -210,7 +222,22 @@ SPARK_OPERATOR_IMAGE = Image(
     fixed_tag=SPARK_OPERATOR_VERSION,
 )
 
-IMAGES = {i.name: i for i in (FILEDROP_IMAGE, SPARK_IMAGE, SPARK_OPERATOR_IMAGE)}
+ARGO_WORKFLOWS_VERSION = "3.7.18"
+
+#: Argo Workflows (tools/k8s/argo-workflows): workflow-controller, argoexec and argo (CLI, server and UI) from
+#: Go modules and npm, built by tools/k8s/build.sh into the user's cache, which is this image's build context.
+ARGO_IMAGE = Image(
+    name="argo",
+    repository="filedrop-argo",
+    dockerfile="tools/k8s/argo-workflows/Dockerfile",
+    bases=("static",),
+    inputs=("tools/k8s/argo-workflows/Dockerfile", "tools/k8s/argo-workflows/go.mod",
+            "tools/k8s/argo-workflows/go.sum", "tools/k8s/build.sh", "tools/k8s/argo-ui"),
+    context_command=("bash", "tools/k8s/build.sh", "argo-workflows"),
+    fixed_tag=ARGO_WORKFLOWS_VERSION,
+)
+
+IMAGES = {i.name: i for i in (FILEDROP_IMAGE, SPARK_IMAGE, SPARK_OPERATOR_IMAGE, ARGO_IMAGE)}
 
 #: never part of an image (the same names as .dockerignore) and so never part of a key
 IGNORED_NAMES = frozenset({"__pycache__", ".pytest_cache", "target", "logs", "dbt_packages", ".user.yml"})

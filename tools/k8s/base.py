@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -87,3 +89,22 @@ def die_with_parent() -> None:  # runs in the child between fork and exec
 
     PR_SET_PDEATHSIG = 1
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def pinned_version(wrapper: Path, module: str) -> str:
+    """The version (without its v) a wrapper module's go.mod pins ``module`` at, e.g. 3.7.18."""
+    found = re.search(rf"^\s+{re.escape(module)} v(\S+)", (wrapper / "go.mod").read_text(), re.M)
+    if not found:
+        raise RuntimeError(f"{module} is not pinned in {wrapper / 'go.mod'}")
+    return found.group(1)
+
+
+def module_dir(wrapper: Path, module: str) -> Path:
+    """Where ``module``, at the version the wrapper module pins, is in Go's module cache (downloaded from the
+    module proxy if missing): third-party manifests and charts are read from there, never copied."""
+    env = {**os.environ, "GOTOOLCHAIN": "local", "GOFLAGS": "-mod=readonly"}
+    proc = subprocess.run(["go", "mod", "download", "-json", module], cwd=wrapper, env=env,
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"go mod download {module} failed (exit {proc.returncode}): {proc.stderr.strip()}")
+    return Path(json.loads(proc.stdout)["Dir"])

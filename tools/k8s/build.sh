@@ -17,6 +17,10 @@
 #   build.sh spark-operator   the Kubeflow spark-operator's controller (tools/k8s/spark-operator/go.mod)
 #   into ${XDG_CACHE_HOME:-$HOME/.cache}/filedrop/spark-operator-<v>/bin/spark-operator.
 #
+#   build.sh argo-workflows   Argo Workflows' workflow-controller, argoexec and argo (CLI and server, with
+#   the UI that tools/k8s/argo-ui/build.sh builds embedded) from tools/k8s/argo-workflows/go.mod
+#   into ${XDG_CACHE_HOME:-$HOME/.cache}/filedrop/argo-workflows-<v>/bin.
+#
 # Idempotent: when that directory is complete it exits at once. Whatever it does,
 # the last line on stdout is the bin directory; progress goes to stderr.
 # Go's module and build caches are the user's ordinary ones (go env GOMODCACHE/GOCACHE).
@@ -82,6 +86,71 @@ if [[ ${1:-} == spark-operator ]]; then
     echo "$so_key" >"$bin/.key"
     rm -rf "$root/stage"
     echo "build.sh: spark-operator done in $((SECONDS - start))s" >&2
+  fi
+  echo "$bin"
+  exit 0
+fi
+
+# ---------------------------------------------------------------- build.sh argo-workflows
+if [[ ${1:-} == argo-workflows ]]; then
+  argo_module=github.com/argoproj/argo-workflows/v3
+  argo_version=$(sed -n "s|^\t$argo_module \(v[^ ]*\).*|\1|p" "$here/argo-workflows/go.mod")
+  [[ $argo_version =~ ^v[0-9]+\.[0-9]+\.[0-9]+$ ]] || { echo "build.sh: cannot read the Argo Workflows version" >&2; exit 2; }
+  root=${XDG_CACHE_HOME:-$HOME/.cache}/filedrop/argo-workflows-${argo_version#v}
+  bin=$root/bin
+  # rebuilt when the wrapper module or the UI's recipe changes
+  argo_key=$(cat "$here/argo-workflows/go.mod" "$here/argo-workflows/go.sum" "$here"/argo-ui/* | sha256sum | cut -d' ' -f1)
+  built() {
+    [[ $(cat "$bin/.key" 2>/dev/null) == "$argo_key" ]] || return 1
+    local t
+    for t in workflow-controller argoexec argo; do [[ -x $bin/$t ]] || return 1; done
+  }
+  if built; then
+    echo "$bin"
+    exit 0
+  fi
+  mkdir -p "$root"
+  exec 9>"$root/.lock"
+  flock 9
+  if ! built; then
+    command -v go >/dev/null || { echo "build.sh: go is not installed" >&2; exit 2; }
+    export GOTOOLCHAIN=local GOFLAGS="-mod=readonly -buildvcs=false"
+    start=$SECONDS
+    echo "build.sh: Argo Workflows $argo_version (first time: many minutes) ..." >&2
+    argo_json=$(cd "$here/argo-workflows" && go mod download -json "$argo_module")
+    argo_dir=$(sed -n 's|.*"Dir": "\(.*\)",|\1|p' <<<"$argo_json")
+    argo_info=$(sed -n 's|.*"Info": "\(.*\)",|\1|p' <<<"$argo_json")
+    argo_commit=$(sed -n 's|.*"Hash":"\([0-9a-f]*\)".*|\1|p' "$argo_info" 2>/dev/null || true)
+    [[ -d $argo_dir ]] || { echo "build.sh: go mod download gave no directory for $argo_module" >&2; exit 1; }
+    # upstream's Makefile stamps these into `argo version` and the controller's default executor image
+    argo_ldflags="-s -w"
+    for kv in "version=$argo_version" "gitTag=$argo_version" "gitCommit=$argo_commit" "gitTreeState=clean" \
+              "buildDate=$(date -u +%Y-%m-%dT%H:%M:%SZ)"; do
+      argo_ldflags+=" -X $argo_module.$kv"
+    done
+    stage=$root/stage
+    rm -rf "$stage"
+    mkdir -p "$stage"
+    # Built in a writable copy of the module (same go.mod and go.sum as the wrapper's), which gets what the
+    # module zip leaves out: the symlink signal_linux.go -> signal_darwin.go (zips carry no symlinks;
+    # without it argoexec does not compile for Linux) and the UI that `argo` embeds (ui/dist/app, go:embed)
+    cp -r "$argo_dir" "$stage/src"
+    chmod -R u+w "$stage/src"
+    osspecific=$stage/src/workflow/executor/osspecific
+    [[ -e $osspecific/signal_linux.go ]] || ln -s signal_darwin.go "$osspecific/signal_linux.go"
+    echo "build.sh: the Argo UI ..." >&2
+    bash "$here/argo-ui/build.sh" "$stage/src" >&2
+    echo "build.sh: workflow-controller argoexec argo ..." >&2
+    (cd "$stage/src" && CGO_ENABLED=0 go build -trimpath -ldflags "$argo_ldflags" -o "$stage/" \
+      ./cmd/workflow-controller ./cmd/argoexec ./cmd/argo) >&2
+    "$stage/argo" version --short >&2
+    mkdir -p "$bin"
+    for t in workflow-controller argoexec argo; do mv "$stage/$t" "$bin/$t"; done
+    # the runtime files upstream's images carry next to the binaries
+    install -m 0644 "$argo_dir/hack/nsswitch.conf" "$bin/nsswitch.conf"
+    echo "$argo_key" >"$bin/.key"
+    rm -rf "$stage"
+    echo "build.sh: Argo Workflows done in $((SECONDS - start))s" >&2
   fi
   echo "$bin"
   exit 0

@@ -14,15 +14,13 @@ Used by `make cluster` (tools/k8s/stack.py) and the tests on pods (tests/support
 
 from __future__ import annotations
 
-import json
-import os
-import re
-import subprocess
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from tools.k8s.base import module_dir, pinned_version
 
 HERE = Path(__file__).resolve().parent
 MODULE = "github.com/kubeflow/spark-operator/v2"
@@ -33,20 +31,12 @@ REPOSITORY = "library/filedrop-spark-operator"
 
 def version() -> str:
     """The pinned release, from the wrapper module's go.mod (e.g. 2.5.2)."""
-    found = re.search(rf"^\s+{re.escape(MODULE)} v(\S+)", (HERE / "spark-operator" / "go.mod").read_text(), re.M)
-    if not found:
-        raise RuntimeError(f"{MODULE} is not pinned in {HERE / 'spark-operator' / 'go.mod'}")
-    return found.group(1)
+    return pinned_version(HERE / "spark-operator", MODULE)
 
 
 def chart_dir() -> Path:
-    """Upstream's chart inside the module (Go's module cache; downloaded from the module proxy if missing)."""
-    env = {**os.environ, "GOTOOLCHAIN": "local", "GOFLAGS": "-mod=readonly"}
-    proc = subprocess.run(["go", "mod", "download", "-json", MODULE], cwd=HERE / "spark-operator", env=env,
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"go mod download {MODULE} failed (exit {proc.returncode}): {proc.stderr.strip()}")
-    chart = Path(json.loads(proc.stdout)["Dir"]) / "charts" / "spark-operator-chart"
+    """Upstream's chart inside the module (Go's module cache)."""
+    chart = module_dir(HERE / "spark-operator", MODULE) / "charts" / "spark-operator-chart"
     if not (chart / "Chart.yaml").is_file():
         raise RuntimeError(f"no chart at {chart}")
     return chart

@@ -3,13 +3,16 @@
 `make cluster` runs `python -m tools.k8s.controlplane up --node` and then this module's `up`, which adds: the
 filedrop image (`make images`) imported into the node, moto's S3/SQS server and an embedded warehouse on the
 node's bridge address (standing in for AWS and RDS), a bucket whose ObjectCreated events go to an SQS queue,
-the Kubeflow spark-operator installed by its own chart (tools/k8s/sparkop.py) for namespace `filedrop`, and the
-chart helm-installed into namespace `filedrop` (restricted Pod Security): the operator and bridge pods, the d2b
-FileRoutes, loader Job pods per file, and for files above the Spark threshold (or routes with `engine: spark`) a
-SparkApplication with driver and executor pods from the Spark image. Then
+the Kubeflow spark-operator installed by its own chart (tools/k8s/sparkop.py) for namespace `filedrop`, Argo
+Workflows (tools/k8s/argo.py: controller, server with its UI, artifacts in the bucket `filedrop-analytics`) and
+the chart helm-installed into namespace `filedrop` (restricted Pod Security): the operator and bridge pods, the
+d2b FileRoutes, loader Job pods per file, for files above the Spark threshold (or routes with `engine: spark`) a
+SparkApplication with driver and executor pods from the Spark image, and the dbt workflows (the
+`filedrop-transform` WorkflowTemplate, its daily CronWorkflow). Then
 
     make cluster-put FILE=../shared/data/d2b/orders.csv      # drop a file into the bucket
     kubectl get pods,filedrops -n filedrop                    # watch it load
+    make cluster-transform DATE=2022-09-05                    # run the dbt workflow now (Argo)
 
 `down` stops what `up` started (the control plane itself: `python -m tools.k8s.controlplane down`).
 Run from the repository root.
@@ -18,6 +21,7 @@ Run from the repository root.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -34,6 +38,8 @@ from tools.k8s.node import BRIDGE_IP, POD_SUBNET
 REPO = Path(__file__).resolve().parents[2]
 
 BUCKET = "d2b-internal-assessment-bucket"
+#: the dbt docs site, the exports and Argo's artifacts
+ANALYTICS_BUCKET = "filedrop-analytics"
 QUEUE = "filedrop-events"
 IMAGE_TAG = "dev"
 AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
@@ -147,12 +153,12 @@ def up_pods(cp: ControlPlane, d: Path, ns: str) -> int:
     built from operator/Dockerfile (`make images`); moto and the warehouse on the bridge address."""
     from tools.images.build import archives
     from tools.images.recipes import IMAGES
-    from tools.k8s import sparkop
+    from tools.k8s import argo, sparkop
     from tools.k8s.node import Node, build_node_tools
 
-    # the filedrop image, the Spark job image and the spark-operator's controller image
+    # the filedrop image, the Spark job image, the spark-operator's controller image and Argo's
     node = Node(d, bin_dir=build_node_tools(quiet=True))
-    for archive in archives(["filedrop", "spark", "spark-operator"], IMAGE_TAG).values():
+    for archive in archives(["filedrop", "spark", "spark-operator", "argo"], IMAGE_TAG).values():
         node.import_image(archive)
     endpoint = _moto(d, BRIDGE_IP)
     os.environ.update(AWS_ENV, AWS_ENDPOINT_URL=endpoint)
@@ -170,6 +176,12 @@ def up_pods(cp: ControlPlane, d: Path, ns: str) -> int:
     queue = _bucket_to_queue()
     # the spark-operator (its own chart, from its Go module) runs the SparkApplications of namespace ns
     sparkop.install(lambda *args: _helm(cp, *args), d / "spark-operator-values.yaml", job_namespaces=[ns])
+    # Argo Workflows in namespace ns, its artifacts (the docs step's output) in the analytics bucket
+    import boto3
+
+    boto3.client("s3").create_bucket(Bucket=ANALYTICS_BUCKET)
+    argo.install(lambda *args, **kw: _kubectl(cp, *args, **kw), ns,
+                 argo.controller_config(ANALYTICS_BUCKET, endpoint, "filedrop-aws"))
     values = {
         "image": {"repository": "filedrop", "tag": IMAGE_TAG, "pullPolicy": "Never"},
         # files from the Spark threshold up (or of routes with engine: spark) load through SparkApplications:
@@ -181,6 +193,9 @@ def up_pods(cp: ControlPlane, d: Path, ns: str) -> int:
         "aws": {"region": AWS_ENV["AWS_DEFAULT_REGION"], "endpointUrl": endpoint, "existingSecret": "filedrop-aws"},
         "bridge": {"enabled": True, "queueUrl": queue, "waitSeconds": 5},
         "operator": {"verbose": True},
+        # the dbt workflows; the embedded warehouse has no if_common: the local target builds it
+        "argo": {"enabled": True, "exportTo": f"s3://{ANALYTICS_BUCKET}/exports", "dbtTarget": "local"},
+        "docs": {"s3Uri": f"s3://{ANALYTICS_BUCKET}/docs"},
     }
     (d / "values.yaml").write_text(yaml.safe_dump(values))
     try:
@@ -196,6 +211,9 @@ def up_pods(cp: ControlPlane, d: Path, ns: str) -> int:
     print(f"  logs:         kubectl logs -n {ns} deployment/filedrop-operator", file=sys.stderr)
     print(f"  Spark:        kubectl get sparkapplications,pods -n {ns}   (files over "
           "operator.sparkThresholdBytes, or a FileRoute with engine: spark)", file=sys.stderr)
+    print(f"  dbt:          make cluster-transform DATE=2022-09-05; kubectl get workflows -n {ns}", file=sys.stderr)
+    print(f"  Argo UI:      {argo.server_url(lambda *a: json.loads(_kubectl(cp, *a, '-o', 'json')), ns)}  "
+          f"(docs and exports: s3://{ANALYTICS_BUCKET})", file=sys.stderr)
     return 0
 
 
@@ -220,6 +238,19 @@ def put(d: Path, path: Path, key: str | None) -> int:
     return 0
 
 
+def transform(d: Path, ns: str, day: str | None) -> int:
+    """A run of the chart's ``filedrop-transform`` WorkflowTemplate (``kubectl create`` of a Workflow), for
+    ``day`` (as_of_date and ingestion_date; empty: today)."""
+    cp = ControlPlane.load(d)
+    params = [{"name": n, "value": day or ""} for n in ("as_of_date", "ingestion_date")]
+    run = {"apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow",
+           "metadata": {"generateName": "filedrop-transform-", "namespace": ns},
+           "spec": {"workflowTemplateRef": {"name": "filedrop-transform"}, "arguments": {"parameters": params}}}
+    name = _kubectl(cp, "create", "-f", "-", "-o", "jsonpath={.metadata.name}", input=json.dumps(run))
+    print(f"submitted workflow {ns}/{name}: kubectl get workflow -n {ns} {name} -w", file=sys.stderr)
+    return 0
+
+
 def down(d: Path) -> int:
     for name in ("bridge", "operator", "moto"):
         stop_pidfile(d / f"{name}.pid")
@@ -232,12 +263,13 @@ def down(d: Path) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("command", choices=["up", "put", "down"])
+    ap.add_argument("command", choices=["up", "put", "transform", "down"])
     ap.add_argument("file", nargs="?", type=Path, help="put: the file to upload")
     home = Path(os.environ.get("FILEDROP_HOME", Path.home() / ".local/share/filedrop"))
     ap.add_argument("--dir", type=Path, default=home / "cluster", help="the control plane's state directory")
     ap.add_argument("--namespace", default="filedrop")
     ap.add_argument("--key", help="put: the object key (default orders_data/<file name>)")
+    ap.add_argument("--date", help="transform: the run's as_of_date and ingestion_date (default today)")
     args = ap.parse_args(argv)
     d = args.dir.resolve()
     if args.command == "up":
@@ -246,6 +278,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.file:
             ap.error("put needs a file")
         return put(d, args.file, args.key)
+    if args.command == "transform":
+        return transform(d, args.namespace, args.date)
     return down(d)
 
 

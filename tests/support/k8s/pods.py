@@ -11,6 +11,7 @@ next module's starts):
   host_moto      moto's S3/SQS server on the bridge address
   spark_operator the Kubeflow spark-operator installed by its chart (tools/k8s/sparkop.py) on the node, for
                  SparkApplications in every namespace; the Spark job image imported (SPARK_IMAGE)
+  argo_image     the Argo Workflows image (tools/k8s/argo.py installs it into a namespace) imported
 and per test:
   pod_aws        boto3 in the test pointed at host_moto (as the `aws` fixture does for loopback moto)
   pod_warehouse  a fresh database on host_pg: (the admin URL for the test, the URL pods and the operator use)
@@ -34,7 +35,7 @@ from tests.support.k8s.topology import Stack
 from tests.support.servers import DebianPostgres, start_moto
 from tools.images.build import archives
 from tools.images.recipes import IMAGES
-from tools.k8s import sparkop
+from tools.k8s import argo, sparkop
 from tools.k8s.node import BRIDGE_IP
 
 REPO = Path(__file__).resolve().parents[3]
@@ -68,6 +69,14 @@ def spark_operator(node_cluster: Cluster, tmp_path_factory: pytest.TempPathFacto
     sparkop.install(lambda *args: node_cluster.helm(*args, timeout=400),
                     tmp_path_factory.mktemp("spark-operator") / "values.yaml", job_namespaces=[""])
     return SPARK_IMAGE
+
+
+@pytest.fixture(scope="module")
+def argo_image(node_cluster: Cluster) -> str:
+    """The image with Argo's controller, executor and server (tools/k8s/argo-workflows), on the node."""
+    for archive in archives(["argo"], TAG).values():
+        node_cluster.import_image(archive)
+    return argo.image()
 
 
 @pytest.fixture(scope="module")
