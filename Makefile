@@ -28,7 +28,7 @@ help:
 	@echo "make soak    - the fault-injection suite, long: SOAK_FILES files (docs/reliability.md)"
 	@echo "make test-long - fault tests on pods that make test leaves out for time (killed Spark driver/executor)"
 	@echo "make cluster - a local Kubernetes control plane for kubectl get filedrops (make cluster-down stops it)"
-	@echo "make images  - build the filedrop and Spark images with buildah, as OCI archives (tools/images)"
+	@echo "make images  - build the filedrop, Spark, spark-operator and Argo images with buildah, as OCI archives (tools/images)"
 
 # The virtualenv is rebuilt when pyproject.toml changes; pip's own cache keeps that fast.
 $(VENV)/.installed: pyproject.toml

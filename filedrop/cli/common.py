@@ -66,7 +66,9 @@ def termination_message(message: str, path: Path | None = None) -> None:
     path = path or TERMINATION_LOG
     try:
         if path.is_file():
-            path.write_bytes(message.encode(errors="replace")[:TERMINATION_LIMIT])
+            # cut at the limit, never inside a character
+            text = message.encode(errors="replace")[:TERMINATION_LIMIT].decode(errors="ignore")
+            path.write_bytes(text.encode())
     except OSError:
         pass  # a read-only or vanished file: the message is still on stderr
 

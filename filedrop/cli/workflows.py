@@ -267,8 +267,10 @@ def step_docs(
     url, _settings, cfg = _prepare(warehouse)
     step = _run(["docs", "generate", "--static"], url, cfg, variables)
     static = cfg.target_path / "static_index.html"
-    if not step.success or not static.is_file():
+    if not step.success:
         raise typer.Exit(ExitCode.FAILED)
+    if not static.is_file():
+        raise fail(f"dbt docs generate --static succeeded but wrote no {static}", ExitCode.FAILED)
     out_dir.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(static, out_dir / "index.html")
     say(f"docs: {out_dir / 'index.html'} ({(out_dir / 'index.html').stat().st_size:,} bytes)")

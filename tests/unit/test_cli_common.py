@@ -23,6 +23,8 @@ def test_an_error_becomes_the_termination_message_only_where_the_kubelet_made_th
     assert log.read_text() == "dbt build: FAILED"  # the last one wins
     common.termination_message("é" * 3000)
     assert len(log.read_bytes()) == common.TERMINATION_LIMIT
+    common.termination_message("x" + "é" * 3000)  # the limit falls inside a two-byte character
+    assert log.read_text() == "x" + "é" * ((common.TERMINATION_LIMIT - 1) // 2)
 
 
 def test_a_termination_log_that_cannot_be_written_does_not_hide_the_error(

@@ -274,8 +274,11 @@ def build(names: Sequence[str], tag: str, force: bool) -> dict[str, object]:
         if any(results[f"{i.name}:{i.tag(tag)}"]["status"] == "built" for i in images):
             # a rebuilt image leaves its predecessor untagged: about a GB per filedrop change, which fills
             # the disk over a day of builds (the tagged images and the bases stay, and so does their cache)
-            subprocess.run(buildah.command("rmi", "--prune"), check=False, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL)
+            pruned = subprocess.run(buildah.command("rmi", "--prune"), stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.PIPE, text=True)
+            if pruned.returncode != 0:
+                log(f"could not remove untagged images (buildah rmi --prune, exit {pruned.returncode}): "
+                    f"{pruned.stderr.strip()[-300:]}")
         log(f"result: {result_path}")
         return {"images": results}
 

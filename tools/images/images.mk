@@ -1,9 +1,9 @@
 # The repository's images, built without a Docker daemon or a registry (tools/images/README.md).
 # Included by the top-level Makefile. Needs root (mmdebstrap, buildah); only the standard library.
 #
-#   make images                 build docker.io/library/filedrop:$(IMAGE_TAG), filedrop-spark:$(IMAGE_TAG) and
-#                               the spark-operator's filedrop-spark-operator:2.5.2 as OCI archives in
-#                               ~/.cache/filedrop/images (only what changed is rebuilt)
+#   make images                 build docker.io/library/filedrop:$(IMAGE_TAG), filedrop-spark:$(IMAGE_TAG),
+#                               the spark-operator's filedrop-spark-operator:2.5.2 and Argo's filedrop-argo:3.7.18
+#                               as OCI archives in ~/.cache/filedrop/images (only what changed is rebuilt)
 #   make images-clean           remove the buildah storage, the archives and result.json
 
 IMAGE_TAG ?= dev

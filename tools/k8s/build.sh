@@ -98,8 +98,9 @@ if [[ ${1:-} == argo-workflows ]]; then
   [[ $argo_version =~ ^v[0-9]+\.[0-9]+\.[0-9]+$ ]] || { echo "build.sh: cannot read the Argo Workflows version" >&2; exit 2; }
   root=${XDG_CACHE_HOME:-$HOME/.cache}/filedrop/argo-workflows-${argo_version#v}
   bin=$root/bin
-  # rebuilt when the wrapper module or the UI's recipe changes
-  argo_key=$(cat "$here/argo-workflows/go.mod" "$here/argo-workflows/go.sum" "$here"/argo-ui/* | sha256sum | cut -d' ' -f1)
+  # rebuilt when the wrapper module, the UI's recipe, this script or the Go or Node toolchain changes
+  argo_key=$( (cat "$here/argo-workflows/go.mod" "$here/argo-workflows/go.sum" "$here"/argo-ui/* "$here/build.sh"
+              go version 2>&1; node --version 2>&1) | sha256sum | cut -d' ' -f1)
   built() {
     [[ $(cat "$bin/.key" 2>/dev/null) == "$argo_key" ]] || return 1
     local t
@@ -117,7 +118,8 @@ if [[ ${1:-} == argo-workflows ]]; then
     export GOTOOLCHAIN=local GOFLAGS="-mod=readonly -buildvcs=false"
     start=$SECONDS
     echo "build.sh: Argo Workflows $argo_version (first time: many minutes) ..." >&2
-    argo_json=$(cd "$here/argo-workflows" && go mod download -json "$argo_module")
+    argo_json=$(cd "$here/argo-workflows" && go mod download -json "$argo_module") ||
+      { echo "build.sh: go mod download $argo_module failed: $argo_json" >&2; exit 1; }
     argo_dir=$(sed -n 's|.*"Dir": "\(.*\)",|\1|p' <<<"$argo_json")
     argo_info=$(sed -n 's|.*"Info": "\(.*\)",|\1|p' <<<"$argo_json")
     argo_commit=$(sed -n 's|.*"Hash":"\([0-9a-f]*\)".*|\1|p' "$argo_info" 2>/dev/null || true)
@@ -131,7 +133,8 @@ if [[ ${1:-} == argo-workflows ]]; then
     stage=$root/stage
     rm -rf "$stage"
     mkdir -p "$stage"
-    # Built in a writable copy of the module (same go.mod and go.sum as the wrapper's), which gets what the
+    # Built in a writable copy of the module, with its own go.mod and go.sum (upstream's; the wrapper pins the
+    # same versions, and its go.sum checks the module itself), which gets what the
     # module zip leaves out: the symlink signal_linux.go -> signal_darwin.go (zips carry no symlinks;
     # without it argoexec does not compile for Linux) and the UI that `argo` embeds (ui/dist/app, go:embed)
     cp -r "$argo_dir" "$stage/src"
@@ -143,8 +146,9 @@ if [[ ${1:-} == argo-workflows ]]; then
     echo "build.sh: workflow-controller argoexec argo ..." >&2
     (cd "$stage/src" && CGO_ENABLED=0 go build -trimpath -ldflags "$argo_ldflags" -o "$stage/" \
       ./cmd/workflow-controller ./cmd/argoexec ./cmd/argo) >&2
-    "$stage/argo" version --short >&2
+    env -u ARGO_SERVER "$stage/argo" version --short >&2
     mkdir -p "$bin"
+    rm -f "$bin/.key"  # an interrupted move leaves no key: the next run rebuilds
     for t in workflow-controller argoexec argo; do mv "$stage/$t" "$bin/$t"; done
     # the runtime files upstream's images carry next to the binaries
     install -m 0644 "$argo_dir/hack/nsswitch.conf" "$bin/nsswitch.conf"
