@@ -102,11 +102,8 @@ class Argo:
 
     def submit(self, template: str, parameters: dict[str, str]) -> str:
         """``kubectl create`` of a run of ``template``; its name."""
-        manifest = {"apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow",
-                    "metadata": {"generateName": f"{template}-"},
-                    "spec": {"workflowTemplateRef": {"name": template},
-                             "arguments": {"parameters": [{"name": k, "value": v} for k, v in parameters.items()]}}}
-        return self.kubectl("create", "-f", "-", "-o", "jsonpath={.metadata.name}", input=json.dumps(manifest))
+        return self.kubectl("create", "-f", "-", "-o", "jsonpath={.metadata.name}",
+                            input=json.dumps(argo.workflow_run(template, parameters)))
 
     def succeeded_run(self) -> dict[str, Any]:
         """A Succeeded run of the chart's template (the first test's, or a new one)."""

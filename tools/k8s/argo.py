@@ -128,6 +128,17 @@ def install(kubectl: Callable[..., str], namespace: str, config: dict[str, str],
         kubectl("rollout", "status", f"deployment/{name}", "-n", namespace, f"--timeout={timeout}")
 
 
+def workflow_run(template: str, parameters: dict[str, str], namespace: str | None = None) -> dict[str, Any]:
+    """A Workflow that runs the WorkflowTemplate ``template`` with ``parameters`` (for ``kubectl create``;
+    its name is generated)."""
+    metadata: dict[str, str] = {"generateName": f"{template}-"}
+    if namespace:
+        metadata["namespace"] = namespace
+    return {"apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow", "metadata": metadata,
+            "spec": {"workflowTemplateRef": {"name": template},
+                     "arguments": {"parameters": [{"name": k, "value": v} for k, v in parameters.items()]}}}
+
+
 def server_url(kubectl_json: Callable[..., Any], namespace: str) -> str:
     """``http://<pod IP>:2746`` of the running argo-server pod (reachable from the node's host)."""
     pods = kubectl_json("get", "pods", "-n", namespace, "-l", "app=argo-server")["items"]

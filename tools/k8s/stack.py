@@ -241,11 +241,10 @@ def put(d: Path, path: Path, key: str | None) -> int:
 def transform(d: Path, ns: str, day: str | None) -> int:
     """A run of the chart's ``filedrop-transform`` WorkflowTemplate (``kubectl create`` of a Workflow), for
     ``day`` (as_of_date and ingestion_date; empty: today)."""
+    from tools.k8s import argo
+
     cp = ControlPlane.load(d)
-    params = [{"name": n, "value": day or ""} for n in ("as_of_date", "ingestion_date")]
-    run = {"apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow",
-           "metadata": {"generateName": "filedrop-transform-", "namespace": ns},
-           "spec": {"workflowTemplateRef": {"name": "filedrop-transform"}, "arguments": {"parameters": params}}}
+    run = argo.workflow_run("filedrop-transform", {"as_of_date": day or "", "ingestion_date": day or ""}, ns)
     name = _kubectl(cp, "create", "-f", "-", "-o", "jsonpath={.metadata.name}", input=json.dumps(run))
     print(f"submitted workflow {ns}/{name}: kubectl get workflow -n {ns} {name} -w", file=sys.stderr)
     return 0
