@@ -42,7 +42,9 @@ def operator(
     ns = namespace or os.environ.get("FILEDROP_NAMESPACE") or None
     if ns:
         os.environ["FILEDROP_NAMESPACE"] = ns
-    kopf.configure(verbose=logging.getLogger().isEnabledFor(logging.INFO))
+    json_logs = os.environ.get("FILEDROP_LOG_FORMAT") == "json"
+    kopf.configure(verbose=logging.getLogger().isEnabledFor(logging.INFO),
+                   log_format=kopf.LogFormat.JSON if json_logs else kopf.LogFormat.FULL)
     kopf.run(
         clusterwide=ns is None,
         namespaces=[ns] if ns else [],
@@ -60,12 +62,16 @@ def bridge(
     allowed_bucket: Annotated[list[str] | None, typer.Option(
         "--allowed-bucket", help="Serve only these buckets (repeatable; default $FILEDROP_ALLOWED_BUCKETS, "
                                  "comma-separated). Messages for others are refused.")] = None,
+    metrics_port: Annotated[int, typer.Option(
+        "--metrics-port", help="Serve /metrics and /healthz on this port (0: not at all).", min=0,
+        max=65535)] = 0,
 ) -> None:
     """Long-poll SQS and create a FileDrop for each S3 object version a FileRoute matches."""
     import boto3
 
     from filedrop.cluster.bridge import Bridge
     from filedrop.cluster.kube import Kube
+    from filedrop.cluster.metrics import HealthServer
 
     ns = _namespace(namespace)
     stop = threading.Event()
@@ -79,8 +85,14 @@ def bridge(
     allowed = allowed_bucket or [b for b in os.environ.get("FILEDROP_ALLOWED_BUCKETS", "").split(",") if b]
     b = Bridge(Kube(), boto3.client("sqs"), queue, ns, wait_seconds=wait, visibility_timeout=visibility,
                allowed_buckets=frozenset(allowed) if allowed else None)
-    out.print(f"bridge: {queue} -> FileDrops in namespace {ns}", highlight=False)
-    stats = b.run(stop)
+    server = HealthServer(metrics_port, b.health).start() if metrics_port else None
+    out.print(f"bridge: {queue} -> FileDrops in namespace {ns}"
+              + (f"; /metrics and /healthz on port {server.port}" if server else ""), highlight=False)
+    try:
+        stats = b.run(stop)
+    finally:
+        if server:
+            server.stop()
     out.print(f"stopped: {stats.messages} messages, {stats.created} FileDrops created, {stats.existing} existing, "
               f"{stats.unmatched} unmatched, {stats.unparseable} unparseable, {stats.foreign} refused (bucket)",
               highlight=False)

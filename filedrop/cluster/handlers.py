@@ -25,7 +25,15 @@ from filedrop.cluster.controller import Controller, Result
 from filedrop.cluster.follow import Wakeups, follow
 from filedrop.cluster.jobs import job_state, spark_state
 from filedrop.cluster.kube import SPARK, Kube
-from filedrop.cluster.resources import FILEDROP_LABEL, FILEDROPS, GROUP, REPLAY_ANNOTATION, TERMINAL_PHASES, VERSION
+from filedrop.cluster.resources import (
+    FILEDROP_LABEL,
+    FILEDROPS,
+    FILEROUTES,
+    GROUP,
+    REPLAY_ANNOTATION,
+    TERMINAL_PHASES,
+    VERSION,
+)
 from filedrop.cluster.settings import OperatorConfig
 
 log = logging.getLogger(__name__)
@@ -41,6 +49,8 @@ class Operator:
     wakeups: Wakeups
     #: kopf's settings: its executor runs the blocking calls (``settings.execution.max_workers`` threads)
     settings: kopf.OperatorSettings
+    #: the FileDrops and FileRoutes as watched: the metrics' gauges are computed from it
+    backlog: metrics.Backlog
 
 
 def _operator(memo: kopf.Memo) -> Operator:
@@ -68,9 +78,10 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.background.instant_exit_timeout = 1.0
     controller = Controller(cfg, Kube())
     controller.start()
-    memo["operator"] = Operator(cfg, controller, Wakeups(), settings)
+    backlog = metrics.Backlog()
+    memo["operator"] = Operator(cfg, controller, Wakeups(), settings, backlog)
     if cfg.metrics_port:
-        metrics.serve(cfg.metrics_port)
+        metrics.serve(cfg.metrics_port, backlog)
 
 
 def _key(namespace: str | None, name: str | None) -> str:
@@ -106,6 +117,20 @@ async def follower(body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStopped
 
     await follow(_key(body.metadata.namespace, body.metadata.name), lambda: body, op.controller, op.wakeups,
                  stopped, execute, post, op.config.recheck_seconds)
+
+
+@kopf.on.event(GROUP, VERSION, FILEDROPS)
+async def filedrop_seen(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """Every FileDrop event updates the backlog the metrics' gauges are computed from."""
+    key = _key(body.metadata.namespace, body.metadata.name)
+    _operator(memo).backlog.filedrop(key, None if type == "DELETED" else body)
+
+
+@kopf.on.event(GROUP, VERSION, FILEROUTES)
+async def fileroute_seen(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """The same for FileRoutes (their last load, for the staleness gauge)."""
+    _operator(memo).backlog.fileroute(body.metadata.namespace or "", body.metadata.name or "",
+                                      None if type == "DELETED" else body)
 
 
 def _gone_or_replayed(type: str, body: kopf.Body, **_: Any) -> bool:

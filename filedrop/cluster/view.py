@@ -8,12 +8,12 @@ cannot use raises :class:`FileDropError`, which names the object and the field.
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from filedrop.cluster.resources import PHASES, REPLAY_ANNOTATION, TERMINAL_PHASES
+from filedrop.cluster.resources import PHASES, REPLAY_ANNOTATION, ROUTE_LABEL, TERMINAL_PHASES
 from filedrop.objects import SourceObject
 
 
@@ -188,3 +188,56 @@ class FileDropView:
     def changes(self, status: Mapping[str, Any]) -> dict[str, Any]:
         """The part of a status patch that would change something (a field absent counts as None)."""
         return {k: v for k, v in status.items() if self.raw_status.get(k) != v}
+
+
+#: phases of a FileDrop that waits: for its route to be resolved, for a load slot, or for a retry's backoff
+WAITING_PHASES = ("Pending", "Queued")
+
+
+@dataclass(frozen=True)
+class DropState:
+    """What the backlog figures need of a FileDrop, read leniently (a half-written body still counts)."""
+
+    namespace: str
+    name: str
+    key: str
+    route: str
+    phase: str
+    created: datetime | None
+
+    @classmethod
+    def of(cls, body: Mapping[str, Any]) -> DropState:
+        meta = body.get("metadata") or {}
+        status = body.get("status") or {}
+        route = status.get("route") or (meta.get("labels") or {}).get(ROUTE_LABEL) or ""
+        try:
+            created = parse_time(meta.get("creationTimestamp"))
+        except ValueError:
+            created = None
+        return cls(namespace=str(meta.get("namespace") or ""), name=str(meta.get("name") or ""),
+                   key=str((body.get("spec") or {}).get("key") or ""), route=str(route),
+                   phase=str(status.get("phase") or "Pending"), created=created)
+
+
+@dataclass(frozen=True)
+class BacklogSummary:
+    """FileDrops counted by phase, and the oldest one waiting (what ``filedrop status`` and the metrics say)."""
+
+    by_phase: dict[str, int]
+    waiting: int
+    oldest_waiting: DropState | None
+
+    @classmethod
+    def of(cls, drops: Iterable[DropState]) -> BacklogSummary:
+        drops = list(drops)
+        by_phase = {p: n for p in PHASES if (n := sum(d.phase == p for d in drops))}
+        waiting = [d for d in drops if d.phase in WAITING_PHASES]
+        dated = [d for d in waiting if d.created is not None]
+        oldest = min(dated, key=lambda d: d.created or datetime.max) if dated else None
+        return cls(by_phase=by_phase, waiting=len(waiting), oldest_waiting=oldest)
+
+    def oldest_age(self, now: datetime) -> float:
+        """Seconds the oldest waiting FileDrop has waited (0 when none waits)."""
+        if self.oldest_waiting is None or self.oldest_waiting.created is None:
+            return 0.0
+        return max(0.0, (now - self.oldest_waiting.created).total_seconds())

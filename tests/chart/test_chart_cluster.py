@@ -51,10 +51,13 @@ def test_rendered_chart_is_valid_for_the_server(k8s_cluster: Any, chart_crds: li
     docs = helm_template(k8s_cluster, restricted_namespace, *values)
     kinds = {d["kind"] for d in docs}
     expected = {"ConfigMap", "ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding",
-                "Deployment", "Service", "NetworkPolicy", "FileRoute", "KopfPeering"}
-    if values:
-        expected |= {"PodDisruptionBudget", "WorkflowTemplate", "CronWorkflow", "Ingress"}
+                "Deployment", "Service", "NetworkPolicy", "FileRoute"}
+    if values:  # peering on; the Prometheus objects wait for their API (test_prometheus_objects_...)
+        expected |= {"PodDisruptionBudget", "WorkflowTemplate", "CronWorkflow", "Ingress", "KopfPeering"}
     assert kinds == expected
+    [operator] = by_kind(docs, "Deployment")["filedrop-operator"]["spec"]["template"]["spec"]["containers"]
+    operator_args = operator["args"]
+    assert ("--peering" in operator_args) == bool(values) and ("--standalone" in operator_args) == (not values)
     res = k8s_cluster.kubectl("apply", "--server-side", "--dry-run=server", "--field-manager=helm", "-n",
                               restricted_namespace, "-f", "-", input=dump(docs))
     _no_warnings(res.stderr)
@@ -91,6 +94,65 @@ def test_install_into_restricted_namespace(k8s_cluster: Any, chart_crds: list[st
     res = k8s_cluster.helm("uninstall", "filedrop", "--namespace", ns)
     # CRDs (crds/) stay, and with them every FileDrop: Helm never deletes what crds/ installed
     assert k8s_cluster.kubectl("get", "crd", "filedrops.filedrop.dev", check=False).returncode == 0
+
+
+def _prometheus_operator_crds() -> list[Path]:
+    """ServiceMonitor's and PrometheusRule's CRDs from the Prometheus Operator that
+    tools/k8s/prometheus-operator/go.mod pins, read from Go's module cache."""
+    from tools.k8s.base import module_dir
+
+    d = module_dir(REPO / "tools" / "k8s" / "prometheus-operator", "github.com/prometheus-operator/prometheus-operator")
+    return [d / "example" / "prometheus-operator-crd" / f"monitoring.coreos.com_{kind}.yaml"
+            for kind in ("servicemonitors", "prometheusrules")]
+
+
+def _exposed_metric_names() -> set[str]:
+    """Every metric name the operator and the bridge expose (counters with their _total, histograms' series)."""
+    from prometheus_client import REGISTRY, CollectorRegistry
+
+    from filedrop.cluster import metrics
+
+    backlog = CollectorRegistry()
+    backlog.register(metrics.BacklogCollector(metrics.Backlog()))
+    names = set()
+    for registry in (REGISTRY, metrics.BRIDGE_REGISTRY, backlog):
+        for family in registry.collect():
+            names |= {family.name, f"{family.name}_total", f"{family.name}_count", f"{family.name}_bucket"}
+    return names
+
+
+def test_prometheus_objects_render_only_where_the_api_is_served(k8s_cluster: Any, chart_crds: list[str],
+                                                                 restricted_namespace: str) -> None:
+    import re
+
+    import promql_parser
+
+    ns = restricted_namespace
+    # no monitoring.coreos.com API: asking for them renders nothing (an install would fail on an unknown kind)
+    assert not {"ServiceMonitor", "PrometheusRule"} & {d["kind"] for d in helm_template(k8s_cluster, ns, "-f",
+                                                                                         str(ALL_ON))}
+    k8s_cluster.install_crds(_prometheus_operator_crds())
+    # helm install asks the API server what it serves: now they are rendered, and the server validates them
+    k8s_cluster.helm("install", "filedrop", str(CHART), "--namespace", ns, "-f", str(ALL_ON))
+    monitors = k8s_cluster.kubectl_json("get", "servicemonitors", "-n", ns)["items"]
+    assert sorted(m["metadata"]["name"] for m in monitors) == ["filedrop-bridge", "filedrop-operator"]
+    services = {s["metadata"]["name"]: s for s in k8s_cluster.kubectl_json("get", "services", "-n", ns)["items"]}
+    for monitor in monitors:  # each selects its component's Service, by a port that Service has
+        service = services[monitor["metadata"]["name"]]
+        assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+        assert monitor["spec"]["endpoints"][0]["port"] in {p["name"] for p in service["spec"]["ports"]}
+        assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    [rule] = k8s_cluster.kubectl_json("get", "prometheusrules", "-n", ns)["items"]
+    alerts = {r["alert"]: r for r in rule["spec"]["groups"][0]["rules"]}
+    assert set(alerts) == {"FileDropFailed", "FileDropBacklogOld", "FileRouteStale", "FileDropBridgeNotReceiving"}
+    exposed = _exposed_metric_names()
+    for name, alert in alerts.items():
+        promql_parser.parse(alert["expr"])  # valid PromQL (raises otherwise)
+        used = set(re.findall(r"\bfiledrop_[a-z_]+", alert["expr"]))
+        assert used and used <= exposed, f"{name} uses metrics filedrop does not expose: {used - exposed}"
+        assert "{{" not in alert["annotations"]["description"]
+    assert f'namespace="{ns}"' in alerts["FileDropBacklogOld"]["expr"]
+    k8s_cluster.helm("uninstall", "filedrop", "--namespace", ns)
 
 
 def test_rbac_is_operator_rbac_yaml(k8s_cluster: Any) -> None:

@@ -72,8 +72,10 @@ class Pods:
 
 
 @pytest.fixture
-def pods(node_cluster: Cluster, pod_warehouse: tuple[str, str], pod_aws: str, tmp_path: Path) -> Iterator[Pods]:
-    """The chart installed as a user would, its Secrets first (docs/install-eks.md), in a restricted namespace."""
+def pods(node_cluster: Cluster, pod_warehouse: tuple[str, str], pod_aws: str, tmp_path: Path,
+         request: pytest.FixtureRequest) -> Iterator[Pods]:
+    """The chart installed as a user would, its Secrets first (docs/install-eks.md), in a restricted namespace.
+    ``operator.peering`` is the test's parameter (default off: ``--standalone``)."""
     admin_url, pod_url = pod_warehouse
     ns = node_cluster.create_namespace(labels=RESTRICTED)
     node_cluster.kubectl("create", "secret", "generic", "filedrop-warehouse", "-n", ns,
@@ -86,7 +88,8 @@ def pods(node_cluster: Cluster, pod_warehouse: tuple[str, str], pod_aws: str, tm
         "image": {"repository": "filedrop", "tag": TAG, "pullPolicy": "Never"},
         "aws": {"region": "us-east-1", "endpointUrl": pod_aws, "existingSecret": "filedrop-aws"},
         "bridge": {"enabled": True, "queueUrl": queue, "waitSeconds": 1, "visibilityTimeout": 5, "replicas": 1},
-        "operator": {"verbose": True, "backoffSeconds": 1, "peeringLifetime": 10},
+        "operator": {"verbose": True, "backoffSeconds": 1, "peeringLifetime": 10,
+                     "peering": bool(getattr(request, "param", False))},
     }
     (tmp_path / "values.yaml").write_text(yaml.safe_dump(values))
     res = node_cluster.helm("install", "filedrop", str(CHART), "-n", ns, "-f", str(tmp_path / "values.yaml"))
@@ -100,6 +103,7 @@ def pods(node_cluster: Cluster, pod_warehouse: tuple[str, str], pod_aws: str, tm
         node_cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
 
 
+@pytest.mark.parametrize("pods", [True], ids=["peering"], indirect=True)
 def test_helm_install_runs_the_d2b_flow_on_real_pods(pods: Pods) -> None:
     # the operator and the bridge become Ready through their probes, under the restricted profile
     pods.wait(lambda: pods.ready("filedrop-operator") and pods.ready("filedrop-bridge"),
@@ -141,7 +145,12 @@ def test_helm_install_runs_the_d2b_flow_on_real_pods(pods: Pods) -> None:
               "the orders FileRoute's status")
     metrics = pods.http("operator", 9090, "/metrics")
     assert 'filedrop_files_total{phase="Loaded",route="orders"} 1.0' in metrics, metrics[-2000:]
+    assert f'filedrop_filedrops{{namespace="{pods.ns}",phase="Loaded",route="orders"}} 1.0' in metrics
+    assert "filedrop_loads_running 0.0" in metrics
     assert pods.http("operator", 8081, "/healthz")
+    # the bridge's own metrics and the health endpoint its probes use
+    assert "filedrop_bridge_filedrops_created_total 3.0" in pods.http("bridge", 9090, "/metrics")
+    assert pods.http("bridge", 9090, "/healthz").startswith("ok")
     # the operator took part in kopf's peering (the chart's KopfPeering object)
     assert pods.json("get", "kopfpeering", "filedrop").get("status"), "the operator did not register in peering"
 
@@ -182,6 +191,11 @@ def test_operator_pod_deleted_mid_flow_and_a_bad_header_on_real_pods(pods: Pods)
     assert pods.db.one("SELECT count(*) FROM staging.reviews") == 7236
     loaded = [h for h in pods.db.history() if h["status"] == "loaded"]
     assert len(loaded) == 2, pods.db.history()
+    # the default operator runs --standalone (no KopfPeering); the new pod's gauges count what the FileDrops say
+    assert pods.json("get", "kopfpeerings")["items"] == []
+    metrics = pods.http("operator", 9090, "/metrics")
+    assert "filedrop_loads_running 0.0" in metrics, metrics[-3000:]
+    assert f'filedrop_filedrops{{namespace="{pods.ns}",phase="Failed",route="orders"}} 1.0' in metrics
 
 
 ORDERS_HEADER = "order_id,customer_id,order_date,product_id,unit_price,quantity,total_price\n"

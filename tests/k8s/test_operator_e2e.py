@@ -114,9 +114,17 @@ def test_d2b_files_flow_from_s3_to_staging(stack: Stack, db: DB, host_pg: Debian
     assert 'filedrop_files_total{phase="Loaded",route="orders"} 1.0' in metrics
     assert 'filedrop_rows_loaded_total{route="reviews"} 7236.0' in metrics
     assert "filedrop_event_to_loaded_seconds_count" in metrics
+    size = len((D2B / "orders.csv").read_bytes())
+    assert f'filedrop_loaded_bytes_total{{route="orders"}} {float(size)}' in metrics
+    assert f'filedrop_filedrops{{namespace="{stack.ns}",phase="Loaded",route="orders"}} 1.0' in metrics
+    assert "filedrop_loads_running 0.0" in metrics and "filedrop_build_info{" in metrics
     assert stack.http(stack.liveness_port, "/healthz")  # kopf's liveness probe answers
     # the README.txt notification was consumed (no route: counted, not a FileDrop) and nothing is left queued
     stack.wait(lambda: stack.queue_depth() == 0, "the queue to drain")
+    bridge_metrics = stack.http(stack.bridge_port, "/metrics")
+    assert "filedrop_bridge_filedrops_created_total 3.0" in bridge_metrics
+    assert "filedrop_bridge_unmatched_objects_total 1.0" in bridge_metrics
+    assert stack.http(stack.bridge_port, "/healthz").startswith("ok")
     bridge = stack.procs["bridge"]
     stack.stop("bridge")  # SIGTERM: finishes the batch in hand, says what it did
     assert bridge.returncode == 0
@@ -228,6 +236,12 @@ def test_concurrency_limit_and_operator_restart(stack: Stack, db: DB) -> None:
         per_drop[owner] = per_drop.get(owner, 0) + 1
     assert sorted(per_drop.values()) == [1, 1, 1, 1]  # one job each: no twin after the restart
     assert db.one("SELECT count(*) FROM staging.items") == 4
+    # The restarted operator's gauges come from the FileDrops, not from what it counted since it started
+    # (it inherited a running load whose end it saw; counting that gave -1).
+    metrics = stack.http(stack.metrics_port, "/metrics")
+    assert "filedrop_loads_running 0.0" in metrics, metrics
+    assert f'filedrop_filedrops{{namespace="{stack.ns}",phase="Loaded",route="items"}} 4.0' in metrics, metrics
+    assert "filedrop_oldest_waiting_file_age_seconds 0.0" in metrics
 
 
 def test_service_accounts_have_least_privilege(stack: Stack) -> None:

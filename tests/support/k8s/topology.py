@@ -100,8 +100,10 @@ class Stack:
             return str(resp.read().decode())
 
     def start_bridge(self) -> None:
+        self.bridge_port = free_port()
         self.start("bridge", ["bridge", "--queue", self.queue, "--namespace", self.ns, "--wait", "1",
-                              "--visibility", "5", "--allowed-bucket", self.bucket], "filedrop-bridge",
+                              "--visibility", "5", "--allowed-bucket", self.bucket,
+                              "--metrics-port", str(self.bridge_port)], "filedrop-bridge",
                    {"AWS_ENDPOINT_URL": self.endpoint})
 
     def stop(self, name: str, sig: int = signal.SIGTERM) -> None:
