@@ -6,11 +6,17 @@ warehouse connection was lost, 75 worth a retry).
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import re
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import date, datetime
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, TextIO
+from typing import Annotated, Any, TextIO
 
 import typer
 from rich.console import Console
@@ -22,8 +28,9 @@ from filedrop.routes import FileRoute, RouteError, load_routes
 from filedrop.warehouse import WarehouseError, resolve_url
 
 __all__ = [
-    "STATUS_STYLE", "TERMINATION_LOG", "AsOfOpt", "EngineOpt", "RoutesOpt", "WarehouseOpt", "err", "error", "fail",
-    "out", "resolve_warehouse", "routes_from", "say", "shown", "termination_message",
+    "STATUS_STYLE", "TERMINATION_LOG", "AsOfOpt", "EngineOpt", "Output", "OutputOpt", "RoutesOpt", "WarehouseOpt",
+    "emit", "err", "error", "fail", "machine_output", "out", "resolve_warehouse", "routes_from", "say", "shown",
+    "termination_message",
 ]
 
 
@@ -87,6 +94,55 @@ def shown(text: str) -> str:
 
 STATUS_STYLE = {"loaded": "green", "skipped_duplicate": "cyan", "skipped_superseded": "cyan",
                 "failed": "bold red", "running": "yellow"}
+
+
+# --- machine-readable output ----------------------------------------------------------------------------
+
+class Output(StrEnum):
+    table = "table"
+    json = "json"
+
+
+OutputOpt = Annotated[Output, typer.Option(
+    "--output", "-o", help="table (for people) or json (for scripts: JSON on stdout, everything else on stderr).")]
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+#: while :func:`machine_output` runs with JSON: the real stdout, which only :func:`emit` writes to
+_json_stdout: list[TextIO] = []
+
+
+def emit(document: Any) -> None:
+    """One JSON document on stdout, on one line (a watching command emits one per pass: JSON Lines)."""
+    stream = _json_stdout[-1] if _json_stdout else sys.stdout
+    stream.write(json.dumps(document, default=_jsonable, ensure_ascii=False) + "\n")
+    stream.flush()
+
+
+@contextmanager
+def machine_output(output: Output) -> Iterator[bool]:
+    """With ``-o json``, what the command prints for people (tables, dbt's output) goes to stderr, so stdout
+    holds only what :func:`emit` writes; yields True in that case."""
+    if output is not Output.json:
+        yield False
+        return
+    real = sys.stdout
+    _json_stdout.append(real)
+    sys.stdout = sys.stderr
+    try:
+        yield True
+    finally:
+        sys.stdout = real
+        _json_stdout.pop()
 
 
 # --- options more than one command takes --------------------------------------------------------------

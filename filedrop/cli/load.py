@@ -19,11 +19,15 @@ from filedrop.cli.common import (
     STATUS_STYLE,
     AsOfOpt,
     EngineOpt,
+    Output,
+    OutputOpt,
     RoutesOpt,
     WarehouseOpt,
+    emit,
     err,
     error,
     fail,
+    machine_output,
     out,
     resolve_warehouse,
     routes_from,
@@ -88,7 +92,26 @@ def _results_table(results: list[LoadResult]) -> Table:
     return t
 
 
-def _print_report(report: pipeline.RunReport) -> None:
+def result_json(r: LoadResult) -> dict[str, object]:
+    """One load's outcome for ``-o json``."""
+    return {"uri": r.obj.uri, "bucket": r.obj.bucket, "key": r.obj.key, "etag": r.obj.etag, "size": r.obj.size,
+            "route": r.route, "status": r.status, "engine": r.engine, "load_id": r.load_id,
+            "rows_parsed": r.rows_parsed, "rows_loaded": r.rows_loaded, "rows_rejected": r.rows_rejected,
+            "first_error": r.first_error, "first_error_line": r.first_error_line, "message": r.message,
+            "retryable": r.retryable}
+
+
+def report_json(report: pipeline.RunReport) -> dict[str, object]:
+    """A pass of ``filedrop run`` for ``-o json`` (one JSON Lines document, ``"kind": "load"``)."""
+    return {"kind": "load", "files": [result_json(r) for r in report.results],
+            "counts": pipeline.summarize(report.results), "unmatched": report.unmatched, "errors": report.errors,
+            "cleaned": report.cleaned, "seconds": round(report.seconds, 3), "ok": report.ok}
+
+
+def _print_report(report: pipeline.RunReport, as_json: bool = False) -> None:
+    if as_json:
+        emit(report_json(report))
+        return
     if report.cleaned:
         out.print(f"cleaned up {len(report.cleaned)} load(s) left by a loader that died: "
                   + ", ".join(report.cleaned))
@@ -122,12 +145,14 @@ def run(
     transform_schedule: Annotated[str | None, typer.Option(
         "--transform-schedule", help="With --watch: run the transform on this cron schedule, local time "
         "(e.g. '0 6 * * *'); without it a watching run only loads.")] = None,
+    output: OutputOpt = Output.table,
 ) -> None:
     """Discover files, match them to FileRoutes, load each not yet loaded, then transform.
 
     Prints what happened. The transform (dbt build + docs, `filedrop transform`) runs after loading
     unless --no-transform; with --watch only on --transform-schedule. Exits non-zero when any file or
-    the transform failed, so cron and CI notice.
+    the transform failed, so cron and CI notice. With -o json, stdout is JSON Lines: a "load" document
+    per pass, a "transform" document per transform.
     """
     settings = Settings()
     route_list = routes_from(routes)
@@ -150,18 +175,28 @@ def run(
         err.print(f"transform on '{schedule.expression}', next at {schedule.next_at:%Y-%m-%d %H:%M %Z}",
                   highlight=False)
     any_failed = False
-    try:
-        any_failed = _run_loop(url, settings, route_list, source, queue, engine, watch, interval, schedule, as_of)
-        if not watch and not no_transform:
-            any_failed = not run_transform(url, settings, as_of, None) or any_failed
-    except KeyboardInterrupt:
-        err.print("stopped")
+    with machine_output(output) as as_json:
+        try:
+            any_failed = _run_loop(url, settings, route_list, source, queue, engine, watch, interval, schedule,
+                                   as_of, as_json)
+            if not watch and not no_transform:
+                any_failed = not _transform(url, settings, as_of, as_json) or any_failed
+        except KeyboardInterrupt:
+            err.print("stopped")
     raise typer.Exit(ExitCode.FAILED if any_failed else ExitCode.OK)
+
+
+def _transform(url: str, settings: Settings, as_of: str | None, as_json: bool) -> bool:
+    ok = run_transform(url, settings, as_of, None)
+    if as_json:
+        emit({"kind": "transform", "as_of": as_of, "ok": ok})
+    return ok
 
 
 def _run_loop(url: str, settings: Settings, route_list: list[FileRoute], source: str | None, queue: str | None,
               engine: str | None, watch: bool, interval: float,
-              schedule: analytics_transform.TransformSchedule | None = None, as_of: str | None = None) -> bool:
+              schedule: analytics_transform.TransformSchedule | None = None, as_of: str | None = None,
+              as_json: bool = False) -> bool:
     """One pass, or passes every ``interval`` seconds with ``watch`` (transforming when ``schedule``
     says so); True when any file or scheduled transform failed."""
     any_failed = False
@@ -186,12 +221,12 @@ def _run_loop(url: str, settings: Settings, route_list: list[FileRoute], source:
             error(str(exc))
             report = pipeline.RunReport(errors=[str(exc)])
         if not watch or report.results or report.errors or report.unmatched:
-            _print_report(report)
+            _print_report(report, as_json)
         any_failed = any_failed or not report.ok
         if not watch:
             return any_failed
         if schedule is not None and schedule.due():
-            any_failed = not run_transform(url, settings, as_of, None) or any_failed
+            any_failed = not _transform(url, settings, as_of, as_json) or any_failed
             err.print(f"next transform at {schedule.next_at:%Y-%m-%d %H:%M %Z}", highlight=False)
         if not queue:
             # the poll interval the user asked for, shortened to meet the next scheduled transform
@@ -213,6 +248,7 @@ def load(
     sequencer: Annotated[str | None, typer.Option("--sequencer", help="With --etag: the S3 event sequencer.")] = None,
     filedrop: Annotated[str | None, typer.Option("--filedrop", help="Name of the FileDrop this load is for.")] = None,
     replay: Annotated[str, typer.Option("--replay", help="Replay token: load again even if loaded before.")] = "",
+    output: OutputOpt = Output.table,
 ) -> None:
     """Load one file with a named FileRoute, exactly once.
 
@@ -238,7 +274,10 @@ def load(
         task = progress.add_task(shown(obj.key), total=obj.size or None)
         result = load_object(url, settings, r, obj, engine=engine, filedrop=filedrop, replay=replay,
                              on_bytes=lambda n: progress.advance(task, n))
-    out.print(_results_table([result]))
+    if output is Output.json:
+        emit(result_json(result))
+    else:
+        out.print(_results_table([result]))
     if result.status == "failed":
         raise typer.Exit(ExitCode.TEMPFAIL if result.retryable else ExitCode.FAILED)
     raise typer.Exit(ExitCode.OK)

@@ -138,14 +138,24 @@ class RouteStatus:
     last_error: str | None
 
 
-def recent(conn: Client, meta: str, limit: int = 50, route: str | None = None) -> list[dict[str, Any]]:
+def recent(conn: Client, meta: str, limit: int = 50, route: str | None = None, *, since: datetime | None = None,
+           status: str | None = None, table: str | None = None) -> list[dict[str, Any]]:
+    """The newest loads first, filtered by route, start time, status (``skipped``: both kinds) and table;
+    with each load's duration in seconds (None while it runs)."""
     return conn.dicts(
             f"""SELECT load_id, bucket, key, etag, route, target_table, mode, engine, status, rows_parsed,
                        rows_loaded, rows_rejected, first_error, first_error_line, message, attempt, size_bytes,
-                       started_at, finished_at
-                FROM {ident(meta)}.ingest_history WHERE (%(route)s::text IS NULL OR route = %(route)s)
+                       started_at, finished_at,
+                       extract(epoch FROM finished_at - started_at)::float8 AS duration_seconds,
+                       filedrop, replay
+                FROM {ident(meta)}.ingest_history
+                WHERE (%(route)s::text IS NULL OR route = %(route)s)
+                  AND (%(since)s::timestamptz IS NULL OR started_at >= %(since)s)
+                  AND (%(status)s::text IS NULL OR status = %(status)s
+                       OR (%(status)s = 'skipped' AND status LIKE 'skipped%%'))
+                  AND (%(table)s::text IS NULL OR target_table = %(table)s)
                 ORDER BY started_at DESC, load_id DESC LIMIT %(limit)s""",
-            {"route": route, "limit": limit},
+            {"route": route, "limit": limit, "since": since, "status": status, "table": table},
         )
 
 

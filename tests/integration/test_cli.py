@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import shutil
+import uuid
 from pathlib import Path
+from typing import Any
 
+import boto3
 import pytest
 from typer.testing import CliRunner
 
+import filedrop
 from filedrop.cli import app
 from tests.conftest import D2B, DB
 
@@ -140,3 +145,56 @@ def test_watch_picks_up_a_file_dropped_later(warehouse: str, db: DB, tmp_path: P
     output = "".join(lines)
     assert proc.returncode == 0, output
     assert "reviews.csv" in output and "stopped" in output
+
+
+def _json_lines(text: str) -> list[Any]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def test_json_output_filters_and_version_for_scripts(cli: CliRunner, warehouse: str, db: DB, tmp_path: Path,
+                                                     aws: str) -> None:
+    src = tmp_path / "drop"
+    src.mkdir()
+    shutil.copy(D2B / "reviews.csv", src / "reviews.csv")
+    (src / "orders.csv").write_text("order_no,when\n1,2022-01-01\n")  # a header orders' route refuses
+    res = cli.invoke(app, ["run", "--source", str(src), "--warehouse", warehouse, "--no-transform", "-o", "json"])
+    assert res.exit_code == 1, res.output
+    [doc] = _json_lines(res.stdout)  # stdout is only JSON: the table for people is not in it
+    assert doc["kind"] == "load" and doc["ok"] is False and doc["counts"] == {"loaded": 1, "failed": 1}
+    files = {f["key"]: f for f in doc["files"]}
+    assert files["reviews.csv"]["rows_loaded"] == 7236
+    assert files["reviews.csv"]["size"] == (D2B / "reviews.csv").stat().st_size
+    assert files["orders.csv"]["status"] == "failed" and "header does not match" in files["orders.csv"]["first_error"]
+
+    res = cli.invoke(app, ["history", "--warehouse", warehouse, "-o", "json", "--status", "failed", "--since", "1h"])
+    assert res.exit_code == 0, res.output
+    [failed] = json.loads(res.stdout)
+    assert failed["key"] == "orders.csv" and failed["target_table"] == "orders" and failed["duration_seconds"] >= 0
+    res = cli.invoke(app, ["history", "--warehouse", warehouse, "-o", "json", "--table", "reviews"])
+    assert [h["key"] for h in json.loads(res.stdout)] == ["reviews.csv"]
+    res = cli.invoke(app, ["history", "--warehouse", warehouse, "-o", "json", "--since", "2999-01-01"])
+    assert json.loads(res.stdout) == []
+    res = cli.invoke(app, ["history", "--warehouse", warehouse, "--since", "yesterday"])
+    assert res.exit_code == 2 and "give a time ago" in res.output
+    # the table for people has the size, duration and table columns
+    table = cli.invoke(app, ["history", "--warehouse", warehouse]).stdout
+    assert all(col in table for col in ("table", "size", "took")) and "kB" in table, table
+
+    queue = boto3.client("sqs").create_queue(QueueName=f"status-depth-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+    boto3.client("sqs").send_message(QueueUrl=queue, MessageBody="{}")
+    res = cli.invoke(app, ["status", "--warehouse", warehouse, "-o", "json", "--queue", queue])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    routes = {r["route"]: r for r in doc["routes"]}
+    assert routes["reviews"]["loaded"] == 1 and routes["reviews"]["rows_loaded"] == 7236
+    assert routes["orders"]["failed"] == 1 and "header does not match" in routes["orders"]["last_error"]
+    assert doc["queue"] == {"url": queue, "messages": 1, "in_flight": 0, "delayed": 0}
+    res = cli.invoke(app, ["status", "--warehouse", warehouse, "--queue", queue])
+    assert "queue: 1 notification(s) waiting" in res.stdout
+
+    res = cli.invoke(app, ["load", str(src / "reviews.csv"), "--route", "reviews", "--warehouse", warehouse,
+                           "-o", "json"])
+    assert res.exit_code == 0 and json.loads(res.stdout)["status"] == "skipped_duplicate"
+
+    res = cli.invoke(app, ["--version"])
+    assert res.exit_code == 0 and res.stdout.startswith(f"filedrop {filedrop.__version__} ")
