@@ -6,6 +6,7 @@ messages a user can act on, and matching of object keys. No database or network 
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Sequence
 from importlib import resources
@@ -217,6 +218,39 @@ class FileRoute(BaseModel):
         if m.prefix is not None and bucket is not None and not key.startswith(m.prefix):
             return False
         return re.search(_whole_name(m.pattern), key.rsplit("/", 1)[-1]) is not None
+
+
+@functools.lru_cache(maxsize=256)
+def _base_names(pattern: str) -> Any:
+    """The base names ``pattern`` matches (``re.search``), as a greenery FSM; None when greenery cannot read it
+    (look-arounds, flags, back-references, anchors inside an alternation) or it is too long to check cheaply."""
+    from greenery import parse
+
+    body = pattern
+    start = body.startswith("^")
+    end = body.endswith("$") and not body.endswith("\\$")
+    body = body[1 if start else 0:len(body) - 1 if end else len(body)]
+    if len(body) > 200 or ("|" in body and (start or end)) or "^" in body or re.search(r"(?<!\\)\$", body):
+        return None
+    regex = f"{'' if start else '.*'}({body}){'' if end else '.*'}"
+    try:
+        return parse(regex).to_fsm() & parse("[^/]*").to_fsm()
+    except Exception:  # noqa: BLE001 - greenery's own errors for syntax it does not support
+        return None
+
+
+def overlap(a: FileRoute, b: FileRoute) -> bool | None:
+    """True when some S3 object can match both routes, False when none can, None when that cannot be told
+    (a pattern beyond what is checked: then nothing is claimed)."""
+    ma, mb = a.spec.match, b.spec.match
+    if ma.bucket and mb.bucket and ma.bucket != mb.bucket:
+        return False
+    if ma.prefix and mb.prefix and not (ma.prefix.startswith(mb.prefix) or mb.prefix.startswith(ma.prefix)):
+        return False
+    fa, fb = _base_names(ma.pattern), _base_names(mb.pattern)
+    if fa is None or fb is None:
+        return None
+    return not (fa & fb).empty()
 
 
 def _whole_name(pattern: str) -> str:

@@ -147,12 +147,15 @@ class Bridge:
             if not ev.is_create:
                 self.stats.ignored += 1
                 continue
+            ambiguous = False
             try:
                 route = route_for(routes, ev.bucket, ev.key)
             except RouteError as exc:
+                # several routes match: the FileDrop is still made, and the operator fails it with this reason,
+                # where `kubectl get filedrops` shows it (dropping it here would lose the file without a trace)
                 log.error("%s", exc)
-                route = None
-            if route is None:
+                route, ambiguous = None, True
+            if route is None and not ambiguous:
                 self.stats.unmatched += 1
                 self.stats.unmatched_keys.append(f"s3://{ev.bucket}/{ev.key}")
                 metrics.BRIDGE_UNMATCHED.inc()
@@ -160,7 +163,7 @@ class Bridge:
                 continue
             body = filedrop_manifest(bucket=ev.bucket, key=ev.key, etag=ev.etag, size=ev.size,
                                      version_id=ev.version_id, sequencer=ev.sequencer, event_time=ev.event_time,
-                                     source="sqs", route=route.name)
+                                     source="sqs", route=route.name if route else None)
             if self.kube.create_filedrop(self.namespace, body):
                 self.stats.created += 1
                 metrics.BRIDGE_FILEDROPS.inc()

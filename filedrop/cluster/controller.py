@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from filedrop.cluster import metrics
+from filedrop.cluster.conditions import condition, filedrop_ready, route_readiness
 from filedrop.cluster.history import LoadHistory, WarehouseHistory
 from filedrop.cluster.jobs import build_loader_job, job_name, job_state, spark_state
 from filedrop.cluster.reconcile import Facts, JobState, Limits, Outcome, Step, step
@@ -39,6 +40,8 @@ class ClusterAPI(Protocol):
     def patch_filedrop_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]: ...
 
     def routes(self, namespace: str) -> tuple[list[FileRoute], list[str]]: ...
+
+    def list_routes(self, namespace: str) -> list[dict[str, Any]]: ...
 
     def patch_route_status(self, namespace: str, name: str, status: dict[str, Any]) -> None: ...
 
@@ -218,14 +221,25 @@ class Controller:
         job = build_loader_job(fd.manifest(), route, attempt, self.cfg.job, replay)
         return "direct", job_name(fd.name, attempt), self.kube.create_job(fd.namespace, job)
 
+    @staticmethod
+    def _with_ready(fd: FileDropView, status: dict[str, Any], reason: str | None) -> dict[str, Any]:
+        """``status`` with the FileDrop's Ready condition for the phase and message it sets."""
+        if reason is None:
+            return status
+        phase = status.get("phase") or fd.status.phase
+        message = status.get("message") or fd.status.message or phase
+        ready = filedrop_ready(phase, reason, message, fd.generation, fd.raw_status.get("conditions"), now_iso())
+        return {**status, "conditions": [ready]}
+
     def _act(self, fd: FileDropView, s: Step, route: FileRoute | None) -> Result:
-        status = dict(s.status)
+        status = self._with_ready(fd, dict(s.status), s.reason)
         event = s.event
         delay = s.delay
         if s.action == "create_job":
             assert route is not None
             if not self.slots.try_acquire(fd.key, route.spec.table, self.cfg.limits):
-                return self._write(fd, Result(phase=fd.status.phase), {"message": "waiting for a load slot"})
+                waiting = self._with_ready(fd, {"message": "waiting for a load slot"}, "WaitingForLoadSlot")
+                return self._write(fd, Result(phase=fd.status.phase), waiting)
             attempt = int(status["attempts"])
             engine, name, created = self._start_load(fd, route, attempt)
             # a Job of that name from before (an earlier try of this step, or of an earlier replay) may have
@@ -273,3 +287,23 @@ class Controller:
             st = body.get("status") or {}
             pending += st.get("route") == route and st.get("phase") in ("Pending", "Queued", "Loading")
         self.kube.patch_route_status(namespace, route, figures.status(pending))
+
+    def validate_routes(self, namespace: str) -> list[str]:
+        """Each FileRoute's Ready condition (valid, no table conflict, no overlap: judged over the namespace's
+        routes together) and ``observedGeneration``, patched where they change; the names patched."""
+        objects = self.kube.list_routes(namespace)
+        verdicts = route_readiness(objects)
+        now = now_iso()
+        patched = []
+        for obj in objects:
+            name = str(obj["metadata"]["name"])
+            generation = int(obj["metadata"].get("generation") or 0)
+            ok, reason, message = verdicts[name]
+            status = obj.get("status") or {}
+            ready = condition(ok, reason, message, generation, status.get("conditions"), now)
+            if status.get("conditions") != [ready] or status.get("observedGeneration") != generation:
+                self.kube.patch_route_status(namespace, name, {"conditions": [ready], "observedGeneration": generation})
+                patched.append(name)
+                if not ok:
+                    log.warning("FileRoute %s/%s is not ready (%s): %s", namespace, name, reason, message)
+        return patched

@@ -127,10 +127,17 @@ async def filedrop_seen(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -
 
 
 @kopf.on.event(GROUP, VERSION, FILEROUTES)
-async def fileroute_seen(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """The same for FileRoutes (their last load, for the staleness gauge)."""
-    _operator(memo).backlog.fileroute(body.metadata.namespace or "", body.metadata.name or "",
-                                      None if type == "DELETED" else body)
+async def fileroute_seen(type: str, body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+    """A FileRoute changed (or went): its last load updates the staleness gauge, and the namespace's routes
+    are judged again (a conflict involves two routes), their Ready conditions patched where they change."""
+    op = _operator(memo)
+    namespace = body.metadata.namespace or ""
+    op.backlog.fileroute(namespace, body.metadata.name or "", None if type == "DELETED" else body)
+    loop = asyncio.get_running_loop()
+    try:
+        await loop.run_in_executor(op.settings.execution.executor, op.controller.validate_routes, namespace)
+    except Exception as exc:  # noqa: BLE001 - the next event of any route judges them again
+        logger.warning(f"could not update the FileRoutes' conditions in {namespace}: {exc}")
 
 
 def _gone_or_replayed(type: str, body: kopf.Body, **_: Any) -> bool:

@@ -77,16 +77,13 @@ class Step:
     #: come back after this many seconds at the latest; None: when something changes (the job ends, a load
     #: slot frees), which the operator hears of without asking
     delay: float | None = None
+    #: why the FileDrop is in its (new) phase: the reason of its Ready condition (CamelCase)
+    reason: str | None = None
 
 
 def backoff(attempt: int, limits: Limits) -> float:
     """Exponential: base, 2*base, 4*base ... capped."""
     return float(min(limits.backoff_max_seconds, limits.backoff_base_seconds * (2 ** max(0, attempt - 1))))
-
-
-def _condition(kind: str, ok: bool, reason: str, message: str, now: str) -> dict[str, Any]:
-    return {"type": kind, "status": "True" if ok else "False", "reason": reason, "message": message,
-            "lastTransitionTime": now}
 
 
 def step(f: Facts, limits: Limits, now_iso: str) -> Step:
@@ -97,33 +94,33 @@ def step(f: Facts, limits: Limits, now_iso: str) -> Step:
             return Step("set_status", {"phase": "Pending", "attempts": 0, "observedReplay": f.replay,
                                        "message": f"replay {f.replay!r} requested", "firstError": None,
                                        "finishedAt": None, "job": None, "nextAttemptAt": None},
-                        ("Normal", "Replay", f"reloading (replay {f.replay!r})"))
+                        ("Normal", "Replay", f"reloading (replay {f.replay!r})"), reason="ReplayRequested")
         return Step("none")
 
     if phase == "Pending":
         if f.route is None:
             msg = f.route_error or "no FileRoute matches this key"
-            return Step("set_status", {"phase": "Failed", "firstError": msg, "message": msg, "finishedAt": now_iso,
-                                       "conditions": [_condition("Loaded", False, "NoRoute", msg, now_iso)]},
-                        ("Warning", "NoRoute", msg))
+            return Step("set_status", {"phase": "Failed", "firstError": msg, "message": msg, "finishedAt": now_iso},
+                        ("Warning", "NoRoute", msg), reason="NoRoute")
         if f.decision != "load":
-            skipped = _condition("Loaded", False, f.decision, f.decision_reason, now_iso)
             return Step("set_status", {"phase": "Skipped", "route": f.route, "table": f.table,
-                                       "message": f"{f.decision}: {f.decision_reason}", "finishedAt": now_iso,
-                                       "conditions": [skipped]},
-                        ("Normal", "Skipped", f"{f.decision}: {f.decision_reason}"))
-        return Step("set_status", {"phase": "Queued", "route": f.route, "table": f.table, "message": "queued"})
+                                       "message": f"{f.decision}: {f.decision_reason}", "finishedAt": now_iso},
+                        ("Normal", "Skipped", f"{f.decision}: {f.decision_reason}"), reason=f.decision)
+        return Step("set_status", {"phase": "Queued", "route": f.route, "table": f.table, "message": "queued"},
+                    reason="Queued")
 
     if phase == "Queued":
         if f.next_attempt_at is not None and f.now < f.next_attempt_at:
             return Step("wait", delay=max(0.5, (f.next_attempt_at - f.now).total_seconds()))
         if f.running_total >= limits.global_loads:
-            return Step("wait", {"message": f"waiting: {f.running_total} loads running (limit {limits.global_loads})"})
+            return Step("wait", {"message": f"waiting: {f.running_total} loads running (limit {limits.global_loads})"},
+                        reason="WaitingForLoadSlot")
         if f.running_for_table >= limits.per_table:
             return Step("wait", {"message": f"waiting: {f.running_for_table} load(s) of table {f.table} running "
-                                            f"(limit {limits.per_table})"})
+                                            f"(limit {limits.per_table})"}, reason="WaitingForLoadSlot")
         return Step("create_job", {"phase": "Loading", "attempts": f.attempts + 1, "startedAt": now_iso,
-                                   "message": f"loading (attempt {f.attempts + 1})", "nextAttemptAt": None})
+                                   "message": f"loading (attempt {f.attempts + 1})", "nextAttemptAt": None},
+                    reason="Loading")
 
     # Loading
     if f.job_state == "running":
@@ -135,13 +132,11 @@ def step(f: Facts, limits: Limits, now_iso: str) -> Step:
                 "loadId": o.load_id, "finishedAt": now_iso}
         if o.status == "loaded":
             msg = o.message or f"{o.rows_loaded} rows loaded"
-            return Step("set_status", {"phase": "Loaded", "message": msg, "firstError": o.first_error, **rows,
-                                       "conditions": [_condition("Loaded", True, "Loaded", msg, now_iso)]},
-                        ("Normal", "Loaded", msg))
+            return Step("set_status", {"phase": "Loaded", "message": msg, "firstError": o.first_error, **rows},
+                        ("Normal", "Loaded", msg), reason="Loaded")
         msg = f"{o.status}: {o.message or ''}".strip()
-        return Step("set_status", {"phase": "Skipped", "message": msg, **rows,
-                                   "conditions": [_condition("Loaded", False, o.status, msg, now_iso)]},
-                    ("Normal", "Skipped", msg))
+        return Step("set_status", {"phase": "Skipped", "message": msg, **rows}, ("Normal", "Skipped", msg),
+                    reason=o.status)
     if f.job_state == "none" and o is None:
         # The job vanished before it ran (deleted, or never created): treat like a transient failure.
         pass
@@ -152,14 +147,12 @@ def step(f: Facts, limits: Limits, now_iso: str) -> Step:
         return Step("set_status", {"phase": "Failed", "firstError": error, "message": error, "finishedAt": now_iso,
                                    "loadId": o.load_id if o else None,
                                    "rowsParsed": o.rows_parsed if o else None,
-                                   "rowsRejected": o.rows_rejected if o else None,
-                                   "conditions": [_condition("Loaded", False, "PermanentFailure", error, now_iso)]},
-                    ("Warning", "LoadFailed", error))
+                                   "rowsRejected": o.rows_rejected if o else None},
+                    ("Warning", "LoadFailed", error), reason="PermanentFailure")
     if f.attempts >= limits.max_attempts:
         msg = f"gave up after {f.attempts} attempts: {error}"
-        return Step("set_status", {"phase": "Failed", "firstError": error, "message": msg, "finishedAt": now_iso,
-                                   "conditions": [_condition("Loaded", False, "RetriesExhausted", msg, now_iso)]},
-                    ("Warning", "LoadFailed", msg))
+        return Step("set_status", {"phase": "Failed", "firstError": error, "message": msg, "finishedAt": now_iso},
+                    ("Warning", "LoadFailed", msg), reason="RetriesExhausted")
     delay = backoff(f.attempts, limits)
     retry_at = f.now + timedelta(seconds=delay)
     retry = {"phase": "Queued", "message": f"attempt {f.attempts} failed, retrying in {delay:.0f}s: {error}",
@@ -167,4 +160,5 @@ def step(f: Facts, limits: Limits, now_iso: str) -> Step:
     if o is not None:
         retry["loadId"] = o.load_id  # so the next attempt's outcome is not mistaken for this one
     return Step("set_status", retry,
-                ("Warning", "Retrying", f"attempt {f.attempts} failed ({error}); retry in {delay:.0f}s"), delay=delay)
+                ("Warning", "Retrying", f"attempt {f.attempts} failed ({error}); retry in {delay:.0f}s"), delay=delay,
+                reason="RetryBackoff")

@@ -20,10 +20,11 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from filedrop.cluster.resources import filedrop_manifest
+from filedrop.cluster.resources import filedrop_manifest, route_manifest
 from filedrop.routes import load_routes, parse_routes_yaml
 from tests.conftest import D2B, DB
 from tests.support.k8s.cluster import Cluster
@@ -90,12 +91,20 @@ def test_d2b_files_flow_from_s3_to_staging(stack: Stack, db: DB, host_pg: Debian
 
     table = stack.kubectl("get", "filedrops", "-n", stack.ns).stdout
     header = table.splitlines()[0].split()
-    assert header == ["NAME", "ROUTE", "PHASE", "ROWS", "SIZE", "AGE"]
-    assert any(ln.split()[1:4] == ["orders", "Loaded", "10000"] for ln in table.splitlines()[1:])
+    assert header == ["NAME", "KEY", "ROUTE", "PHASE", "ROWS", "SIZE", "AGE"]
+    assert any(ln.split()[1:5] == ["orders_data/orders.csv", "orders", "Loaded", "10000"]
+               for ln in table.splitlines()[1:])
+    # every FileDrop is Ready: what `kubectl wait` and status tools read
+    stack.kubectl("wait", "filedrops", "--all", "-n", stack.ns, "--for=condition=Ready", "--timeout=30s")
+    [ready] = orders["status"]["conditions"]
+    assert (ready["type"], ready["status"], ready["reason"], ready["observedGeneration"]) == (
+        "Ready", "True", "Loaded", orders["metadata"]["generation"])
     stack.wait(lambda: "1" == stack.kubectl("get", "fileroute", "orders", "-n", stack.ns, "-o",
                                             "jsonpath={.status.filesLoaded}").stdout, "FileRoute status")
     routes = stack.kubectl("get", "fileroutes", "-n", stack.ns).stdout
-    assert routes.splitlines()[0].split()[:5] == ["NAME", "TABLE", "PATTERN", "LOADED", "FAILED"]
+    assert routes.splitlines()[0].split() == ["NAME", "TABLE", "PATTERN", "LOADED", "FAILED", "LAST", "LOAD",
+                                              "READY"]
+    stack.kubectl("wait", "fileroutes", "--all", "-n", stack.ns, "--for=condition=Ready", "--timeout=30s")
     events = stack.kubectl("get", "events", "-n", stack.ns, "--field-selector",
                            f"involvedObject.name={orders['metadata']['name']}").stdout
     assert "Loaded" in events
@@ -242,6 +251,46 @@ def test_concurrency_limit_and_operator_restart(stack: Stack, db: DB) -> None:
     assert "filedrop_loads_running 0.0" in metrics, metrics
     assert f'filedrop_filedrops{{namespace="{stack.ns}",phase="Loaded",route="items"}} 4.0' in metrics, metrics
     assert "filedrop_oldest_waiting_file_age_seconds 0.0" in metrics
+
+
+def test_fileroutes_say_why_they_cannot_be_used(stack: Stack, db: DB) -> None:
+    """A route whose pattern overlaps another's, or whose regex does not compile, says so on itself (the API
+    server accepts both); fixing it makes it Ready, and a file that matched both routes fails with the reason."""
+    stack.setup([ITEMS_ROUTE])
+    stack.start_operator()
+    stack.start_bridge()
+    overlapping = {**route_manifest(ITEMS_ROUTE), "metadata": {"name": "items-2022"}}
+    overlapping["spec"] = {**overlapping["spec"], "table": "items_2022",
+                           "match": {"pattern": "^items_2022.*\\.csv$"}}
+    broken = {**overlapping, "metadata": {"name": "broken"}}
+    broken["spec"] = {**overlapping["spec"], "table": "broken", "match": {"pattern": "^items_(2022.*\\.csv$"}}
+    stack.apply([overlapping, broken])
+
+    def ready(name: str) -> dict[str, Any] | None:
+        route = json.loads(stack.kubectl("get", "fileroute", name, "-n", stack.ns, "-o", "json").stdout)
+        conditions = (route.get("status") or {}).get("conditions") or []
+        return conditions[0] if conditions and route["status"].get("observedGeneration") == route["metadata"][
+            "generation"] else None
+    stack.wait(lambda: ready("items-2022") and ready("broken") and ready("items"), "the routes' conditions")
+    assert ready("items-2022")["reason"] == "Overlapping" and "FileRoute items" in ready("items-2022")["message"]
+    assert ready("items")["status"] == "False" and "items-2022" in ready("items")["message"]
+    assert ready("broken")["reason"] == "Invalid" and "not a valid regular expression" in ready("broken")["message"]
+    table = stack.kubectl("get", "fileroutes", "-n", stack.ns, "-o", "wide").stdout
+    assert any(ln.split()[0] == "broken" and "Invalid" in ln.split() for ln in table.splitlines()), table
+
+    # a file matching both routes fails, naming them
+    stack.put("items_2022_01.csv", b"id,name\n1,a\n")
+    stack.wait(lambda: stack.phases().get("items_2022_01.csv") == "Failed", "the ambiguous file Failed")
+    [fd] = [f for f in stack.filedrops() if f["spec"]["key"] == "items_2022_01.csv"]
+    assert "matches several FileRoutes" in fd["status"]["message"]
+    assert fd["status"]["conditions"][0]["reason"] == "NoRoute"
+
+    # narrowing the first route's pattern makes both Ready (a new generation, judged again)
+    stack.kubectl("patch", "fileroute", "items", "-n", stack.ns, "--type=merge",
+                  "-p", json.dumps({"spec": {"match": {"pattern": "^items_[0-9]\\.csv$"}}}))
+    stack.wait(lambda: (ready("items") or {}).get("status") == "True"
+               and (ready("items-2022") or {}).get("status") == "True", "both routes Ready after the fix")
+    assert ready("items")["observedGeneration"] == 2
 
 
 def test_service_accounts_have_least_privilege(stack: Stack) -> None:

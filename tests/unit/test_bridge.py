@@ -179,3 +179,23 @@ def test_the_bridge_stops_after_the_batch_in_hand(kube: FakeKube, queue: MemoryQ
     stop = threading.Event()
     stats = bridge(kube, queue).run(stop, on_batch=lambda s: stop.set())  # as SIGTERM would, mid-stream
     assert stats.created == 3 and len(kube.filedrops) == 3 and queue.left == []
+
+
+def test_a_key_two_routes_match_still_becomes_a_filedrop(queue: MemoryQueue) -> None:
+    # the operator fails it, naming both routes, where `kubectl get filedrops` shows it; dropping the event
+    # here (as the bridge once did, counting it "unmatched") lost the file without a trace
+    overlapping = parse_routes_yaml("""
+apiVersion: filedrop.dev/v1alpha1
+kind: FileRoute
+metadata: {name: orders-2022}
+spec:
+  match: {pattern: '^orders_2022.*\\.csv$'}
+  table: orders_2022
+  columns: [{name: id, type: integer}]
+""")
+    kube = FakeKube(ROUTES + overlapping)
+    queue.send(s3_event("orders_2022_01.csv"))
+    stats = bridge(kube, queue).poll_once()
+    [fd] = kube.filedrops.values()
+    assert fd["spec"]["key"] == "orders_2022_01.csv" and ROUTE_LABEL not in fd["metadata"].get("labels", {})
+    assert queue.left == [] and (stats.created, stats.unmatched) == (1, 0)

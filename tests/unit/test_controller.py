@@ -194,6 +194,9 @@ def test_a_new_filedrop_is_queued_then_loaded_by_one_job(kube: FakeKube, history
     assert job["metadata"]["ownerReferences"][0]["uid"] == "uid-items_1.csv"
     assert "s3://b/items_1.csv" in job["spec"]["template"]["spec"]["containers"][0]["command"]
     assert events(results) == [("Normal", "Loading", f"started job {name}-1 (attempt 1)")]
+    [loading] = st["conditions"]
+    assert (loading["type"], loading["status"], loading["reason"]) == ("Ready", "False", "Loading")
+    assert loading["message"] == "loading (attempt 1)" and loading["lastTransitionTime"]
 
     kube.finish_job(st["job"])
     history.outcomes[name] = Outcome("loaded", "L1", rows_parsed=3, rows_loaded=3, rows_rejected=0,
@@ -202,7 +205,9 @@ def test_a_new_filedrop_is_queued_then_loaded_by_one_job(kube: FakeKube, history
     done = settle(ctl, kube, name)
     st = kube.status(name)
     assert (st["phase"], st["rowsLoaded"], st["loadId"], st["message"]) == ("Loaded", 3, "L1", "3 rows applied")
-    assert st["conditions"][0]["type"] == "Loaded" and st["conditions"][0]["status"] == "True"
+    [ready] = st["conditions"]  # the one Ready condition, kept in every phase
+    assert (ready["type"], ready["status"], ready["reason"], ready["message"]) == ("Ready", "True", "Loaded",
+                                                                                   "3 rows applied")
     assert events(done) == [("Normal", "Loaded", "3 rows applied")] and done[-1].terminal and done[-1].released
     assert kube.route_status["items"] == {"filesPending": 0, "filesLoaded": 1, "filesFailed": 0, "rowsLoaded": 3,
                                           "lastLoadedKey": "items_1.csv", "lastError": ""}
