@@ -10,13 +10,14 @@ PY := $(VENV)/bin/python
 FILEDROP := $(VENV)/bin/filedrop
 CACHE_DIR := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/filedrop
 
-# Shared inputs (the real d2b files, third-party CRDs) live beside the repository, not in it.
-SHARED ?= $(firstword $(wildcard ../shared $(CURDIR)/../shared /work/shared))
+# Shared inputs (the real d2b files, third-party CRDs) live beside the repository, not in it: $(SHARED)/data/d2b
+# and $(SHARED)/thirdparty. Point SHARED elsewhere with `make test SHARED=/path/to/shared`.
+SHARED ?= ../shared
 export FILEDROP_D2B_DIR ?= $(SHARED)/data/d2b
 export FILEDROP_THIRDPARTY ?= $(SHARED)/thirdparty
 PG15_BIN := /usr/lib/postgresql/15/bin
 
-.PHONY: help demo test test-long test-deps unit lint venv clean-venv bench bench-pods soak
+.PHONY: help demo test test-long test-deps unit lint venv clean-venv bench bench-pods soak constraints
 
 help:
 	@echo "make demo    - load the d2b files into an embedded PostgreSQL and show what happened"
@@ -28,16 +29,23 @@ help:
 	@echo "make soak    - the fault-injection suite, long: SOAK_FILES files (docs/reliability.md)"
 	@echo "make test-long - fault tests on pods that make test leaves out for time (killed Spark driver/executor)"
 	@echo "make cluster - a local Kubernetes control plane for kubectl get filedrops (make cluster-down stops it)"
+	@echo "make constraints - re-pin constraints.txt (the libraries both images install) after a dependency change"
 	@echo "make images  - build the filedrop, Spark, spark-operator and Argo images with buildah, as OCI archives (tools/images)"
 
 # The virtualenv is rebuilt when pyproject.toml changes; pip's own cache keeps that fast.
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+	@# the distribution was called "filedrop" before it became filedrop-pipeline: drop an old editable install
+	@$(PY) -m pip uninstall --quiet --yes filedrop 2>/dev/null || true
 	$(PY) -m pip install --quiet -e '.[dev]'
 	@touch $@
 
 venv: $(VENV)/.installed
+
+# constraints.txt: the versions both Dockerfiles install (tools/constraints/make.sh; tests/unit/test_packaging.py)
+constraints:
+	PYTHON=$(PYTHON) bash tools/constraints/make.sh
 
 # The demo reads the real d2b files when they are beside the repo, else generates d2b-shaped ones.
 DEMO_SOURCE ?= $(if $(wildcard $(FILEDROP_D2B_DIR)/orders.csv),$(FILEDROP_D2B_DIR),$(CACHE_DIR)/demo-sample)

@@ -129,7 +129,7 @@ def server_facts(url: str) -> dict[str, Any]:
             "SELECT name, setting || coalesce(unit, '') FROM pg_settings WHERE name IN "
             "('shared_buffers', 'max_wal_size', 'synchronous_commit', 'fsync', 'wal_level')").fetchall())
     git = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "filedrop", "dbt"], capture_output=True,
+    dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "filedrop"], capture_output=True,
                            text=True)
     return {"postgres": version, "settings": settings, "cores": os.cpu_count(), "git": git.stdout.strip(),
             "uncommitted_engine_changes": dirty.stdout.split("\n") if dirty.stdout.strip() else [],

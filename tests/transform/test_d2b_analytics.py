@@ -17,7 +17,7 @@ from tests.conftest import D2B, REPO
 from tests.transform.conftest import AS_OF, Transformed
 from tests.transform.expected import Day, analytics, read_csv
 
-PROJECT = REPO / "dbt"
+PROJECT = REPO / "filedrop" / "dbt_project"
 TABLES = ["agg_public_holiday", "agg_shipments", "best_performing_product"]
 
 
@@ -121,6 +121,14 @@ def test_docs_site_is_generated_and_lists_every_model(d2b: Transformed) -> None:
         assert f'"seed.filedrop.{seed}"' in html
     for source in ("staging.orders", "staging.reviews", "staging.shipment_deliveries", "if_common.dim_dates"):
         assert f'"source.filedrop.{source}"' in html, source
+    # the site opens on this project's overview (routes -> staging -> marts, where loads are recorded), not on
+    # dbt's generic welcome page
+    manifest = json.loads((d2b.cfg.target_path / "manifest.json").read_text())
+    [overview] = [d["block_contents"] for d in manifest["docs"].values()
+                  if d["name"] == "__overview__" and d["package_name"] == "filedrop"]
+    for text in ("FileRoute", "filedrop.ingest_history", "filedrop.rejected_rows", "agg_shipments"):
+        assert text in overview, text
+    assert "filedrop.ingest_history" in html
 
 
 def test_every_model_and_column_is_described_with_its_grain(d2b: Transformed) -> None:

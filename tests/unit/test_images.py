@@ -18,9 +18,11 @@ def test_main_image_agrees_with_the_package_and_the_chart() -> None:
     assert set(re.findall(r"^FROM (\S+)", dockerfile, re.MULTILINE)) == {"${PYTHON_IMAGE}"}
     low = re.search(r">=(\d+\.\d+)", project["requires-python"]).group(1)  # type: ignore[union-attr]
     assert tuple(map(int, python.split("."))) >= tuple(map(int, low.split(".")))
-    extras = re.search(r"filedrop-\*\.whl\)\[([a-z,]+)\]", dockerfile).group(1).split(",")  # type: ignore[union-attr]
+    extras = re.search(r"filedrop_pipeline-\*\.whl\)\[([a-z,]+)\]", dockerfile).group(1).split(",")  # type: ignore[union-attr]
     assert set(extras) <= set(project["optional-dependencies"])
-    assert "COPY dbt /opt/filedrop/dbt" in dockerfile and "FILEDROP_DBT_PROJECT_DIR=/opt/filedrop/dbt" in dockerfile
+    # the libraries come from the constraints file; the dbt project comes inside the wheel
+    assert "pip install --no-cache-dir -c /tmp/constraints.txt" in dockerfile
+    assert "FILEDROP_DBT_PROJECT_DIR" not in dockerfile
     [user] = re.findall(r"^USER (\d+)$", dockerfile, re.MULTILINE)
     assert int(user) != 0
     values = (REPO / "helm" / "filedrop" / "values.yaml").read_text()
@@ -32,15 +34,15 @@ def test_main_image_agrees_with_the_package_and_the_chart() -> None:
 def test_image_keys_change_with_what_the_image_copies(tmp_path: Path) -> None:
     from tools.images.recipes import FILEDROP_IMAGE, image_key
 
-    for name in ("operator/Dockerfile", ".dockerignore", "pyproject.toml", "README.md", "filedrop/cli.py",
-                 "dbt/dbt_project.yml"):
+    for name in ("operator/Dockerfile", ".dockerignore", "pyproject.toml", "README.md", "constraints.txt",
+                 "filedrop/cli.py", "filedrop/dbt_project/dbt_project.yml"):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(name)
     bases = {"python": "k1"}
     key = image_key(FILEDROP_IMAGE, tmp_path, "dev", bases)
     # what .dockerignore keeps out of the build is not part of the key
-    (tmp_path / "dbt" / "target").mkdir()
-    (tmp_path / "dbt" / "target" / "manifest.json").write_text("{}")
+    (tmp_path / "filedrop" / "dbt_project" / "target").mkdir()
+    (tmp_path / "filedrop" / "dbt_project" / "target" / "manifest.json").write_text("{}")
     (tmp_path / "filedrop" / "__pycache__").mkdir()
     (tmp_path / "filedrop" / "__pycache__" / "cli.cpython-311.pyc").write_bytes(b"\0")
     assert image_key(FILEDROP_IMAGE, tmp_path, "dev", bases) == key
@@ -56,7 +58,8 @@ def test_dockerignore_keeps_out_what_the_keys_ignore() -> None:
     ignored = (REPO / ".dockerignore").read_text()
     for name in IGNORED_NAMES - {"logs", "target", "dbt_packages", ".user.yml"}:
         assert name in ignored
-    for name in ("dbt/target", "dbt/logs", "dbt/dbt_packages", ".venv"):
+    for name in ("filedrop/dbt_project/target", "filedrop/dbt_project/logs", "filedrop/dbt_project/dbt_packages",
+                 ".venv"):
         assert name in ignored
 
 

