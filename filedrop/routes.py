@@ -220,17 +220,35 @@ class FileRoute(BaseModel):
         return re.search(_whole_name(m.pattern), key.rsplit("/", 1)[-1]) is not None
 
 
+def _top_level_alternation(regex: str) -> bool:
+    """A ``|`` outside every group: ``^a|b$`` is ``(^a)|(b$)``, which stripping the anchors would change."""
+    depth, i = 0, 0
+    while i < len(regex):
+        c = regex[i]
+        if c == "\\":
+            i += 2
+            continue
+        depth += (c == "(") - (c == ")")
+        if c == "|" and depth == 0:
+            return True
+        i += 1
+    return False
+
+
 @functools.lru_cache(maxsize=256)
 def _base_names(pattern: str) -> Any:
-    """The base names ``pattern`` matches (``re.search``), as a greenery FSM; None when greenery cannot read it
-    (look-arounds, flags, back-references, anchors inside an alternation) or it is too long to check cheaply."""
+    """The base names ``pattern`` matches (``re.search``), as a greenery FSM; None when that cannot be told
+    faithfully: look-arounds, flags, back-references, anchors inside an alternation, Unicode-wide classes
+    (Python's ``\\w``, ``\\d``, ``\\s``, ``\\b`` are Unicode, greenery's ASCII), or too long to check cheaply."""
     from greenery import parse
 
     body = pattern
     start = body.startswith("^")
     end = body.endswith("$") and not body.endswith("\\$")
     body = body[1 if start else 0:len(body) - 1 if end else len(body)]
-    if len(body) > 200 or ("|" in body and (start or end)) or "^" in body or re.search(r"(?<!\\)\$", body):
+    outside_classes = re.sub(r"\[\^?(?:\\.|[^\]\\])*\]", "", body)  # a ^ inside [^...] is a negation
+    if (len(body) > 200 or (_top_level_alternation(outside_classes) and (start or end)) or "^" in outside_classes
+            or re.search(r"(?<!\\)\$", body) or re.search(r"\\[wWdDsSbB]", body)):
         return None
     regex = f"{'' if start else '.*'}({body}){'' if end else '.*'}"
     try:
@@ -243,11 +261,17 @@ def overlap(a: FileRoute, b: FileRoute) -> bool | None:
     """True when some S3 object can match both routes, False when none can, None when that cannot be told
     (a pattern beyond what is checked: then nothing is claimed)."""
     ma, mb = a.spec.match, b.spec.match
-    if ma.bucket and mb.bucket and ma.bucket != mb.bucket:
+    return _overlap((ma.bucket, ma.prefix, ma.pattern), (mb.bucket, mb.prefix, mb.pattern))
+
+
+@functools.lru_cache(maxsize=4096)
+def _overlap(a: tuple[str | None, str | None, str], b: tuple[str | None, str | None, str]) -> bool | None:
+    (bucket_a, prefix_a, pattern_a), (bucket_b, prefix_b, pattern_b) = a, b
+    if bucket_a and bucket_b and bucket_a != bucket_b:
         return False
-    if ma.prefix and mb.prefix and not (ma.prefix.startswith(mb.prefix) or mb.prefix.startswith(ma.prefix)):
+    if prefix_a and prefix_b and not (prefix_a.startswith(prefix_b) or prefix_b.startswith(prefix_a)):
         return False
-    fa, fb = _base_names(ma.pattern), _base_names(mb.pattern)
+    fa, fb = _base_names(pattern_a), _base_names(pattern_b)
     if fa is None or fb is None:
         return None
     return not (fa & fb).empty()

@@ -43,6 +43,9 @@ def operator(
     if ns:
         os.environ["FILEDROP_NAMESPACE"] = ns
     json_logs = os.environ.get("FILEDROP_LOG_FORMAT") == "json"
+    root = logging.getLogger()
+    for handler in list(root.handlers):  # kopf adds its own: every line once, in kopf's format
+        root.removeHandler(handler)
     kopf.configure(verbose=logging.getLogger().isEnabledFor(logging.INFO),
                    log_format=kopf.LogFormat.JSON if json_logs else kopf.LogFormat.FULL)
     kopf.run(

@@ -133,6 +133,12 @@ async def fileroute_seen(type: str, body: kopf.Body, memo: kopf.Memo, logger: ko
     op = _operator(memo)
     namespace = body.metadata.namespace or ""
     op.backlog.fileroute(namespace, body.metadata.name or "", None if type == "DELETED" else body)
+    if type != "DELETED":
+        metrics.route_seen(body.metadata.name or "")
+        # a status-only change (the figures written after every final FileDrop) changes no verdict
+        judged = body.status.get("observedGeneration") == body.metadata.get("generation")
+        if judged and body.status.get("conditions"):
+            return
     loop = asyncio.get_running_loop()
     try:
         await loop.run_in_executor(op.settings.execution.executor, op.controller.validate_routes, namespace)

@@ -19,6 +19,7 @@ import time
 from collections import Counter as Tally
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
+from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
@@ -130,6 +131,13 @@ def _seconds_since(value: str | None, now: datetime) -> float | None:
     return (now - datetime.fromisoformat(value.replace("Z", "+00:00"))).total_seconds()
 
 
+def route_seen(route: str) -> None:
+    """Create the route's final-phase series at zero, so ``increase()`` sees its first failure (a series that
+    appears at 1 increases by nothing)."""
+    for phase in ("Loaded", "Skipped", "Failed"):
+        FILES.labels(route, phase)
+
+
 def finished(fd: FileDropView, status: Mapping[str, Any]) -> None:
     """Record a FileDrop reaching a final phase (``status`` is the patch being applied)."""
     route = status.get("route") or fd.status.route or ""
@@ -168,8 +176,17 @@ BRIDGE_OUTCOMES = ("deleted", "unparseable", "refused")
 
 
 class _Quiet(WSGIRequestHandler):
+    #: a client that connects and sends nothing is dropped after this many seconds
+    timeout = 10
+
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
         log.debug("metrics/health: " + format, *args)
+
+
+class _ThreadingServer(ThreadingMixIn, WSGIServer):
+    """One thread per request: a slow or idle client cannot hold up the probes."""
+
+    daemon_threads = True
 
 
 class HealthServer:
@@ -190,7 +207,7 @@ class HealthServer:
                 return [why.encode() + b"\n"]
             return metrics_app(environ, start_response)  # type: ignore[no-any-return]
 
-        self.server: WSGIServer = make_server(host, port, app, handler_class=_Quiet)
+        self.server: WSGIServer = make_server(host, port, app, server_class=_ThreadingServer, handler_class=_Quiet)
         self.port = self.server.server_port
         self.thread = threading.Thread(target=self.server.serve_forever, name="bridge-health", daemon=True)
 

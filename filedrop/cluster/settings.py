@@ -18,7 +18,7 @@ from filedrop.spark.sizing import DEFAULT_TIERS, Tier, tiers_from_env
 
 #: environment the loader Jobs get from the operator's own (never secrets: those come from Secrets)
 LOADER_PASSTHROUGH = ("AWS_ENDPOINT_URL", "AWS_REGION", "AWS_DEFAULT_REGION", "FILEDROP_STAGING_SCHEMA",
-                      "FILEDROP_META_SCHEMA", "FILEDROP_SPARK_THRESHOLD_BYTES")
+                      "FILEDROP_META_SCHEMA", "FILEDROP_SPARK_THRESHOLD_BYTES", "FILEDROP_LOG_FORMAT")
 
 
 def env_float(name: str, default: float) -> float:

@@ -144,12 +144,16 @@ def test_prometheus_objects_render_only_where_the_api_is_served(k8s_cluster: Any
         assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     [rule] = k8s_cluster.kubectl_json("get", "prometheusrules", "-n", ns)["items"]
     alerts = {r["alert"]: r for r in rule["spec"]["groups"][0]["rules"]}
-    assert set(alerts) == {"FileDropFailed", "FileDropBacklogOld", "FileRouteStale", "FileDropBridgeNotReceiving"}
+    assert set(alerts) == {"FileDropFailed", "FileDropBacklogOld", "FileRouteStale", "FileDropBridgeNotReceiving",
+                           "FileDropOperatorDown", "FileDropBridgeDown"}
+    # the "down" alerts name the Services the ServiceMonitors scrape (Prometheus labels targets with them)
+    assert 'service="filedrop-operator"' in alerts["FileDropOperatorDown"]["expr"]
     exposed = _exposed_metric_names()
     for name, alert in alerts.items():
         promql_parser.parse(alert["expr"])  # valid PromQL (raises otherwise)
         used = set(re.findall(r"\bfiledrop_[a-z_]+", alert["expr"]))
-        assert used and used <= exposed, f"{name} uses metrics filedrop does not expose: {used - exposed}"
+        assert used <= exposed, f"{name} uses metrics filedrop does not expose: {used - exposed}"
+        assert used or "absent(up{" in alert["expr"], name
         assert "{{" not in alert["annotations"]["description"]
     assert f'namespace="{ns}"' in alerts["FileDropBacklogOld"]["expr"]
     k8s_cluster.helm("uninstall", "filedrop", "--namespace", ns)

@@ -66,3 +66,18 @@ def test_route_readiness_names_what_to_change() -> None:
     ok, reason, message = verdicts["orders-2022"]
     assert not ok and "FileRoute orders" in message and "FileRoute copy also loads table orders_2022" in message
     assert verdicts["copy"][:2] == (False, "TableConflict")
+
+
+def test_overlaps_the_checker_cannot_judge_are_said_not_hidden() -> None:
+    def r(name: str, pattern: str) -> Any:
+        return parse_route(route(name, pattern))
+
+    # alternation inside a group and negated classes are judged (they used to be skipped as unreadable)
+    assert overlap(r("a", r"^(orders|items)_.*\.csv$"), r("b", r"^orders_.*\.csv$")) is True
+    assert overlap(r("a", r"^[^_]+_x\.csv$"), r("b", r"^y_x\.csv$")) is True
+    # Python's \w and \d are Unicode (é.csv matches ^\w+\.csv$), greenery's ASCII: not judged, never "no overlap"
+    assert overlap(r("a", r"^\w+\.csv$"), r("b", "^é")) is None
+    assert overlap(r("a", r"^a|b$"), r("b", "^b$")) is None  # (^a)|(b$): anchors inside an alternation
+    verdicts = route_readiness([route("words", r"^\w+\.csv$"), route("accents", r"^é.*\.csv$")])
+    ok, reason, message = verdicts["words"]
+    assert ok and reason == "Valid" and "FileRoute(s) accents was not checked" in message

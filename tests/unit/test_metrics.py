@@ -138,3 +138,24 @@ def test_the_bridge_serves_its_counters_and_a_health_check_that_fails_when_polli
         assert status == 503 and "no SQS receive finished" in why
     finally:
         server.stop()
+
+
+def test_a_routes_first_failure_is_an_increase() -> None:
+    # increase() over a series that appears at 1 is 0: the series exist at 0 once the route is seen
+    metrics.route_seen("first-failure")
+    got = samples(generate_latest(metrics.REGISTRY).decode())
+    assert got[("filedrop_files_total", (("phase", "Failed"), ("route", "first-failure")))] == 0
+
+
+def test_an_idle_client_does_not_hold_up_the_health_check() -> None:
+    import socket
+
+    kube, queue = FakeKube(ROUTES), MemoryQueue()
+    bridge = Bridge(kube, queue, "https://sqs/q", "data", wait_seconds=1)
+    server = HealthServer(0, bridge.health, host="127.0.0.1").start()
+    idle = socket.create_connection(("127.0.0.1", server.port))  # connects, sends nothing
+    try:
+        assert get(f"http://127.0.0.1:{server.port}/healthz")[0] == 200
+    finally:
+        idle.close()
+        server.stop()
