@@ -41,12 +41,12 @@ def _n(v: int | None) -> str:
 def _size(n: int | None) -> str:
     if n is None:
         return ""
-    size = float(n)
-    for unit in ("B", "kB", "MB", "GB"):
-        if size < 1000 or unit == "GB":
-            return f"{size:,.0f} {unit}" if unit == "B" else f"{size:,.1f} {unit}"
-        size /= 1000
-    return f"{n:,} B"  # not reached
+    size, unit = float(n), "B"
+    for bigger in ("kB", "MB", "GB"):
+        if size < 1000:
+            break
+        size, unit = size / 1000, bigger
+    return f"{size:,.0f} B" if unit == "B" else f"{size:,.1f} {unit}"
 
 
 def _duration(seconds: float | None) -> str:

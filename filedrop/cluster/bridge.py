@@ -128,7 +128,7 @@ class Bridge:
 
     def _handle_one(self, msg: dict[str, Any], routes: list[FileRoute]) -> str:
         """What becomes of the message: ``deleted`` (handled), or left for the dead-letter queue as
-        ``unparseable`` or ``refused`` (one of :data:`filedrop.cluster.metrics.BRIDGE_OUTCOMES`)."""
+        ``unparseable`` or ``refused`` (the ``outcome`` label of ``filedrop_bridge_messages_total``)."""
         try:
             events = parse_message(msg["Body"])
         except EventParseError as exc:

@@ -41,8 +41,10 @@ from filedrop.cluster.view import BacklogSummary, DropState, FileDropView, parse
 
 log = logging.getLogger(__name__)
 
+#: the labels of ``filedrop_build_info``, which the operator's and the bridge's registries both expose
+BUILD_LABELS = {"version": filedrop.__version__, "python_version": platform.python_version()}
 BUILD = Info("filedrop_build", "The running filedrop's version (the value is always 1)")
-BUILD.info({"version": filedrop.__version__, "python_version": platform.python_version()})
+BUILD.info(BUILD_LABELS)
 
 FILES = Counter("filedrop_files_total", "FileDrops this operator took to a final phase", ["route", "phase"])
 ROWS = Counter("filedrop_rows_loaded_total", "Rows loaded into staging", ["route"])
@@ -126,9 +128,8 @@ def serve(port: int, backlog: Backlog | None = None) -> None:
 
 
 def _seconds_since(value: str | None, now: datetime) -> float | None:
-    if not value:
-        return None
-    return (now - datetime.fromisoformat(value.replace("Z", "+00:00"))).total_seconds()
+    when = parse_time(value)
+    return None if when is None else (now - when).total_seconds()
 
 
 def route_seen(route: str) -> None:
@@ -162,7 +163,7 @@ BRIDGE_REGISTRY = CollectorRegistry(auto_describe=True)
 ProcessCollector(registry=BRIDGE_REGISTRY)
 BRIDGE_BUILD = Info("filedrop_build", "The running filedrop's version (the value is always 1)",
                     registry=BRIDGE_REGISTRY)
-BRIDGE_BUILD.info({"version": filedrop.__version__, "python_version": platform.python_version()})
+BRIDGE_BUILD.info(BUILD_LABELS)
 BRIDGE_MESSAGES = Counter("filedrop_bridge_messages_total", "SQS messages handled, by outcome",
                           ["outcome"], registry=BRIDGE_REGISTRY)
 BRIDGE_FILEDROPS = Counter("filedrop_bridge_filedrops_created_total", "FileDrops the bridge created",
@@ -171,8 +172,6 @@ BRIDGE_UNMATCHED = Counter("filedrop_bridge_unmatched_objects_total", "Objects n
                            "matches", registry=BRIDGE_REGISTRY)
 BRIDGE_LAST_POLL = Gauge("filedrop_bridge_last_poll_timestamp_seconds", "When the bridge last finished a receive "
                          "from SQS and the handling of its batch (Unix time)", registry=BRIDGE_REGISTRY)
-#: the outcomes of ``filedrop_bridge_messages_total``
-BRIDGE_OUTCOMES = ("deleted", "unparseable", "refused")
 
 
 class _Quiet(WSGIRequestHandler):
