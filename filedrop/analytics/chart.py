@@ -94,11 +94,10 @@ def _chart_manifests() -> dict[str, dict[str, Any]]:
     tmpl, cron = docs["template"]["spec"], docs["cron"]["spec"]
     tmpl["workflowMetadata"]["labels"] = _block("LABELS")
     tmpl["podMetadata"]["labels"] = _block("POD_LABELS")
-    for t in tmpl["templates"]:
-        if "container" in t:
-            t["container"]["imagePullPolicy"] = _scalar("PULL_POLICY")
-            t["container"]["resources"] = _block("RESOURCES")
-            t["container"]["envFrom"] = _block("ENV_FROM")
+    shared = tmpl["templateDefaults"]["container"]  # what every step's container has
+    shared["imagePullPolicy"] = _scalar("PULL_POLICY")
+    shared["resources"] = _block("RESOURCES")
+    shared["envFrom"] = _block("ENV_FROM")
     docs["cron"]["metadata"]["name"] = _scalar("CRON_NAME")
     cron["schedules"] = [_scalar("SCHEDULE")]
     cron["timezone"] = _scalar("TIMEZONE")

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -119,6 +119,26 @@ def parse_date(value: str | date | None, what: str) -> date:
         return date.fromisoformat(value)
     except ValueError:
         raise TransformError(f"{what} must be a date YYYY-MM-DD, got {value!r}") from None
+
+
+def run_day(scheduled_time: str | None, created_time: str | None) -> date | None:
+    """The day a workflow run is for: the date of its scheduled time (a run the CronWorkflow started) or else
+    of its creation time, in this process's timezone (the step's ``TZ``); ``None`` when neither is given.
+
+    Every step of one run gets the same two times, so a run that crosses midnight still builds one day.
+    Argo leaves ``{{workflow.scheduledTime}}`` as it is in a run nobody scheduled: such a value, like an
+    empty one, is "not given". A time without a UTC offset is refused (it would name no moment)."""
+    for what, value in (("--scheduled-time", scheduled_time), ("--created-time", created_time)):
+        if not value or value.startswith("{{"):
+            continue
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            raise TransformError(f"{what} must be a time like 2026-12-07T06:00:00Z, got {value!r}") from None
+        if moment.tzinfo is None:
+            raise TransformError(f"{what} must say its UTC offset (e.g. a trailing Z), got {value!r}")
+        return moment.astimezone().date()
+    return None
 
 
 def connection_env(url: str) -> dict[str, str]:

@@ -4,11 +4,20 @@ One ``WorkflowTemplate`` holds the DAG and is what people run on demand from the
 
     freshness ──> build ──> docs ──> publish-docs
                     └─────> export
+    (on exit, whatever happened) record
 
 (dbt source freshness, ``dbt build``, ``dbt docs generate``, the docs site to S3 and the chart's docs
-server, the analytics tables to S3). A daily ``CronWorkflow`` runs that same template through
-``workflowTemplateRef``, so the DAG exists once. Every step runs the filedrop image with the command line
-:func:`step_command` gives (pure, unit-tested): what a step does can be run by hand the same way.
+server, the analytics tables to S3; ``record`` writes the run's outcome to the warehouse, where ``filedrop
+status`` shows it). A daily ``CronWorkflow`` runs that same template through ``workflowTemplateRef``, so the
+DAG exists once. Every step runs the filedrop image with the command line :func:`step_command` gives (pure,
+unit-tested): what a step does can be run by hand the same way. What every step shares (image, environment,
+security context, resources, mounts) is said once, in the template's ``templateDefaults``.
+
+One run has one date: a step whose ``as_of_date``/``ingestion_date`` is empty takes the day of the run's
+scheduled time (``workflow.scheduledTime``, a run the CronWorkflow started) or else of its creation time, in
+the workflow's timezone, never the clock when the step happens to start. The workflow's logs are archived
+with its artifacts (``archiveLogs``), and the controller exposes two metrics per finished run
+(:data:`METRICS`).
 
 This module is the single source of the Argo manifests. :func:`render_plain` gives the YAML committed in
 ``workflows/`` (and what ``filedrop workflows apply`` submits); :func:`filedrop.analytics.chart.render_chart`
@@ -29,11 +38,12 @@ from hera.workflows import (
     DAG,
     Artifact,
     ConfigMapEnvFrom,
-    Container,
+    Counter,
     CronWorkflow,
     EmptyDirVolume,
     Env,
-    NoneArchiveStrategy,
+    Gauge,
+    Label,
     Parameter,
     RetryStrategy,
     SecretEnv,
@@ -42,28 +52,37 @@ from hera.workflows import (
     WorkflowTemplate,
 )
 from hera.workflows.models import (
+    ArchiveStrategy,
     Backoff,
     Capabilities,
+    Inputs,
     IntOrString,
     Metadata,
     Mutex,
+    NoneStrategy,
+    Outputs,
     PodGC,
     PodSecurityContext,
     ResourceRequirements,
     SeccompProfile,
     SecurityContext,
     Synchronization,
+    Template,
     TTLStrategy,
     VolumeMount,
     WorkflowMetadata,
     WorkflowTemplateRef,
 )
+from hera.workflows.models import Artifact as ModelArtifact
+from hera.workflows.models import Container as ModelContainer
 
 from filedrop.exitcodes import ExitCode
 
 __all__ = [
     "DOCS_DIR",
+    "EXIT_STEP",
     "HEADER",
+    "METRICS",
     "PARAMETERS",
     "PLAIN_FILES",
     "RETRYABLE_EXIT_CODES",
@@ -84,10 +103,15 @@ __all__ = [
 #: The DAG's tasks, in order.
 STEPS = ("freshness", "build", "docs", "publish-docs", "export")
 
+#: The exit handler's template: it runs after the DAG, whatever its outcome.
+EXIT_STEP = "record"
+
 #: The workflow's parameters, with their defaults and what the Argo UI shows about them.
 PARAMETERS: dict[str, tuple[str, str]] = {
-    "as_of_date": ("", "The analytics' as_of_date, YYYY-MM-DD; empty: today in the workflow's timezone."),
-    "ingestion_date": ("", "The day the analytics rows are written for, YYYY-MM-DD; empty: today."),
+    "as_of_date": ("", "The analytics' as_of_date, YYYY-MM-DD; empty: the day the run was scheduled (or "
+                       "created) in the workflow's timezone."),
+    "ingestion_date": ("", "The day the analytics rows are written for, YYYY-MM-DD; empty: the run's day, as for "
+                           "as_of_date."),
     "selection": ("", "dbt node selection for the build (e.g. 'marts.agg_shipments+'); empty: everything."),
     "full_refresh": ("false", "true rebuilds incremental models from scratch (dbt --full-refresh)."),
 }
@@ -102,7 +126,19 @@ DOCS_DIR = f"{TMP}/docs"
 
 #: Seconds each step may run (Argo ``activeDeadlineSeconds``), and the whole workflow.
 STEP_DEADLINES = {"freshness": 10 * 60, "build": 3 * 3600, "docs": 30 * 60, "publish-docs": 10 * 60,
-                  "export": 3600}
+                  "export": 3600, EXIT_STEP: 10 * 60}
+
+#: The run's time as Argo gives it to a step: the CronWorkflow's scheduled time (left as the literal
+#: placeholder in a run nobody scheduled) and the Workflow's creation time.
+SCHEDULED_TIME = "{{workflow.scheduledTime}}"
+CREATED_TIME = "{{workflow.creationTimestamp}}"
+
+#: The workflow's metrics (the Argo controller's /metrics, prefixed ``argo_workflows_``), each labelled with
+#: the run's final ``status`` (Succeeded, Failed, Error) and the template's name.
+METRICS = {
+    "filedrop_transform_duration_seconds": "Seconds the last filedrop transform run took, by final status.",
+    "filedrop_transform_runs_total": "filedrop transform runs finished, by final status.",
+}
 WORKFLOW_DEADLINE = 6 * 3600
 
 PLAIN_FILES = {"template": "filedrop-transform.workflowtemplate.yaml",
@@ -149,14 +185,21 @@ class WorkflowConfig:
 
 def step_command(step: str, *, as_of_date: str = "", ingestion_date: str = "", selection: str = "",
                  full_refresh: str = "false", export_to: str = "", docs_to: str = "",
-                 docs_server: str = "", docs_dir: str = DOCS_DIR) -> list[str]:
+                 docs_server: str = "", docs_dir: str = DOCS_DIR, scheduled_time: str = "",
+                 created_time: str = "") -> list[str]:
     """The command line of one workflow step.
 
     The workflow passes Argo placeholders (``{{workflow.parameters.as_of_date}}``) as values; run by hand,
-    real values. Empty dates mean today, an empty selection everything, an empty ``docs_server`` no
-    reload call: the step commands take empty strings as "not given", which is what Argo substitutes.
+    real values. Empty dates mean the day of ``scheduled_time`` or else ``created_time`` (the run's), or
+    today when neither is given; an empty selection everything, an empty ``docs_server`` no reload call: the
+    step commands take empty strings as "not given", which is what Argo substitutes.
     """
-    dates = ["--as-of", as_of_date, "--ingestion-date", ingestion_date]
+    dates = ["--as-of", as_of_date, "--ingestion-date", ingestion_date, "--scheduled-time", scheduled_time,
+             "--created-time", created_time]
+    if step == EXIT_STEP:
+        return ["filedrop", "workflows", "step", "record", "--workflow", "{{workflow.name}}",
+                "--status", "{{workflow.status}}", "--duration", "{{workflow.duration}}",
+                "--failures", "{{workflow.failures}}", *dates]
     if step == "freshness":
         return ["filedrop", "workflows", "step", "freshness"]
     if step == "build":
@@ -169,7 +212,7 @@ def step_command(step: str, *, as_of_date: str = "", ingestion_date: str = "", s
                 "--notify", docs_server]
     if step == "export":
         return ["filedrop", "export", "--to", export_to]
-    raise ValueError(f"unknown workflow step {step!r}; steps are {', '.join(STEPS)}")
+    raise ValueError(f"unknown workflow step {step!r}; steps are {', '.join((*STEPS, EXIT_STEP))}")
 
 
 def retry_expression(codes: tuple[int, ...] = RETRYABLE_EXIT_CODES) -> str:
@@ -188,34 +231,47 @@ def _param(name: str) -> str:
     return f"{{{{workflow.parameters.{name}}}}}"
 
 
-def _step_container(cfg: WorkflowConfig, step: str, **kw: Any) -> Container:
-    """A step's template: the filedrop image, hardened, with the warehouse URL from its Secret."""
+def _defaults(cfg: WorkflowConfig) -> Template:
+    """What every step's container shares (Argo merges ``templateDefaults`` into each container template):
+    the filedrop image, hardened, with the warehouse URL from its Secret."""
     env_from: list[Any] = [ConfigMapEnvFrom(name=cfg.config_map, optional=True)]
     if cfg.env_secret:
         env_from.append(SecretEnvFrom(name=cfg.env_secret))
-    return Container(
-        name=step,
+    env = [SecretEnv(name="FILEDROP_WAREHOUSE_URL", secret_name=cfg.warehouse_secret,
+                     secret_key=cfg.warehouse_secret_key),
+           # a run's day is in the schedule's timezone; state (dbt target/, logs) in the emptyDir
+           Env(name="TZ", value=cfg.timezone),
+           Env(name="HOME", value=TMP),
+           Env(name="FILEDROP_HOME", value=f"{TMP}/filedrop"),
+           Env(name="FILEDROP_NO_COLOR", value="1")]
+    return Template(container=ModelContainer(
         image=cfg.image,
         image_pull_policy=cfg.image_pull_policy,
-        command=step_command(step, as_of_date=_param("as_of_date"), ingestion_date=_param("ingestion_date"),
-                             selection=_param("selection"), full_refresh=_param("full_refresh"),
-                             export_to=cfg.export_to, docs_to=cfg.docs_to, docs_server=cfg.docs_server),
-        env=[SecretEnv(name="FILEDROP_WAREHOUSE_URL", secret_name=cfg.warehouse_secret,
-                       secret_key=cfg.warehouse_secret_key),
-             # "today" is the day in the schedule's timezone; state (dbt target/, logs) in the emptyDir
-             Env(name="TZ", value=cfg.timezone),
-             Env(name="HOME", value=TMP),
-             Env(name="FILEDROP_HOME", value=f"{TMP}/filedrop"),
-             Env(name="FILEDROP_NO_COLOR", value="1")],
-        env_from=env_from,
+        env=[e.build() for e in env],
+        env_from=[e.build() for e in env_from],
         resources=ResourceRequirements(**dict(cfg.resources)),
         security_context=SecurityContext(allow_privilege_escalation=False, capabilities=Capabilities(drop=["ALL"]),
                                          read_only_root_filesystem=True, run_as_non_root=True),
         volume_mounts=[VolumeMount(name="tmp", mount_path=TMP)],
-        active_deadline_seconds=STEP_DEADLINES[step],
-        retry_strategy=_retry(),
-        **kw,
-    )
+    ))
+
+
+def _step(cfg: WorkflowConfig, step: str, **kw: Any) -> Template:
+    """A step's template: its command, deadline and retries (the rest is in :func:`_defaults`)."""
+    command = step_command(step, as_of_date=_param("as_of_date"), ingestion_date=_param("ingestion_date"),
+                           selection=_param("selection"), full_refresh=_param("full_refresh"),
+                           export_to=cfg.export_to, docs_to=cfg.docs_to, docs_server=cfg.docs_server,
+                           scheduled_time=SCHEDULED_TIME, created_time=CREATED_TIME)
+    return Template(name=step, container=ModelContainer(command=command),
+                    active_deadline_seconds=IntOrString(STEP_DEADLINES[step]), retry_strategy=_retry().build(), **kw)
+
+
+def _metrics() -> list[Any]:
+    """Per finished run: its duration and a count, labelled with the final status."""
+    labels = [Label(key="status", value="{{workflow.status}}")]
+    name, runs = METRICS
+    return [Gauge(name=name, help=METRICS[name], labels=labels, realtime=False, value="{{workflow.duration}}"),
+            Counter(name=runs, help=METRICS[runs], labels=labels, value="1")]
 
 
 def workflow_template(cfg: WorkflowConfig = WorkflowConfig()) -> WorkflowTemplate:
@@ -226,8 +282,9 @@ def workflow_template(cfg: WorkflowConfig = WorkflowConfig()) -> WorkflowTemplat
         labels=dict(cfg.labels),
         annotations={"workflows.argoproj.io/description":
                      "filedrop analytics: dbt source freshness, dbt build, docs (S3 and the docs server), "
-                     "export of the analytics tables to S3."},
+                     "export of the analytics tables to S3; the outcome recorded in the warehouse."},
         entrypoint="transform",
+        on_exit=EXIT_STEP,
         arguments=[Parameter(name=n, value=v, description=d, enum=["false", "true"] if n == "full_refresh" else None)
                    for n, (v, d) in PARAMETERS.items()],
         service_account_name=cfg.service_account,
@@ -239,32 +296,36 @@ def workflow_template(cfg: WorkflowConfig = WorkflowConfig()) -> WorkflowTemplat
         security_context=PodSecurityContext(run_as_non_root=True, run_as_user=10001, run_as_group=10001,
                                             fs_group=10001, seccomp_profile=SeccompProfile(type="RuntimeDefault")),
         volumes=[EmptyDirVolume(name="tmp")],
+        template_defaults=_defaults(cfg),
+        # the steps' logs outlive their pods (collected on success, and by the TTL below); they go to the
+        # artifact repository Argo resolves for the namespace (the chart's argo.artifactRepository)
+        archive_logs=True,
+        metrics=_metrics(),
         pod_gc=PodGC(strategy="OnPodSuccess"),  # failed pods stay, with their logs
         ttl_strategy=TTLStrategy(seconds_after_success=3 * 86400, seconds_after_failure=7 * 86400),
     ) as w:
-        freshness = _step_container(cfg, "freshness")
-        build = _step_container(cfg, "build")
-        docs = _step_container(cfg, "docs", outputs=[
-            Artifact(name="docs", path=f"{DOCS_DIR}/index.html", archive=NoneArchiveStrategy())])
-        publish = _step_container(cfg, "publish-docs", inputs=[Artifact(name="docs", path=f"{DOCS_DIR}/index.html")])
-        export = _step_container(cfg, "export")
+        # the docs site's one file, handed from the docs step to publish-docs through the artifact repository
+        docs_file = f"{DOCS_DIR}/index.html"
+        w.templates.extend([
+            _step(cfg, "freshness"),
+            _step(cfg, "build"),
+            _step(cfg, "docs", outputs=Outputs(artifacts=[ModelArtifact(
+                name="docs", path=docs_file, archive=ArchiveStrategy(none=NoneStrategy()))])),
+            _step(cfg, "publish-docs", inputs=Inputs(artifacts=[ModelArtifact(name="docs", path=docs_file)])),
+            _step(cfg, "export"),
+            _step(cfg, EXIT_STEP),
+        ])
         with DAG(name="transform"):
-            t_fresh = _task(freshness, "freshness")
-            t_build = _task(build, "build")
-            t_docs = _task(docs, "docs")
-            t_publish = _task(publish, "publish-docs", arguments=[t_docs.get_artifact("docs")])
-            t_export = _task(export, "export")
+            t_fresh = Task(name="freshness", template="freshness")
+            t_build = Task(name="build", template="build")
+            t_docs = Task(name="docs", template="docs")
+            t_publish = Task(name="publish-docs", template="publish-docs", arguments=[
+                Artifact(name="docs", from_="{{tasks.docs.outputs.artifacts.docs}}")])
+            t_export = Task(name="export", template="export")
             t_fresh >> t_build
             t_build >> [t_docs, t_export]
             t_docs >> t_publish
     return w
-
-
-def _task(template: Container, name: str, **kw: Any) -> Task:
-    """A task of the DAG being defined: calling a template inside a ``with DAG`` adds one."""
-    task = template(name=name, **kw)
-    assert isinstance(task, Task)
-    return task
 
 
 def cron_workflow(cfg: WorkflowConfig = WorkflowConfig()) -> CronWorkflow:

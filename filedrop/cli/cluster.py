@@ -1,4 +1,5 @@
-"""Commands of the cluster runtime: ``filedrop operator``, ``filedrop bridge``, ``filedrop backfill``."""
+"""Commands of the cluster runtime: ``filedrop operator``, ``filedrop bridge``, ``filedrop backfill``,
+``filedrop crds apply``."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import os
 import signal
 import threading
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -124,7 +126,41 @@ def backfill_cmd(
               f"{stats.unmatched} unmatched", highlight=False)
 
 
+crds_app = typer.Typer(no_args_is_help=True, help="filedrop's CustomResourceDefinitions in the cluster.")
+
+
+@crds_app.command("apply")
+def crds_apply(
+    source: Annotated[Path, typer.Option(
+        "--from", help="Directory of the CRD files (the chart's crds/).", exists=True, file_okay=False)],
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for the CRDs to be Established.")] = 120,
+) -> None:
+    """Replace the cluster's filedrop CRDs by the files' (what `helm upgrade` never does; the chart's optional
+    pre-upgrade hook runs this). Only existing filedrop.dev CRDs are touched."""
+    from kubernetes.client.exceptions import ApiException
+    from urllib3.exceptions import HTTPError
+
+    from filedrop.cli.common import fail, say
+    from filedrop.cluster.crd_upgrade import CrdError, apply_crds, read_crds
+    from filedrop.cluster.kube import Kube
+    from filedrop.exitcodes import ExitCode
+
+    try:
+        docs = read_crds(source)
+        results = apply_crds(Kube(), docs, timeout=timeout)
+    except CrdError as exc:
+        raise fail(str(exc), ExitCode.FAILED) from None
+    except ApiException as exc:
+        code = ExitCode.TEMPFAIL if exc.status in (409, 429) or (exc.status or 0) >= 500 else ExitCode.FAILED
+        raise fail(f"the API server refused: {exc.status} {exc.reason}: {(exc.body or '')[:2000]}", code) from None
+    except (HTTPError, OSError) as exc:
+        raise fail(f"cannot reach the API server: {exc}", ExitCode.TEMPFAIL) from None
+    for r in results:
+        say(f"{r.name}: {'updated' if r.changed else 'unchanged'}, Established (served: {', '.join(r.versions)})")
+
+
 def register(app: typer.Typer) -> None:
     app.command("operator")(operator)
     app.command("bridge")(bridge)
     app.command("backfill")(backfill_cmd)
+    app.add_typer(crds_app, name="crds")

@@ -26,7 +26,7 @@ from filedrop.cli.common import (
 )
 from filedrop.config import Settings
 from filedrop.exitcodes import ExitCode
-from filedrop.warehouse import connect, ensure_meta
+from filedrop.warehouse import connect, ensure_meta, runs
 from filedrop.warehouse import history as load_history
 
 
@@ -188,6 +188,7 @@ def status(
         with connect(resolve_warehouse(settings, warehouse)) as conn:
             ensure_meta(conn, settings)
             stats = {s.route: s for s in load_history.route_status(conn, settings.meta_schema)}
+            last_runs = runs.latest(conn, settings.meta_schema, limit=5)
         names = [r.name for r in route_list] + sorted(set(stats) - {r.name for r in route_list})
         tables = {r.name: r.spec.table for r in route_list}
         per_route: list[dict[str, Any]] = []
@@ -200,8 +201,12 @@ def status(
                               "last_error": (s.last_error or "") if s else ""})
         drops = _filedrops(namespace) if namespace else None
         depth = _queue(queue) if queue else None
+        transform_runs = [{"workflow": r.workflow, "status": r.status, "as_of_date": r.as_of_date,
+                           "ingestion_date": r.ingestion_date, "started_at": r.started_at,
+                           "finished_at": r.finished_at, "duration_seconds": r.duration_seconds,
+                           "failures": r.failures} for r in last_runs]
         if as_json:
-            emit({"routes": per_route, **({"filedrops": drops} if drops else {}),
+            emit({"routes": per_route, "transform_runs": transform_runs, **({"filedrops": drops} if drops else {}),
                   **({"queue": depth} if depth else {})})
             return
     t = Table(title="routes", title_justify="left")
@@ -218,6 +223,21 @@ def status(
             o = drops["oldest_waiting"]
             out.print(f"oldest waiting: {shown(o['key'])} ({o['phase']}, route {o['route'] or '-'}, "
                       f"{_duration(o['age_seconds'])})", highlight=False)
+    if last_runs:
+        _print_runs(last_runs)
     if depth is not None:
         out.print(f"queue: {depth.get('messages', 0)} notification(s) waiting, {depth.get('in_flight', 0)} being "
                   f"handled, {depth.get('delayed', 0)} delayed", highlight=False)
+
+
+def _print_runs(last: list[runs.TransformRun]) -> None:
+    """The analytics workflow's last runs (recorded by its exit handler), newest first."""
+    t = Table(title="analytics runs (the workflow's exit handler)", title_justify="left")
+    for col in ("run", "status", "as of", "started", "took", "failed steps"):
+        t.add_column(col)
+    for r in last:
+        status = r.status if r.status == "Succeeded" else f"[red]{r.status}[/]"
+        failed = "; ".join(f"{f['step'] or '?'}: {f['message']}" for f in r.failures)
+        t.add_row(shown(r.workflow), status, str(r.as_of_date or "-"), _fmt_time(r.started_at),
+                  _duration(r.duration_seconds), shown(failed))
+    out.print(t)

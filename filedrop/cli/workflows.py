@@ -25,7 +25,7 @@ import typer
 import yaml
 
 from filedrop.cli.common import WarehouseOpt, err, error, fail, say, termination_message
-from filedrop.config import SOURCE_CHECKOUT
+from filedrop.config import SOURCE_CHECKOUT, Settings
 from filedrop.exitcodes import ExitCode
 
 if TYPE_CHECKING:
@@ -150,7 +150,6 @@ def _given(value: str | None) -> str | None:
 def _prepare(warehouse: str | None) -> tuple[str, Any, Any]:
     """(warehouse URL, Settings, TransformConfig); exit 75 when the warehouse cannot be reached."""
     from filedrop.analytics.transform import TransformConfig, TransformError
-    from filedrop.config import Settings
     from filedrop.warehouse import WarehouseError, connect, resolve_url
 
     settings = Settings()
@@ -166,13 +165,22 @@ def _prepare(warehouse: str | None) -> tuple[str, Any, Any]:
     return url, settings, cfg
 
 
-def _variables(as_of: str | None, ingestion_date: str | None) -> dict[str, str]:
-    from filedrop.analytics.dbt import TransformError, dbt_vars, parse_date
+def _variables(as_of: str | None, ingestion_date: str | None, scheduled: str | None,
+               created: str | None) -> dict[str, str]:
+    """dbt's dates: those given, else the run's day (:func:`~filedrop.analytics.dbt.run_day`), else today."""
+    from filedrop.analytics.dbt import TransformError, dbt_vars, parse_date, run_day
 
     try:
-        return dbt_vars(parse_date(_given(as_of), "--as-of"), parse_date(_given(ingestion_date), "--ingestion-date"))
+        day = run_day(scheduled, created)
+        variables = dbt_vars(parse_date(_given(as_of) or day, "--as-of"),
+                             parse_date(_given(ingestion_date) or day, "--ingestion-date"))
     except TransformError as exc:
         raise fail(str(exc)) from None
+    if day is not None and not (_given(as_of) and _given(ingestion_date)):
+        scheduled_given = bool(_given(scheduled)) and not str(scheduled).startswith("{{")
+        source = f"scheduled time {scheduled}" if scheduled_given else f"creation time {created}"
+        say(f"the run's day is {day.isoformat()}, from its {source}", err)
+    return variables
 
 
 def _run(command: list[str], url: str, cfg: Any, variables: dict[str, str] | None) -> Any:
@@ -208,10 +216,16 @@ def _run(command: list[str], url: str, cfg: Any, variables: dict[str, str] | Non
     return step
 
 
-#: the steps' dates: Argo passes an empty parameter as an empty string, which means today
-StepAsOfOpt = Annotated[str | None, typer.Option("--as-of", help="as_of_date YYYY-MM-DD; empty: today.")]
+#: the steps' dates: Argo passes an empty parameter as an empty string, which means the run's day
+StepAsOfOpt = Annotated[str | None, typer.Option(
+    "--as-of", help="as_of_date YYYY-MM-DD; empty: the run's day (below), else today.")]
 StepIngestionOpt = Annotated[str | None, typer.Option(
-    "--ingestion-date", help="ingestion_date YYYY-MM-DD; empty: today.")]
+    "--ingestion-date", help="ingestion_date YYYY-MM-DD; empty: the run's day (below), else today.")]
+StepScheduledOpt = Annotated[str | None, typer.Option(
+    "--scheduled-time", help="When the schedule started the run (RFC 3339); its date in $TZ is the run's day. "
+    "Empty, or an unresolved Argo placeholder: not scheduled.")]
+StepCreatedOpt = Annotated[str | None, typer.Option(
+    "--created-time", help="When the run was created (RFC 3339): the run's day when it was not scheduled.")]
 
 
 @step_app.command("freshness")
@@ -226,6 +240,8 @@ def step_freshness(warehouse: WarehouseOpt = None) -> None:
 def step_build(
     as_of: StepAsOfOpt = None,
     ingestion_date: StepIngestionOpt = None,
+    scheduled_time: StepScheduledOpt = None,
+    created_time: StepCreatedOpt = None,
     select: Annotated[str | None, typer.Option("--select", help="dbt node selection; empty: all.")] = None,
     full_refresh: Annotated[str, typer.Option(
         "--full-refresh", help="true: rebuild incremental models from scratch.")] = "false",
@@ -236,7 +252,7 @@ def step_build(
 
     if full_refresh.lower() not in ("", "true", "false"):
         raise fail(f"--full-refresh must be true or false, not {full_refresh!r}")
-    variables = _variables(as_of, ingestion_date)
+    variables = _variables(as_of, ingestion_date, scheduled_time, created_time)
     url, _settings, cfg = _prepare(warehouse)
     if cfg.builds_if_common:
         try:
@@ -258,12 +274,14 @@ def step_docs(
     out_dir: Annotated[Path, typer.Option("--out", help="Directory to write index.html into.")],
     as_of: StepAsOfOpt = None,
     ingestion_date: StepIngestionOpt = None,
+    scheduled_time: StepScheduledOpt = None,
+    created_time: StepCreatedOpt = None,
     warehouse: WarehouseOpt = None,
 ) -> None:
     """dbt docs generate --static: one self-contained index.html in --out."""
     import shutil
 
-    variables = _variables(as_of, ingestion_date)
+    variables = _variables(as_of, ingestion_date, scheduled_time, created_time)
     url, _settings, cfg = _prepare(warehouse)
     step = _run(["docs", "generate", "--static"], url, cfg, variables)
     static = cfg.target_path / "static_index.html"
@@ -301,6 +319,60 @@ def step_publish_docs(
             say(f"docs server: {notify_server(str(notify))}")
         except DocsError as exc:
             raise fail(str(exc), ExitCode.TEMPFAIL) from None
+
+
+@step_app.command("record")
+def step_record(
+    workflow: Annotated[str, typer.Option("--workflow", help="The run's name (the Workflow object's).")],
+    status: Annotated[str, typer.Option("--status", help="The run's final status: Succeeded, Failed or Error.")],
+    duration: Annotated[str | None, typer.Option("--duration", help="Seconds the run took.")] = None,
+    failures: Annotated[str | None, typer.Option(
+        "--failures", help="Argo's JSON list of the failed nodes ({{workflow.failures}}).")] = None,
+    as_of: StepAsOfOpt = None,
+    ingestion_date: StepIngestionOpt = None,
+    scheduled_time: StepScheduledOpt = None,
+    created_time: StepCreatedOpt = None,
+    warehouse: WarehouseOpt = None,
+) -> None:
+    """The workflow's exit handler: write the run's outcome to the warehouse (shown by `filedrop status`).
+
+    It records whatever it is given: a value it cannot read (the bad date that failed the run, say) is left out
+    of the record with a warning, never a reason to lose it. Exit 75 (retried) when the warehouse cannot be
+    reached."""
+    from datetime import date, datetime
+
+    from filedrop.analytics.dbt import TransformError, parse_date, run_day
+    from filedrop.warehouse import WarehouseError, connect, resolve_url, runs
+
+    if not workflow.strip() or not status.strip():
+        raise fail("--workflow and --status must not be empty")
+
+    def lenient(what: str, read: Any) -> Any:
+        try:
+            return read()
+        except (TransformError, ValueError) as exc:
+            say(f"warning: {what} left out of the record: {exc}", err)
+            return None
+    seconds = lenient("--duration", lambda: float(duration) if duration else None)
+    started = lenient("--created-time", lambda: datetime.fromisoformat(created_time) if created_time else None)
+    day: date | None = lenient("the run's day", lambda: run_day(scheduled_time, created_time))
+    run = runs.TransformRun(
+        workflow=workflow, status=status,
+        as_of_date=lenient("--as-of", lambda: parse_date(_given(as_of) or day, "--as-of")),
+        ingestion_date=lenient("--ingestion-date",
+                               lambda: parse_date(_given(ingestion_date) or day, "--ingestion-date")),
+        started_at=started, duration_seconds=seconds, failures=runs.parse_failures(failures, workflow))
+    settings = Settings()
+    try:
+        with connect(resolve_url(settings, warehouse)) as conn:
+            runs.record(conn, settings.meta_schema, run)
+    except WarehouseError as exc:
+        raise fail(f"cannot record the run: {exc}", ExitCode.TEMPFAIL) from None
+    say(f"recorded run {workflow}: {status}"
+        + (f" in {seconds:.0f}s" if seconds is not None else "")
+        + f", as_of_date {run.as_of_date or '-'}")
+    for f in run.failures:
+        say(f"  failed: {f['step'] or '?'} ({f['phase'] or '?'}): {f['message']}")
 
 
 @workflows_app.command("serve-docs")

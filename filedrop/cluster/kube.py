@@ -45,6 +45,22 @@ class Kube:
         self.custom = client.CustomObjectsApi(api_client)
         self.batch = client.BatchV1Api(api_client)
         self.core = client.CoreV1Api(api_client)
+        self.extensions = client.ApiextensionsV1Api(api_client)
+
+    # --- CustomResourceDefinitions (the chart's upgrade hook) -----------------------------------------
+    def get_crd(self, name: str) -> dict[str, Any] | None:
+        try:
+            return _object(_loose(self.api.sanitize_for_serialization)(
+                self.extensions.read_custom_resource_definition(name)))
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def replace_crd(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        """PUT the whole CRD (``body`` carries the resourceVersion it replaces)."""
+        return _object(_loose(self.api.sanitize_for_serialization)(
+            _loose(self.extensions.replace_custom_resource_definition)(name, body)))
 
     # --- FileDrops ----------------------------------------------------------------------------------
     def create_filedrop(self, namespace: str, body: dict[str, Any]) -> bool:

@@ -84,3 +84,15 @@ def notifying_bucket(queue: str) -> tuple[Any, str]:
     s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration={
         "QueueConfigurations": [{"QueueArn": arn, "Events": ["s3:ObjectCreated:*"]}]})
     return s3, bucket
+
+
+def older_crd(crd: dict[str, Any]) -> dict[str, Any]:
+    """The CRD as a previous release had it: without the KEY printer column and with another description (what
+    the CRD upgrade hook must bring up to date)."""
+    old = json.loads(json.dumps(crd))
+    [version] = old["spec"]["versions"]
+    columns = version["additionalPrinterColumns"]
+    assert any(c["name"] == "Key" for c in columns)
+    version["additionalPrinterColumns"] = [c for c in columns if c["name"] != "Key"]
+    version["schema"]["openAPIV3Schema"]["description"] = "an older release's description"
+    return old

@@ -6,6 +6,9 @@ submits them through Hera's client)."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -18,7 +21,7 @@ from typer.testing import CliRunner
 
 from filedrop.analytics import workflows as wf
 from filedrop.cli import app
-from tests.chart.conftest import ALL_ON, CHART, REPO, by_kind, dump, helm_template
+from tests.chart.conftest import ALL_ON, CHART, REPO, by_kind, dump, helm_template, older_crd
 from tests.support.k8s.kube import ApiError
 
 pytestmark = pytest.mark.k8s
@@ -189,7 +192,8 @@ def test_chart_sets_only_settings_filedrop_reads(k8s_cluster: Any) -> None:
         spec = d.get("spec", {})
         pods = [spec["template"]["spec"]] if d["kind"] == "Deployment" else []
         containers = [c for p in pods for c in p["containers"]]
-        containers += [t["container"] for t in spec.get("templates", []) if "container" in t]
+        containers += [t["container"] for t in [*spec.get("templates", []), spec.get("templateDefaults", {})]
+                       if "container" in t]
         given |= {e["name"] for c in containers for e in c.get("env", [])}
     assert {g for g in given if g.startswith("FILEDROP_")} - read == set()
     [operator] = [d for d in chart if d["kind"] == "Deployment" and d["metadata"]["name"] == "filedrop-operator"]
@@ -248,7 +252,7 @@ def _normalized(doc: dict[str, Any]) -> dict[str, Any]:
     spec = doc["spec"]
     spec.get("workflowMetadata", {}).pop("labels", None)
     spec.get("podMetadata", {}).pop("labels", None)
-    for t in spec.get("templates", []):
+    for t in [*spec.get("templates", []), spec.get("templateDefaults", {})]:
         t.get("container", {}).pop("envFrom", None)
     return doc
 
@@ -263,6 +267,35 @@ def test_chart_argo_manifests_are_the_hera_ones(k8s_cluster: Any) -> None:
         assert _normalized(rendered) == _normalized(committed), kind
     text = k8s_cluster.helm("template", "filedrop", str(CHART), *PLAIN_DEFAULTS).stdout
     assert "'{{workflow.parameters.as_of_date}}'" in text and "{{`" not in text
+
+
+def test_chart_makes_the_namespaces_artifact_repository_when_asked(k8s_cluster: Any) -> None:
+    """argo.artifactRepository: the ConfigMap Argo resolves for a workflow that names no repository (its name
+    and annotation are Argo's convention), with the pods' own credentials (IRSA) or a Secret's."""
+    chart = helm_template(k8s_cluster, "data", "-f", str(ALL_ON))
+    cm = by_kind(chart, "ConfigMap")["artifact-repositories"]
+    assert cm["metadata"]["annotations"] == {"workflows.argoproj.io/default-artifact-repository": "default-v1"}
+    repo = yaml.safe_load(cm["data"]["default-v1"])
+    assert repo == {"archiveLogs": True, "s3": {
+        "bucket": "d2b-argo-artifacts", "endpoint": "s3.eu-west-1.amazonaws.com", "region": "eu-west-1",
+        "insecure": False, "keyFormat": "argo-artifacts/{{workflow.name}}/{{pod.name}}", "useSDKCreds": True}}
+    keyed = helm_template(k8s_cluster, "data", "-f", str(ALL_ON), "--set",
+                          "argo.artifactRepository.s3.credentialsSecret=argo-s3", "--set",
+                          "argo.artifactRepository.s3.keyPrefix=runs/argo/")
+    s3 = yaml.safe_load(by_kind(keyed, "ConfigMap")["artifact-repositories"]["data"]["default-v1"])["s3"]
+    # the workflow pods may reach a repository on a port of its own (Argo's wait container uploads to it)
+    minio = helm_template(k8s_cluster, "data", "-f", str(ALL_ON), "--set",
+                          "argo.artifactRepository.s3.endpoint=minio.storage:9000")
+    egress = by_kind(minio, "NetworkPolicy")["filedrop-workflows"]["spec"]["egress"]
+    assert {"protocol": "TCP", "port": 9000} in [p for rule in egress for p in rule["ports"]]
+    assert "useSDKCreds" not in s3 and s3["keyFormat"] == "runs/argo/{{workflow.name}}/{{pod.name}}"
+    assert s3["accessKeySecret"] == {"name": "argo-s3", "key": "AWS_ACCESS_KEY_ID"}
+    assert s3["secretKeySecret"] == {"name": "argo-s3", "key": "AWS_SECRET_ACCESS_KEY"}
+    # no bucket (the default): Argo's own repository is used, the chart makes none
+    assert "artifact-repositories" not in by_kind(helm_template(k8s_cluster, "data", *PLAIN_DEFAULTS), "ConfigMap")
+    bad = k8s_cluster.helm("template", "x", str(CHART), "-f", str(ALL_ON), "--set",
+                           "argo.artifactRepository.s3.endpoint=https://s3.amazonaws.com", check=False)
+    assert bad.returncode != 0 and "/argo/artifactRepository/s3/endpoint" in bad.stderr
 
 
 def test_committed_argo_manifests_are_accepted_by_the_server(k8s_cluster: Any, chart_crds: list[str],
@@ -406,3 +439,61 @@ def test_rendered_manifests_carry_no_credentials(k8s_cluster: Any) -> None:
     assert not userinfo.search(text), userinfo.search(text)
     refs = [e for e in env if secretish.search(e["name"]) and not naming.fullmatch(e["name"])]
     assert refs and all("secretKeyRef" in (e.get("valueFrom") or {}) for e in refs)
+
+
+def test_crd_upgrade_hook_replaces_the_crds_with_only_the_rights_it_needs(
+        k8s_cluster: Any, chart_crds: list[str], restricted_namespace: str, tmp_path: Path) -> None:
+    """crds.upgradeHook: `filedrop crds apply` as the hook's ServiceAccount (a token of it, nothing more) brings an
+    older CRD back to the chart's, leaves a current one alone, and may touch no other CRD."""
+    ns = restricted_namespace
+    file = yaml.safe_load((CHART / "crds" / "filedrop.yaml").read_text())
+    k8s_cluster.kubectl("replace", "-f", "-", input=json.dumps(older_crd(file)))
+    stored = k8s_cluster.kubectl_json("get", "crd", "filedrops.filedrop.dev")
+    assert "Key" not in [c["name"] for c in stored["spec"]["versions"][0]["additionalPrinterColumns"]]
+    try:
+        # the hook's ServiceAccount and RBAC as the chart renders them (helm runs them as hooks)
+        hook = helm_template(k8s_cluster, ns, "--set", "crds.upgradeHook.enabled=true",
+                             "--show-only", "templates/crds-serviceaccount.yaml",
+                             "--show-only", "templates/crds-clusterrole.yaml",
+                             "--show-only", "templates/crds-clusterrolebinding.yaml")
+        k8s_cluster.kubectl("apply", "-n", ns, "-f", "-", input=dump(hook))
+        sa = by_kind(hook, "ServiceAccount")
+        [sa_name] = sa
+        token = k8s_cluster.kubectl("create", "token", sa_name, "-n", ns).stdout.strip()
+        admin = yaml.safe_load(Path(k8s_cluster.kubeconfig).read_text())
+        as_sa = {**admin, "users": [{"name": "hook", "user": {"token": token}}],
+                 "contexts": [{"name": "hook", "context": {"cluster": admin["clusters"][0]["name"], "user": "hook"}}],
+                 "current-context": "hook"}
+        (tmp_path / "kubeconfig").write_text(yaml.safe_dump(as_sa))
+        env = {**os.environ, "KUBECONFIG": str(tmp_path / "kubeconfig"), "FILEDROP_HOME": str(tmp_path / "home")}
+
+        def crds_apply(source: Path) -> subprocess.CompletedProcess[str]:
+            return subprocess.run([sys.executable, "-m", "filedrop", "crds", "apply", "--from", str(source)],
+                                  env=env, capture_output=True, text=True, timeout=180)
+
+        res = crds_apply(CHART / "crds")
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert "filedrops.filedrop.dev: updated, Established (served: v1alpha1)" in res.stdout
+        assert "fileroutes.filedrop.dev: unchanged" in res.stdout
+        now = k8s_cluster.kubectl_json("get", "crd", "filedrops.filedrop.dev")
+        assert now["spec"]["versions"] == file["spec"]["versions"]  # exactly the chart's again
+        # another group's CRD is refused before anything is sent
+        (tmp_path / "other").mkdir()
+        other = json.loads(json.dumps(file))
+        other["metadata"]["name"], other["spec"]["group"] = "filedrops.example.com", "example.com"
+        (tmp_path / "other" / "x.yaml").write_text(yaml.safe_dump(other))
+        res = crds_apply(tmp_path / "other")
+        assert res.returncode == 1 and "filedrops.example.com is not a filedrop.dev CRD" in res.stdout + res.stderr
+
+        def can(verb: str, what: str) -> bool:
+            out = k8s_cluster.kubectl("auth", "can-i", verb, what, f"--as=system:serviceaccount:{ns}:{sa_name}",
+                                      check=False).stdout
+            return out.strip() == "yes"
+        assert can("update", "customresourcedefinitions/fileroutes.filedrop.dev")
+        assert not can("create", "customresourcedefinitions")
+        assert not can("delete", "customresourcedefinitions/filedrops.filedrop.dev")
+        assert not can("update", "customresourcedefinitions/workflows.argoproj.io")
+    finally:
+        k8s_cluster.kubectl("replace", "-f", str(CHART / "crds" / "filedrop.yaml"))
+        k8s_cluster.kubectl("delete", "clusterrolebinding,clusterrole", "-l", "app.kubernetes.io/component=crds",
+                            check=False)

@@ -21,7 +21,7 @@ import boto3
 import pytest
 import yaml
 
-from tests.chart.conftest import CHART, RESTRICTED, notifying_bucket
+from tests.chart.conftest import CHART, RESTRICTED, notifying_bucket, older_crd
 from tests.conftest import D2B, DB
 from tests.support.k8s.cluster import Cluster
 from tests.support.k8s.pods import TAG, kill_container
@@ -287,3 +287,26 @@ def test_a_loader_pod_gone_without_a_word_does_not_hold_its_file_hostage(pods: P
         subprocess.run(["iptables", "-w", "5", "-D", "INPUT", "-j", BLACKHOLE], check=False)
         subprocess.run(["iptables", "-w", "5", "-F", BLACKHOLE], check=False)
         subprocess.run(["iptables", "-w", "5", "-X", BLACKHOLE], check=False)
+
+
+def test_helm_upgrade_with_the_crd_hook_brings_the_crds_up_to_date(pods: Pods, node_cluster: Cluster) -> None:
+    """crds.upgradeHook: `helm upgrade` runs a Job (a pod of the filedrop image, restricted profile) that replaces
+    an older filedrop CRD by the chart's, then removes itself and its rights."""
+    current = yaml.safe_load((CHART / "crds" / "filedrop.yaml").read_text())
+    node_cluster.kubectl("replace", "-f", "-", input=json.dumps(older_crd(current)))
+    try:
+        res = node_cluster.helm("upgrade", "filedrop", str(CHART), "-n", pods.ns, "--reuse-values",
+                                "--set", "crds.upgradeHook.enabled=true", "--wait", "--timeout", "5m")
+        assert "warning" not in res.stderr.lower(), res.stderr
+        stored = node_cluster.kubectl_json("get", "crd", "filedrops.filedrop.dev")
+        assert stored["spec"]["versions"] == current["spec"]["versions"]
+        # the Job ran in a pod and succeeded; then helm deleted it with its ServiceAccount and ClusterRole
+        events = pods.json("get", "events", "--field-selector", "involvedObject.kind=Job")["items"]
+        assert any(e["involvedObject"]["name"] == "filedrop-crds" and e["reason"] == "Completed" for e in events), [
+            (e["involvedObject"]["name"], e["reason"], e.get("message")) for e in events]
+        assert not pods.json("get", "jobs,serviceaccounts", "-l", "app.kubernetes.io/component=crds")["items"]
+        assert node_cluster.kubectl("get", "clusterrole", f"filedrop-crds-{pods.ns}", check=False).returncode != 0
+        # the release works on: the operator is Ready after the upgrade
+        pods.wait(lambda: pods.ready("filedrop-operator"), "the operator Ready after the upgrade")
+    finally:
+        node_cluster.kubectl("replace", "-f", str(CHART / "crds" / "filedrop.yaml"))

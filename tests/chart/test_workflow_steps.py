@@ -5,6 +5,7 @@ the analytics rows, the docs site (in S3 and served) and the exports behind."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -42,9 +43,23 @@ def _dag_order(spec: dict[str, Any]) -> list[dict[str, Any]]:
     return [tasks[n] for n in done]
 
 
-def _argv(container: dict[str, Any], params: dict[str, str], docs_dir: Path) -> list[str]:
+#: Argo's variables of a run nobody scheduled: it leaves {{workflow.scheduledTime}} as it is
+RUN = {"workflow.name": "filedrop-transform-x7k2p", "workflow.creationTimestamp": "2022-09-05T05:59:58Z",
+       "workflow.status": "Succeeded", "workflow.duration": "83.250000", "workflow.failures": "null"}
+
+
+def _container(spec: dict[str, Any], template: str) -> dict[str, Any]:
+    """A step's container as Argo runs it: templateDefaults' container with the template's on top."""
+    return {**spec["templateDefaults"]["container"],
+            **next(t for t in spec["templates"] if t["name"] == template)["container"]}
+
+
+def _argv(container: dict[str, Any], params: dict[str, str], docs_dir: Path,
+          run: dict[str, str] | None = None) -> list[str]:
+    variables = {**(run or RUN), **{f"workflow.parameters.{k}": v for k, v in params.items()}}
+
     def sub(arg: str) -> str:
-        arg = re.sub(r"\{\{workflow\.parameters\.(\w+)\}\}", lambda m: params[m.group(1)], arg)
+        arg = re.sub(r"\{\{([\w.]+)\}\}", lambda m: variables.get(m.group(1), m.group(0)), arg)
         return arg.replace(wf.DOCS_DIR, str(docs_dir))  # the docs artifact: one local directory for both steps
     return [sub(a) for a in container["command"] + container.get("args", [])]
 
@@ -83,10 +98,9 @@ def test_each_workflow_step_runs_locally(warehouse: str, db: DB, aws: str, tmp_p
         cfg = wf.WorkflowConfig(export_to=f"s3://{bucket}/exports", docs_to=f"s3://{bucket}/docs",
                                 docs_server=f"http://127.0.0.1:{port}/-/reload")
         spec = wf.manifests(cfg)["template"]["spec"]
-        templates = {t["name"]: t for t in spec["templates"]}
         ran = []
         for task in _dag_order(spec):
-            container = templates[task["template"]]["container"]
+            container = _container(spec, task["template"])
             argv = _argv(container, PARAMS, tmp_path / "docs")
             res = subprocess.run(argv, env=_env(container, warehouse, tmp_path / f"pod-{task['name']}"),
                                  capture_output=True, text=True, timeout=600)
@@ -111,8 +125,34 @@ def test_each_workflow_step_runs_locally(warehouse: str, db: DB, aws: str, tmp_p
         assert keys == [f"exports/analytics_export/analytics/{t}.csv"
                         for t in ("agg_public_holiday", "agg_shipments", "best_performing_product")]
 
+        # the exit handler records the run, and `filedrop status` shows it
+        record = _container(spec, wf.EXIT_STEP)
+        res = subprocess.run(_argv(record, PARAMS, tmp_path / "docs"), env=_env(record, warehouse, tmp_path / "pod-r"),
+                             capture_output=True, text=True, timeout=120)
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert "recorded run filedrop-transform-x7k2p: Succeeded in 83s, as_of_date 2022-09-05" in res.stdout
+        failed = {**RUN, "workflow.name": "filedrop-transform-q9w", "workflow.status": "Failed",
+                  "workflow.creationTimestamp": "2022-09-06T05:59:58Z",
+                  "workflow.failures": json.dumps(json.dumps([{
+                      "displayName": "build", "templateName": "build", "phase": "Failed",
+                      "message": "Error (exit code 1)", "podName": "p", "finishedAt": "2022-09-06T06:01:00Z"}]))}
+        res = subprocess.run(_argv(record, {**PARAMS, "as_of_date": "", "ingestion_date": ""}, tmp_path / "docs",
+                                   failed), env=_env(record, warehouse, tmp_path / "pod-r2"),
+                             capture_output=True, text=True, timeout=120)
+        assert res.returncode == 0, res.stdout + res.stderr
+        status = subprocess.run([sys.executable, "-m", "filedrop", "status", "-o", "json", "--warehouse", warehouse],
+                                env={**os.environ, "FILEDROP_HOME": str(tmp_path / "status")}, capture_output=True,
+                                text=True, timeout=120)
+        assert status.returncode == 0, status.stderr
+        runs = json.loads(status.stdout)["transform_runs"]
+        assert [(r["workflow"], r["status"], r["as_of_date"]) for r in runs] == [
+            ("filedrop-transform-q9w", "Failed", "2022-09-06"),  # empty dates: the run's day
+            ("filedrop-transform-x7k2p", "Succeeded", "2022-09-05")]
+        assert runs[0]["failures"] == [{"step": "build", "phase": "Failed", "message": "Error (exit code 1)"}]
+        assert runs[1]["duration_seconds"] == 83.25 and runs[1]["finished_at"].startswith("2022-09-05T06:01:21")
+
         # the parameters reach dbt: a selected full refresh of one model on another day
-        build = templates["build"]["container"]
+        build = _container(spec, "build")
         again = subprocess.run(_argv(build, {**PARAMS, "ingestion_date": "2022-09-06", "selection": "agg_shipments",
                                              "full_refresh": "true"}, tmp_path / "docs"),
                                env=_env(build, warehouse, tmp_path / "pod-again"), capture_output=True, text=True,

@@ -126,12 +126,36 @@ class Argo:
 
 
 def steps(workflow: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """The pod nodes of a run by task name (the last attempt of a retried step)."""
+    """The pod nodes of a run by template name (the DAG's tasks and the exit handler, ``record``; the last
+    attempt of a retried step)."""
     nodes = [n for n in workflow["status"].get("nodes", {}).values() if n["type"] == "Pod"]
     by_name: dict[str, dict[str, Any]] = {}
     for n in sorted(nodes, key=lambda n: n.get("startedAt") or ""):
-        by_name[n["displayName"].split("(")[0]] = n
+        by_name[n["templateName"]] = n
     return by_name
+
+
+ALL_STEPS = sorted((*wf.STEPS, wf.EXIT_STEP))
+
+
+def archived_log(a: Argo, workflow: str, step: str) -> str:
+    """The step's log as archived in the artifact repository (archiveLogs), read from S3."""
+    s3 = boto3.client("s3")
+    node = steps(a.workflow(workflow))[step]
+    [log] = [x for x in node["outputs"]["artifacts"] if x["name"] == "main-logs"]
+    return str(s3.get_object(Bucket=a.bucket, Key=log["s3"]["key"])["Body"].read().decode())
+
+
+def controller_metrics(a: Argo) -> str:
+    """The workflow controller's Prometheus metrics (its pod's port 9090, TLS with its own certificate)."""
+    import ssl
+
+    [pod] = a.json("get", "pods", "-l", "app=workflow-controller")["items"]
+    insecure = ssl.create_default_context()
+    insecure.check_hostname, insecure.verify_mode = False, ssl.CERT_NONE
+    url = f"https://{pod['status']['podIP']}:9090/metrics"
+    with urllib.request.urlopen(url, timeout=30, context=insecure) as resp:  # noqa: S310 - a pod of this test
+        return str(resp.read().decode())
 
 
 def seconds(node: dict[str, Any]) -> float:
@@ -163,7 +187,7 @@ def analytics(node_cluster: Cluster, argo_image: str, host_pg: DebianPostgres, h
                                  "--from-literal=AWS_SECRET_ACCESS_KEY=testing")
             # (kubectl's own deadline beyond rollout status's 180 s)
             argo.install(lambda *args, **kw: node_cluster.kubectl(*args, timeout=300, **kw).stdout, ns,
-                         argo.controller_config(bucket, host_moto, "filedrop-aws"))
+                         argo.controller_config())
             # the CronWorkflow must not fire before its own test sets the schedule: twelve hours away
             far = dt.datetime.now(dt.UTC) + dt.timedelta(hours=12)
             values = {
@@ -171,6 +195,8 @@ def analytics(node_cluster: Cluster, argo_image: str, host_pg: DebianPostgres, h
                 "aws": {"region": "us-east-1", "endpointUrl": host_moto, "existingSecret": "filedrop-aws"},
                 "argo": {"enabled": True, "exportTo": f"s3://{bucket}/exports",
                          "schedule": far.strftime("%M %H * * *"),
+                         # the namespace's artifact repository: the docs artifact, the archived logs
+                         "artifactRepository": argo.chart_repository_values(bucket, host_moto, "filedrop-aws"),
                          # the test database has no if_common schema: the steps build it (as `make demo` does)
                          "dbtTarget": "local"},
                 "docs": {"s3Uri": f"s3://{bucket}/docs"},
@@ -211,8 +237,14 @@ def test_runs_submitted_through_the_server_and_kubectl_succeed_in_pods_one_at_a_
     done = a.wait_final(name)
     assert done["status"]["phase"] == "Succeeded", a.story(name)
     pods = steps(done)
-    assert sorted(pods) == sorted(wf.STEPS)
+    assert sorted(pods) == ALL_STEPS
     assert {n["phase"] for n in pods.values()} == {"Succeeded"}
+    # the exit handler recorded the run in the warehouse (what `filedrop status` shows)
+    assert a.db.one("SELECT status, as_of_date::text, failures::text FROM filedrop.transform_runs "
+                    "WHERE workflow = %s", (name,)) == ("Succeeded", DAY, "[]")
+    # every step's log is archived in the chart's artifact repository, and outlives the collected pods
+    assert "dbt build: ok" in archived_log(a, name, "build")
+    assert f"recorded run {name}: Succeeded" in archived_log(a, name, wf.EXIT_STEP)
     a.timings[name] = {step: seconds(n) for step, n in pods.items()} | {"total": seconds(done["status"])}
 
     # the analytics of DESIGN §6, as `make demo` prints them
@@ -235,10 +267,16 @@ def test_runs_submitted_through_the_server_and_kubectl_succeed_in_pods_one_at_a_
     # then the second run holds the mutex and runs the same DAG for its day
     next_done = a.wait_final(second)
     assert next_done["status"]["phase"] == "Succeeded", a.story(second)
-    assert sorted(steps(next_done)) == sorted(wf.STEPS)
+    assert sorted(steps(next_done)) == ALL_STEPS
     assert min(n["startedAt"] for n in steps(next_done).values()) >= done["status"]["finishedAt"], "runs overlapped"
     assert a.db.one(f"SELECT count(*) FROM analytics.agg_shipments WHERE ingestion_date = '{NEXT_DAY}'") == 1
     a.timings[second] = {s: seconds(n) for s, n in steps(next_done).items()} | {"total": seconds(next_done["status"])}
+    # the controller counts the finished runs and keeps the last one's duration, by status
+    # (Argo prefixes the names with argo_workflows_)
+    samples = {ln.rsplit(" ", 1)[0]: float(ln.rsplit(" ", 1)[1])
+               for ln in controller_metrics(a).splitlines() if "filedrop_transform" in ln and not ln.startswith("#")}
+    assert samples.get('argo_workflows_filedrop_transform_runs_total{status="Succeeded"}', 0) >= 2, samples
+    assert samples.get('argo_workflows_filedrop_transform_duration_seconds{status="Succeeded"}', 0) > 10, samples
 
 
 def test_the_cron_workflow_fires_at_the_schedule_helm_upgrade_sets(analytics: Argo, tmp_path: Path) -> None:
@@ -260,10 +298,16 @@ def test_the_cron_workflow_fires_at_the_schedule_helm_upgrade_sets(analytics: Ar
     name = run["metadata"]["name"]
     done = a.wait_final(name)
     assert done["status"]["phase"] == "Succeeded", a.story(name)
-    assert sorted(steps(done)) == sorted(wf.STEPS)
-    # its dates are the day it ran (empty parameters: today in the schedule's timezone, UTC)
-    today = steps(done)["build"]["startedAt"][:10]
-    assert a.db.one(f"SELECT count(*) FROM analytics.agg_shipments WHERE ingestion_date = '{today}'") == 1
+    assert sorted(steps(done)) == ALL_STEPS
+    # its dates are the day it was scheduled for (empty parameters; the schedule's timezone, UTC), which every
+    # step read from the run's scheduled time, not from its own clock
+    scheduled = run["metadata"]["annotations"]["workflows.argoproj.io/scheduled-time"]
+    day = f"{at:%Y-%m-%d}"
+    assert a.db.one(f"SELECT count(*) FROM analytics.agg_shipments WHERE ingestion_date = '{day}'") == 1
+    for step in ("build", "docs", wf.EXIT_STEP):
+        assert f"the run's day is {day}, from its scheduled time {scheduled}" in archived_log(a, name, step), step
+    assert a.db.one("SELECT status, as_of_date::text FROM filedrop.transform_runs WHERE workflow = %s",
+                    (name,)) == ("Succeeded", day)
     a.timings[name] = {s: seconds(n) for s, n in steps(done).items()} | {"total": seconds(done["status"])}
 
 
@@ -300,6 +344,11 @@ def test_applied_template_whose_dbt_test_fails_fails_the_run_with_the_reason(ana
                and n["displayName"].startswith("build")) == 1
     assert "not_null_stg_orders_customer_id" in build["message"], build
     assert "docs" not in pods and "export" not in pods
+    # the exit handler ran all the same, and recorded the failure with the failing step and its reason
+    assert pods[wf.EXIT_STEP]["phase"] == "Succeeded"
+    status, failures = a.db.one("SELECT status, failures FROM filedrop.transform_runs WHERE workflow = %s", (name,))
+    assert status == "Failed" and [f["step"] for f in failures] == ["build"], failures
+    assert "not_null_stg_orders_customer_id" in failures[0]["message"]
     # the failed pod stays, with its log (podGC OnPodSuccess)
     assert a.json("get", "pods", "-l", f"workflows.argoproj.io/workflow={name}")["items"]
     a.timings[name] = {s: seconds(n) for s, n in pods.items()}

@@ -11,8 +11,9 @@ What upstream's kustomization renders, changed only where this cluster needs it:
 - the executor image is the same image (argoexec is on its PATH), never pulled;
 - ``argo server`` with ``--auth-mode=server`` (the server's own ServiceAccount; this is a local test cluster)
   over plain HTTP, reached at its pod's address, and without the UI's pop-ups (first visit, new version, survey);
-- an artifact repository on S3 (moto here), credentials from a Secret in the workflows' namespace: the docs
-  step hands the docs site to publish-docs through it;
+- no artifact repository: the filedrop chart makes the namespace's (``argo.artifactRepository``, here on
+  moto's S3 with :func:`chart_repository_values`), through which the docs step hands the docs site to
+  publish-docs and where the steps' logs are archived;
 - requests sized for one small node.
 Used by `make cluster` (tools/k8s/stack.py) and the tests on pods (tests/support/k8s/pods.py).
 """
@@ -34,8 +35,8 @@ MODULE = "github.com/argoproj/argo-workflows/v3"
 REPOSITORY = "library/filedrop-argo"
 UID = 8737
 SERVER_PORT = 2746
-#: Where artifacts go inside the bucket (Argo's default key format, under a prefix of its own).
-ARTIFACT_KEY_FORMAT = "argo-artifacts/{{workflow.name}}/{{pod.name}}"
+#: Where artifacts and archived logs go inside the bucket (<prefix>/<workflow>/<pod>/...).
+ARTIFACT_PREFIX = "argo-artifacts"
 
 RESTRICTED_CONTAINER = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
                         "readOnlyRootFilesystem": True, "runAsNonRoot": True,
@@ -51,24 +52,25 @@ def image() -> str:
     return f"docker.io/{REPOSITORY}:{version()}"
 
 
-def controller_config(bucket: str, s3_endpoint: str, credentials_secret: str,
-                      region: str = "us-east-1") -> dict[str, str]:
+def controller_config() -> dict[str, str]:
     """workflow-controller-configmap's data. The controller parses it strictly and exits on a key it does not
     know (3.7 has no ``containerRuntimeExecutor``: emissary is its only executor)."""
-    endpoint = urlsplit(s3_endpoint)
-    if endpoint.scheme not in ("http", "https") or not endpoint.netloc:
-        raise ValueError(f"the S3 endpoint must be http(s)://host:port, not {s3_endpoint!r}")
     executor = {
         "imagePullPolicy": "IfNotPresent",
         "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "256Mi"}},
         "securityContext": RESTRICTED_CONTAINER,
     }
-    repository = {"archiveLogs": False, "s3": {
-        "bucket": bucket, "endpoint": endpoint.netloc, "insecure": endpoint.scheme == "http", "region": region,
-        "keyFormat": ARTIFACT_KEY_FORMAT,
-        "accessKeySecret": {"name": credentials_secret, "key": "AWS_ACCESS_KEY_ID"},
-        "secretKeySecret": {"name": credentials_secret, "key": "AWS_SECRET_ACCESS_KEY"}}}
-    return {"executor": yaml.safe_dump(executor), "artifactRepository": yaml.safe_dump(repository)}
+    return {"executor": yaml.safe_dump(executor)}
+
+
+def chart_repository_values(bucket: str, s3_endpoint: str, credentials_secret: str,
+                            region: str = "us-east-1") -> dict[str, Any]:
+    """The filedrop chart's ``argo.artifactRepository`` for a bucket on a test S3 (``http://host:port``)."""
+    endpoint = urlsplit(s3_endpoint)
+    if endpoint.scheme not in ("http", "https") or not endpoint.netloc:
+        raise ValueError(f"the S3 endpoint must be http(s)://host:port, not {s3_endpoint!r}")
+    return {"s3": {"bucket": bucket, "endpoint": endpoint.netloc, "insecure": endpoint.scheme == "http",
+                   "region": region, "keyPrefix": ARTIFACT_PREFIX, "credentialsSecret": credentials_secret}}
 
 
 def _harden(pod: dict[str, Any]) -> None:

@@ -180,8 +180,7 @@ def up_pods(cp: ControlPlane, d: Path, ns: str) -> int:
     import boto3
 
     boto3.client("s3").create_bucket(Bucket=ANALYTICS_BUCKET)
-    argo.install(lambda *args, **kw: _kubectl(cp, *args, **kw), ns,
-                 argo.controller_config(ANALYTICS_BUCKET, endpoint, "filedrop-aws"))
+    argo.install(lambda *args, **kw: _kubectl(cp, *args, **kw), ns, argo.controller_config())
     values = {
         "image": {"repository": "filedrop", "tag": IMAGE_TAG, "pullPolicy": "Never"},
         # files from the Spark threshold up (or of routes with engine: spark) load through SparkApplications:
@@ -194,7 +193,8 @@ def up_pods(cp: ControlPlane, d: Path, ns: str) -> int:
         "bridge": {"enabled": True, "queueUrl": queue, "waitSeconds": 5},
         "operator": {"verbose": True},
         # the dbt workflows; the embedded warehouse has no if_common: the local target builds it
-        "argo": {"enabled": True, "exportTo": f"s3://{ANALYTICS_BUCKET}/exports", "dbtTarget": "local"},
+        "argo": {"enabled": True, "exportTo": f"s3://{ANALYTICS_BUCKET}/exports", "dbtTarget": "local",
+                 "artifactRepository": argo.chart_repository_values(ANALYTICS_BUCKET, endpoint, "filedrop-aws")},
         "docs": {"s3Uri": f"s3://{ANALYTICS_BUCKET}/docs"},
     }
     (d / "values.yaml").write_text(yaml.safe_dump(values))
