@@ -15,7 +15,9 @@ import pytest
 from tests.conftest import D2B, DB
 
 REPO = Path(__file__).resolve().parents[2]
-pytestmark = pytest.mark.slow
+# one PostgreSQL is enough: what this test checks is the package, not the warehouse (every other integration
+# test runs on both)
+pytestmark = [pytest.mark.slow, pytest.mark.parametrize("pg_server", ["pg18-embedded"], indirect=True)]
 
 
 @pytest.fixture(scope="module")
