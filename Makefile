@@ -17,7 +17,7 @@ export FILEDROP_D2B_DIR ?= $(SHARED)/data/d2b
 export FILEDROP_THIRDPARTY ?= $(SHARED)/thirdparty
 PG15_BIN := /usr/lib/postgresql/15/bin
 
-.PHONY: help demo test test-long test-deps unit lint venv clean-venv bench bench-pods soak constraints
+.PHONY: help demo test test-long test-deps unit lint venv clean-venv bench bench-dlt-venv bench-pods soak constraints
 
 help:
 	@echo "make demo    - load the d2b files into an embedded PostgreSQL and show what happened"
@@ -88,7 +88,7 @@ BENCH_UPSERT_ORDERS ?= 2600000
 BENCH_MEMORY_ORDERS ?= 2600000,13000000,27000000
 BENCH_REPEAT ?= 3
 BENCH_LARGE_REPEAT ?= 1
-BENCH_METHODS ?= copy,copy-lineage,direct,spark,jdbc,pandas
+BENCH_METHODS ?= copy,copy-lineage,direct,spark,jdbc,pandas,dlt-csv,dlt-parquet
 BENCH_PANDAS_FRACTION ?= 0.05
 BENCH_SMALL_FILES ?= 1000
 BENCH_TRANSFORM_ORDERS ?= 100000
@@ -97,7 +97,14 @@ BENCH_WAREHOUSE ?=
 BENCH_DATA ?= $(CACHE_DIR)/bench-data
 BENCH_RESULTS ?= $(CACHE_DIR)/bench-results
 BENCH_ARGS = $(if $(BENCH_WAREHOUSE),--warehouse $(BENCH_WAREHOUSE)) --results $(BENCH_RESULTS)
-bench: venv spark-jars
+# dlt (a peer in bench/throughput.py) in its own virtualenv: not a dependency of filedrop
+DLT_VENV ?= $(CACHE_DIR)/dlt-venv
+DLT_PINS = "dlt[postgres,parquet]==1.31.0" "adbc-driver-postgresql==1.13.0"
+bench-dlt-venv:
+	@test -x $(DLT_VENV)/bin/python || python3.11 -m venv $(DLT_VENV)
+	$(DLT_VENV)/bin/pip install -q $(DLT_PINS)
+
+bench: venv spark-jars bench-dlt-venv
 	@mkdir -p $(BENCH_RESULTS); echo "load average before: $$(uptime)" | tee $(BENCH_RESULTS)/uptime.txt
 	set -o pipefail; $(PY) bench/throughput.py --orders $(BENCH_ORDERS) --upsert-orders "$(BENCH_UPSERT_ORDERS)" \
 		--repeat $(BENCH_REPEAT) --large-repeat $(BENCH_LARGE_REPEAT) --methods $(BENCH_METHODS) \

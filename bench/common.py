@@ -149,6 +149,13 @@ def execute(url: str, *statements: str) -> None:
             c.execute(s)  # type: ignore[arg-type]
 
 
+def scalar(url: str, query: str) -> Any:
+    """The first column of the first row of ``query``."""
+    with psycopg.connect(url, autocommit=True) as c:
+        row = c.execute(query).fetchone()  # type: ignore[arg-type]
+    return row[0] if row else None
+
+
 def psql(url: str, *commands: str) -> float:
     """Run ``psql -c`` commands in one session; returns the wall time of the whole process."""
     argv = ["psql", url, "-X", "-q", "-v", "ON_ERROR_STOP=1"]

@@ -1,7 +1,7 @@
 """Benchmark (not a test): load throughput of generated orders files, side by side (DESIGN §8, issue 8 item 1).
 
     .venv/bin/python bench/throughput.py --orders 2600000,27000000 [--repeat 3] [--large-repeat 1]
-        [--upsert-orders 2600000] [--methods copy,copy-lineage,direct,spark,jdbc,pandas]
+        [--upsert-orders 2600000] [--methods copy,copy-lineage,direct,spark,jdbc,pandas,dlt-csv,dlt-parquet]
         [--warehouse URL] [--data DIR] [--results DIR]
 
 Append, one file per size, every method into an empty table of the same PostgreSQL:
@@ -15,7 +15,11 @@ Append, one file per size, every method into an empty table of the same PostgreS
 - ``jdbc``          Spark's stock ``spark.read.csv(schema).write.jdbc`` into a plain table (the seed pipeline's way);
 - ``pandas``        ``pandas.read_csv`` + ``DataFrame.to_sql(method='multi')`` through SQLAlchemy + psycopg, only
                     for files up to ``--pandas-max-mb``, on the first ``--pandas-fraction`` of the rows; its
-                    time is extrapolated linearly to the whole file (labelled so).
+                    time is extrapolated linearly to the whole file (labelled so);
+- ``dlt-csv``, ``dlt-parquet``  a dlt pipeline (bench/dlt_peer.py, in its own virtualenv: ``make bench-dlt-venv``)
+                    reading the file with pyarrow into typed batches and loading them as ``csv`` (``COPY``) or
+                    ``parquet`` (ADBC's binary ``COPY``), dlt's fast paths into PostgreSQL; into a new dataset
+                    (schema) each run, with dlt's ``_dlt_load_id``/``_dlt_id`` columns.
 
 Upsert (files in ``--upsert-orders``): filedrop's ``upsert`` route (primaryKey order_id, direct engine) against the
 hand-written ``\\copy`` into a temporary table + one ``INSERT … ON CONFLICT (order_id) DO UPDATE``, into an empty
@@ -51,6 +55,7 @@ from common import (
     orders_file,
     psql,
     save,
+    scalar,
     server_facts,
     spread,
     table,
@@ -88,6 +93,8 @@ LABELS = {
     "spark": "filedrop Spark engine (append)",
     "jdbc": "Spark write.jdbc (stock)",
     "pandas": "pandas to_sql(method='multi')",
+    "dlt-csv": "dlt pipeline, pyarrow batches, csv (COPY)",
+    "dlt-parquet": "dlt pipeline, pyarrow batches, parquet (ADBC COPY)",
 }
 UPSERT_LABELS = {
     "hand": "hand-written: \\copy into temp table + INSERT … ON CONFLICT DO UPDATE",
@@ -236,6 +243,33 @@ class Spark:
                      properties={"user": u.username or "postgres", "driver": "org.postgresql.Driver",
                                  "password": u.password or os.environ.get("PGPASSWORD", "")}))
         return time.perf_counter() - started
+
+
+#: the dlt virtualenv's interpreter (make bench-dlt-venv)
+DLT_PYTHON = Path(os.environ.get("BENCH_DLT_PYTHON",
+                                 Path.home() / ".cache" / "filedrop" / "dlt-venv" / "bin" / "python"))
+
+
+def dlt_load(url: str, path: Path, fmt: str, rows: int) -> float:
+    """bench/dlt_peer.py in dlt's own virtualenv; the time of its ``pipeline.run``; checks every row arrived."""
+    import json
+    import subprocess
+
+    if not DLT_PYTHON.is_file():
+        raise SystemExit(f"no dlt virtualenv at {DLT_PYTHON}: run `make bench-dlt-venv` (or set BENCH_DLT_PYTHON)")
+    execute(url, "DROP SCHEMA IF EXISTS bench_dlt CASCADE")
+    checkpoint(url)
+    res = subprocess.run([str(DLT_PYTHON), str(Path(__file__).with_name("dlt_peer.py")), "--url", url,
+                          "--file", str(path), "--format", fmt, "--dataset", "bench_dlt",
+                          "--columns", ",".join(f"{n}:{t}" for n, t in COLUMNS)],
+                         capture_output=True, text=True, timeout=7200)
+    if res.returncode != 0:
+        raise SystemExit(f"dlt pipeline failed ({res.returncode}):\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
+    result = json.loads(res.stdout.strip().splitlines()[-1])
+    loaded = int(scalar(url, "SELECT count(*) FROM bench_dlt.orders"))
+    if loaded != rows:
+        raise SystemExit(f"dlt loaded {loaded:,} rows of {rows:,}")
+    return float(result["seconds"])
 
 
 def pandas_to_sql(url: str, path: Path, rows: int) -> float:
@@ -395,7 +429,7 @@ def main() -> int:
     ap.add_argument("--large-repeat", type=int, help="repeats for files over 500 MB (default: --repeat)")
     ap.add_argument("--upsert-orders", default="2600000", help="files (in orders) to run the upsert comparison on; "
                     "'' for none")
-    ap.add_argument("--methods", default="copy,copy-lineage,direct,spark,jdbc,pandas")
+    ap.add_argument("--methods", default="copy,copy-lineage,direct,spark,jdbc,pandas,dlt-csv,dlt-parquet")
     ap.add_argument("--pandas-max-mb", type=float, default=200)
     ap.add_argument("--pandas-fraction", type=float, default=0.1)
     ap.add_argument("--warehouse")
@@ -430,6 +464,8 @@ def main() -> int:
                 "spark": lambda path=path: engine_load(url, path, "spark"),
                 "jdbc": lambda path=path: spark.write_jdbc(path),  # type: ignore[union-attr]
                 "pandas": lambda path=path, n=n, rows=pandas_rows: pandas_to_sql(url, path, rows) * n / rows,
+                "dlt-csv": lambda path=path, n=n: dlt_load(url, path, "csv", n),
+                "dlt-parquet": lambda path=path, n=n: dlt_load(url, path, "parquet", n),
             }
             chosen = [m for m in methods if m != "pandas" or size / 1e6 <= args.pandas_max_mb]
             if "pandas" in methods and "pandas" not in chosen:
@@ -443,7 +479,8 @@ def main() -> int:
                     entry["runs"][m].append(secs)
                     note(f"  {secs:.2f}s{' (extrapolated)' if m == 'pandas' else ''}")
             for stmt in ("DROP TABLE IF EXISTS bench_copy", "DROP TABLE IF EXISTS bench_copy_lineage",
-                         "DROP TABLE IF EXISTS bench_jdbc", "DROP TABLE IF EXISTS bench_pandas"):
+                         "DROP TABLE IF EXISTS bench_jdbc", "DROP TABLE IF EXISTS bench_pandas",
+                         "DROP SCHEMA IF EXISTS bench_dlt CASCADE"):
                 execute(url, stmt)
             for s in ("direct", "spark"):
                 _fresh_schemas(url, s)
