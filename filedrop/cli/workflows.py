@@ -18,6 +18,7 @@ import logging
 import signal
 import sys
 import threading
+from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -176,11 +177,17 @@ def _variables(as_of: str | None, ingestion_date: str | None, scheduled: str | N
                              parse_date(_given(ingestion_date) or day, "--ingestion-date"))
     except TransformError as exc:
         raise fail(str(exc)) from None
+    _say_day(day, as_of, ingestion_date, scheduled, created)
+    return variables
+
+
+def _say_day(day: date | None, as_of: str | None, ingestion_date: str | None, scheduled: str | None,
+             created: str | None) -> None:
+    """Where a step's day came from, when it uses the run's day (the steps' logs show one day per run)."""
     if day is not None and not (_given(as_of) and _given(ingestion_date)):
         scheduled_given = bool(_given(scheduled)) and not str(scheduled).startswith("{{")
         source = f"scheduled time {scheduled}" if scheduled_given else f"creation time {created}"
         say(f"the run's day is {day.isoformat()}, from its {source}", err)
-    return variables
 
 
 def _run(command: list[str], url: str, cfg: Any, variables: dict[str, str] | None) -> Any:
@@ -339,7 +346,7 @@ def step_record(
     It records whatever it is given: a value it cannot read (the bad date that failed the run, say) is left out
     of the record with a warning, never a reason to lose it. Exit 75 (retried) when the warehouse cannot be
     reached."""
-    from datetime import date, datetime
+    from datetime import datetime
 
     from filedrop.analytics.dbt import TransformError, parse_date, run_day
     from filedrop.warehouse import WarehouseError, connect, resolve_url, runs
@@ -356,6 +363,7 @@ def step_record(
     seconds = lenient("--duration", lambda: float(duration) if duration else None)
     started = lenient("--created-time", lambda: datetime.fromisoformat(created_time) if created_time else None)
     day: date | None = lenient("the run's day", lambda: run_day(scheduled_time, created_time))
+    _say_day(day, as_of, ingestion_date, scheduled_time, created_time)
     run = runs.TransformRun(
         workflow=workflow, status=status,
         as_of_date=lenient("--as-of", lambda: parse_date(_given(as_of) or day, "--as-of")),

@@ -140,6 +140,7 @@ def test_each_workflow_step_runs_locally(warehouse: str, db: DB, aws: str, tmp_p
                                    failed), env=_env(record, warehouse, tmp_path / "pod-r2"),
                              capture_output=True, text=True, timeout=120)
         assert res.returncode == 0, res.stdout + res.stderr
+        assert "the run's day is 2022-09-06, from its creation time 2022-09-06T05:59:58Z" in res.stderr
         status = subprocess.run([sys.executable, "-m", "filedrop", "status", "-o", "json", "--warehouse", warehouse],
                                 env={**os.environ, "FILEDROP_HOME": str(tmp_path / "status")}, capture_output=True,
                                 text=True, timeout=120)
