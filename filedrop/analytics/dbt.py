@@ -121,24 +121,38 @@ def parse_date(value: str | date | None, what: str) -> date:
         raise TransformError(f"{what} must be a date YYYY-MM-DD, got {value!r}") from None
 
 
-def run_day(scheduled_time: str | None, created_time: str | None) -> date | None:
-    """The day a workflow run is for: the date of its scheduled time (a run the CronWorkflow started) or else
-    of its creation time, in this process's timezone (the step's ``TZ``); ``None`` when neither is given.
+#: the run's times, in the order they decide its day, with the step options that carry them
+_RUN_TIMES = (("scheduled time", "--scheduled-time"), ("creation time", "--created-time"))
 
-    Every step of one run gets the same two times, so a run that crosses midnight still builds one day.
-    Argo leaves ``{{workflow.scheduledTime}}`` as it is in a run nobody scheduled: such a value, like an
-    empty one, is "not given". A time without a UTC offset is refused (it would name no moment)."""
-    for what, value in (("--scheduled-time", scheduled_time), ("--created-time", created_time)):
-        if not value or value.startswith("{{"):
-            continue
-        try:
-            moment = datetime.fromisoformat(value)
-        except ValueError:
-            raise TransformError(f"{what} must be a time like 2026-12-07T06:00:00Z, got {value!r}") from None
-        if moment.tzinfo is None:
-            raise TransformError(f"{what} must say its UTC offset (e.g. a trailing Z), got {value!r}")
-        return moment.astimezone().date()
+
+def run_time(scheduled_time: str | None, created_time: str | None) -> tuple[str, str] | None:
+    """Which of a workflow run's times gives its day, and its value: the scheduled time (a run the CronWorkflow
+    started), else the creation time; ``None`` when neither is given. Argo leaves ``{{workflow.scheduledTime}}`` as
+    it is in a run nobody scheduled: such a value, like an empty one, is "not given"."""
+    for (what, _option), value in zip(_RUN_TIMES, (scheduled_time, created_time), strict=True):
+        if value and not value.startswith("{{"):
+            return what, value
     return None
+
+
+def run_day(scheduled_time: str | None, created_time: str | None) -> date | None:
+    """The day a workflow run is for: the date of :func:`run_time` in this process's timezone (the step's
+    ``TZ``); ``None`` when neither time is given.
+
+    Every step of one run gets the same two times, so a run that crosses midnight still builds one day. A time
+    without a UTC offset is refused (it would name no moment)."""
+    given = run_time(scheduled_time, created_time)
+    if given is None:
+        return None
+    what, value = given
+    option = dict(_RUN_TIMES)[what]
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise TransformError(f"{option} must be a time like 2026-12-07T06:00:00Z, got {value!r}") from None
+    if moment.tzinfo is None:
+        raise TransformError(f"{option} must say its UTC offset (e.g. a trailing Z), got {value!r}")
+    return moment.astimezone().date()
 
 
 def connection_env(url: str) -> dict[str, str]:

@@ -134,7 +134,7 @@ SCHEDULED_TIME = "{{workflow.scheduledTime}}"
 CREATED_TIME = "{{workflow.creationTimestamp}}"
 
 #: The workflow's metrics (the Argo controller's /metrics, prefixed ``argo_workflows_``), each labelled with
-#: the run's final ``status`` (Succeeded, Failed, Error) and the template's name.
+#: the DAG's final ``status`` (Succeeded, Failed, Error).
 METRICS = {
     "filedrop_transform_duration_seconds": "Seconds the last filedrop transform run took, by final status.",
     "filedrop_transform_runs_total": "filedrop transform runs finished, by final status.",

@@ -184,10 +184,11 @@ def _variables(as_of: str | None, ingestion_date: str | None, scheduled: str | N
 def _say_day(day: date | None, as_of: str | None, ingestion_date: str | None, scheduled: str | None,
              created: str | None) -> None:
     """Where a step's day came from, when it uses the run's day (the steps' logs show one day per run)."""
-    if day is not None and not (_given(as_of) and _given(ingestion_date)):
-        scheduled_given = bool(_given(scheduled)) and not str(scheduled).startswith("{{")
-        source = f"scheduled time {scheduled}" if scheduled_given else f"creation time {created}"
-        say(f"the run's day is {day.isoformat()}, from its {source}", err)
+    from filedrop.analytics.dbt import run_time
+
+    given = run_time(scheduled, created)
+    if day is not None and given is not None and not (_given(as_of) and _given(ingestion_date)):
+        say(f"the run's day is {day.isoformat()}, from its {given[0]} {given[1]}", err)
 
 
 def _run(command: list[str], url: str, cfg: Any, variables: dict[str, str] | None) -> Any:
