@@ -123,6 +123,17 @@ def test_node_is_ready_on_the_bridge_address(node_cluster):
     assert [e["addresses"] for e in slices["items"][0]["endpoints"]] == [[nodemod.BRIDGE_IP]]
 
 
+def test_the_kubelet_keeps_the_imported_images_until_the_disk_is_really_full(node_cluster):
+    # No registry is reachable: an image the kubelet deleted to free disk can never be pulled again, and
+    # every pod after it fails (seen in CI: the machine reserves most free blocks, so the kubelet saw the
+    # disk 91% used at rest and its image GC removed the filedrop images mid-run).
+    config = json.loads(node_cluster.kubectl(
+        "get", "--raw", f"/api/v1/nodes/{nodemod.NODE_NAME}/proxy/configz").stdout)["kubeletconfig"]
+    assert config["imageGCHighThresholdPercent"] == 100  # image GC off
+    for threshold in ("nodefs.available", "imagefs.available"):  # evict only when almost nothing is left
+        assert not config["evictionHard"][threshold].endswith("%"), config["evictionHard"]
+
+
 def test_a_job_completes_and_kubectl_logs_works(node_cluster, ns):
     logs, elapsed = run_job(node_cluster, ns, ["hello", "node"])
     assert "probe: hello from probe-" in logs and ": hello node" in logs
@@ -239,4 +250,7 @@ def test_down_leaves_the_machine_as_it_was(node_cluster):
             assert (Path("/proc/sys") / name).read_text().strip() == value, name
     assert not (nodemod.MACHINE_DIR / "saved.json").exists()
     assert not cp.kubeconfig.exists()  # it would name an address that is routed off the machine now
+    # the image store (gigabytes) goes with the node; its logs stay for a failure report
+    assert not (cp.dir / "node" / "containerd" / "root").exists()
+    assert (cp.dir / "containerd.log").exists()
     assert nodemod.leftovers() == []

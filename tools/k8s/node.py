@@ -613,9 +613,12 @@ disabled_plugins = ['io.containerd.nri.v1.nri', 'io.containerd.tracing.processor
             "clusterDNS": [BRIDGE_IP] if self.dns else [],
             "resolvConf": "",  # pods never get the machine's resolvers
             "podLogsDir": str(self.state / "pod-logs"),
-            "evictionHard": {"memory.available": "64Mi", "nodefs.available": "1%", "nodefs.inodesFree": "1%",
-                             "imagefs.available": "1%"},
-            "imageGCHighThresholdPercent": 95, "imageGCLowThresholdPercent": 90,
+            # No registry is reachable: an image the kubelet deletes can never be pulled again. Image GC is
+            # off (100), and the disk counts as full only when almost nothing is left: the machine may
+            # reserve most of its free blocks, so a percentage of capacity can be crossed at rest.
+            "evictionHard": {"memory.available": "64Mi", "nodefs.available": "256Mi", "nodefs.inodesFree": "1%",
+                             "imagefs.available": "256Mi"},
+            "imageGCHighThresholdPercent": 100, "imageGCLowThresholdPercent": 90,
             "serializeImagePulls": False,
             "shutdownGracePeriod": "0s",
             "containerLogMaxSize": "10Mi",
@@ -726,7 +729,18 @@ disabled_plugins = ['io.containerd.nri.v1.nri', 'io.containerd.tracing.processor
             (MACHINE_DIR / "owner.json").unlink(missing_ok=True)
         finally:
             self.release()
+        if not left:
+            self._drop_image_store()
         return left
+
+    def _drop_image_store(self) -> None:
+        """Remove containerd's content and snapshots (gigabytes of imported images: every node imports
+        them afresh) once nothing is mounted below them; the logs stay for a failure report."""
+        c = self.state / "containerd"
+        if _mountpoints_under([str(c.resolve())]):
+            return
+        for sub in ("root", "state"):
+            _run("rm", "-rf", "--one-file-system", str(c / sub), check=False)
 
     def stop_processes(self) -> None:
         """Stop the node's processes (SIGTERM by pid file; the pods are killed before containerd)."""
