@@ -1,7 +1,8 @@
 """Benchmark (not a test): load throughput of generated orders files, side by side (DESIGN §8, issue 8 item 1).
 
     .venv/bin/python bench/throughput.py --orders 2600000,27000000 [--repeat 3] [--large-repeat 1]
-        [--upsert-orders 2600000] [--methods copy,copy-lineage,direct,spark,jdbc,pandas,dlt-csv,dlt-parquet]
+        [--upsert-orders 2600000] [--methods copy,copy-lineage,direct,direct-copying,redrop-attach,
+        redrop-copying,spark,jdbc,pandas,dlt-csv,dlt-parquet]
         [--warehouse URL] [--data DIR] [--results DIR]
 
 Append, one file per size, every method into an empty table of the same PostgreSQL:
@@ -10,7 +11,12 @@ Append, one file per size, every method into an empty table of the same PostgreS
 - ``copy-lineage``  ``psql \\copy`` into a table that also has a staging table's lineage columns, filled by
                     column defaults (literal key/etag/load id, an identity ``_row_number``, ``now()``) — what
                     filedrop's ``append`` writes, typed by hand;
-- ``direct``        filedrop's direct engine, ``append`` route, the whole load protocol (in-process ``load_object``);
+- ``direct``        filedrop's direct engine, ``append`` route, the whole load protocol (in-process ``load_object``),
+                    default settings: files of 64 MiB and more write each row once (attached load tables);
+- ``direct-copying`` the same with attaching off (``FILEDROP_ATTACH_MIN_BYTES`` huge): rows copied into staging;
+- ``redrop-attach``, ``redrop-copying``  a ``replace_source`` route loads the file, then (timed) the same file as a
+                    new version (a replay): attached, the old version's table is dropped; copying, its rows are
+                    deleted and the new ones inserted;
 - ``spark``         filedrop's Spark engine, same route, one ``local[*]`` session warmed on a small file first;
 - ``jdbc``          Spark's stock ``spark.read.csv(schema).write.jdbc`` into a plain table (the seed pipeline's way);
 - ``pandas``        ``pandas.read_csv`` + ``DataFrame.to_sql(method='multi')`` through SQLAlchemy + psycopg, only
@@ -79,7 +85,7 @@ def _route(mode: str) -> object:
         + f"  mode: {mode}\n{pk}  onError: abort\n  engine: auto\n")[0]
 
 
-APPEND, UPSERT = _route("append"), _route("upsert")
+APPEND, UPSERT, REPLACE_SOURCE = _route("append"), _route("upsert"), _route("replace_source")
 TYPED = ", ".join(f"{n} {t}" for n, t in COLUMNS)
 LINEAGE_DEFAULTS = ("_source_bucket text NOT NULL DEFAULT {bucket}, _source_key text NOT NULL DEFAULT {key}, "
                     "_source_etag text NOT NULL DEFAULT {etag}, "
@@ -90,6 +96,9 @@ LABELS = {
     "copy": "psql \\copy, plain table",
     "copy-lineage": "psql \\copy, table with lineage column defaults",
     "direct": "filedrop direct engine (append)",
+    "direct-copying": "filedrop direct engine (append), attaching off: rows copied into staging",
+    "redrop-attach": "filedrop replace_source, the same file again (replay), attached",
+    "redrop-copying": "filedrop replace_source, the same file again (replay), attaching off",
     "spark": "filedrop Spark engine (append)",
     "jdbc": "Spark write.jdbc (stock)",
     "pandas": "pandas to_sql(method='multi')",
@@ -124,8 +133,14 @@ def copy_lineage(url: str, path: Path, etag: str) -> float:
     return psql(url, f"\\copy bench_copy_lineage ({COLUMN_LIST}) FROM '{path}' (FORMAT csv, HEADER)")
 
 
-def _settings(name: str) -> Settings:
-    return Settings(staging_schema=f"bench_{name}", meta_schema=f"bench_{name}_meta")
+#: FILEDROP_ATTACH_MIN_BYTES that turns attaching off (every load copies its rows into staging)
+NEVER = 1 << 62
+
+
+def _settings(name: str, *, attach: bool | None = None) -> Settings:
+    """Settings of a method's schemas; ``attach`` None keeps filedrop's default threshold."""
+    extra = {} if attach is None else {"attach_min_bytes": 0 if attach else NEVER}
+    return Settings(staging_schema=f"bench_{name}", meta_schema=f"bench_{name}_meta", **extra)
 
 
 def _fresh_schemas(url: str, name: str) -> None:
@@ -185,7 +200,7 @@ _phases: _Phases | None = None
 
 
 def engine_load(url: str, path: Path, engine: str, route: object = APPEND, schemas: str = "",
-                fresh: bool = True) -> float:
+                fresh: bool = True, attach: bool | None = None, replay: str = "", record: bool = True) -> float:
     global _phases
     if _phases is None:
         _phases = _Phases()
@@ -199,13 +214,30 @@ def engine_load(url: str, path: Path, engine: str, route: object = APPEND, schem
     obj = describe_uri(str(path))  # the MD5, outside the timing
     checkpoint(url)
     started = time.perf_counter()
-    result = loader.load_object(url, _settings(schemas), route, obj, engine=engine)  # type: ignore[arg-type]
+    result = loader.load_object(url, _settings(schemas, attach=attach), route, obj,  # type: ignore[arg-type]
+                                engine=engine, replay=replay)
     elapsed = time.perf_counter() - started
     if result.status != "loaded":
         raise SystemExit(f"{engine} load of {path.name}: {result.status}: {result.first_error or result.message}")
     phases = {"total": elapsed, **_phases.current}
-    PHASES.setdefault(f"{engine}/{route.spec.mode}/{path.name}", []).append(phases)  # type: ignore[attr-defined]
+    mode = route.spec.mode + ("" if schemas == engine else f", {schemas}")  # type: ignore[attr-defined]
+    if record:
+        PHASES.setdefault(f"{engine}/{mode}/{path.name}", []).append(phases)
     note("  phases: " + ", ".join(f"{k} {v:.2f}s" for k, v in phases.items()))
+    return elapsed
+
+
+def redrop(url: str, path: Path, rows: int, *, attach: bool) -> float:
+    """A ``replace_source`` route loads the file, then (timed) the same file again as a new version (a replay):
+    its rows replace the first load's. Attached, the first load's table is dropped; copying, its rows are
+    deleted and the new ones inserted."""
+    name = "redrop_attach" if attach else "redrop_copying"
+    engine_load(url, path, "direct", REPLACE_SOURCE, name, attach=attach, record=False)  # the first, not timed
+    elapsed = engine_load(url, path, "direct", REPLACE_SOURCE, name, fresh=False, attach=attach,
+                          replay=f"bench-{time.time_ns()}")
+    loaded = int(scalar(url, f"SELECT count(*) FROM bench_{name}.orders"))
+    if loaded != rows:
+        raise SystemExit(f"replace_source re-drop left {loaded:,} rows, not {rows:,}")
     return elapsed
 
 
@@ -366,6 +398,16 @@ def report_file(f: dict) -> str:
     if base and "direct" in med:
         lines.append(f"- direct engine vs `\\copy` plain: {verdict(base / med['direct'], 0.9)}"
                      + (f"; vs `\\copy` with lineage defaults: **{lin / med['direct']:.2f}×**" if lin else ""))
+    if lin and "direct" in med:
+        lines.append(f"- direct engine (append) vs `\\copy` into a same-shape table (lineage defaults): "
+                     f"{verdict(lin / med['direct'], 0.9)}")
+    if "direct-copying" in med and "direct" in med:
+        lines.append(f"- writing each row once (attached) vs copying it into staging: "
+                     f"{med['direct-copying'] / med['direct']:.2f}× faster")
+    if "redrop-attach" in med and "redrop-copying" in med:
+        lines.append(f"- `replace_source` of a re-dropped file: attached {med['redrop-attach']:.2f} s vs deleting and "
+                     f"re-inserting its rows {med['redrop-copying']:.2f} s "
+                     f"({med['redrop-copying'] / med['redrop-attach']:.2f}× faster)")
     if lin and base:
         lines.append(f"- the lineage columns alone: `\\copy` with lineage defaults is {lin / base:.2f}× the time of "
                      "the plain `\\copy`")
@@ -429,7 +471,8 @@ def main() -> int:
     ap.add_argument("--large-repeat", type=int, help="repeats for files over 500 MB (default: --repeat)")
     ap.add_argument("--upsert-orders", default="2600000", help="files (in orders) to run the upsert comparison on; "
                     "'' for none")
-    ap.add_argument("--methods", default="copy,copy-lineage,direct,spark,jdbc,pandas,dlt-csv,dlt-parquet")
+    ap.add_argument("--methods", default="copy,copy-lineage,direct,direct-copying,redrop-attach,redrop-copying,"
+                    "spark,jdbc,pandas,dlt-csv,dlt-parquet")
     ap.add_argument("--pandas-max-mb", type=float, default=200)
     ap.add_argument("--pandas-fraction", type=float, default=0.1)
     ap.add_argument("--warehouse")
@@ -461,6 +504,10 @@ def main() -> int:
                 "copy": lambda path=path: copy_plain(url, path),
                 "copy-lineage": lambda path=path, etag=etag: copy_lineage(url, path, etag),
                 "direct": lambda path=path: engine_load(url, path, "direct"),
+                "direct-copying": lambda path=path: engine_load(url, path, "direct", schemas="direct_copying",
+                                                                attach=False),
+                "redrop-attach": lambda path=path, n=n: redrop(url, path, n, attach=True),
+                "redrop-copying": lambda path=path, n=n: redrop(url, path, n, attach=False),
                 "spark": lambda path=path: engine_load(url, path, "spark"),
                 "jdbc": lambda path=path: spark.write_jdbc(path),  # type: ignore[union-attr]
                 "pandas": lambda path=path, n=n, rows=pandas_rows: pandas_to_sql(url, path, rows) * n / rows,

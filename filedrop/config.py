@@ -42,6 +42,13 @@ class Settings:
     spark_threshold_bytes: int = field(
         default_factory=lambda: env_int("FILEDROP_SPARK_THRESHOLD_BYTES", 256 * 1024 * 1024)
     )
+    #: a direct load of a file at least this large into an ``append``, ``replace_source`` or ``replace_table``
+    #: route writes its rows once: its table becomes part of the staging table (``sql.attach_statements``)
+    #: instead of being copied into it. Smaller files are copied (cheap, and no table per file).
+    attach_min_bytes: int = field(default_factory=lambda: env_int("FILEDROP_ATTACH_MIN_BYTES", 64 * 1024 * 1024))
+    #: a staging table with this many attached load tables takes further loads by copying (see
+    #: docs/operations.md, "Attached load tables", for folding them back in).
+    attach_max_tables: int = field(default_factory=lambda: env_int("FILEDROP_ATTACH_MAX_TABLES", 100))
     #: largest CSV record (or header line) read, in bytes (DESIGN §3 "Limits").
     max_record_bytes: int = field(default_factory=lambda: env_int("FILEDROP_MAX_RECORD_BYTES", 16 * 1024 * 1024))
     #: how long a loader waits for another loader of the same object to finish before giving up (retryable)

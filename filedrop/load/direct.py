@@ -44,8 +44,18 @@ class DirectEngine:
     def _open(self, on_bytes: Callable[[int], None] | None) -> io.BufferedReader[Any]:
         return open_stream(self.obj, self.route.spec.format.compression, on_bytes=on_bytes)
 
-    def parse(self) -> Parsed:
-        self.conn.execute(sql.load_table_ddl(self.meta, self.load_id, self.route))
+    def parse(self, *, attach: bool = False) -> Parsed:
+        """Fill the per-load table. With ``attach`` (inside the load's one transaction) the table is shaped
+        to become part of the staging table (:func:`~filedrop.warehouse.sql.attach_table_ddl`)."""
+        if attach:
+            obj = self.obj
+            row = self.conn.one("SELECT format(%s, %s::text, %s::text, %s::text, %s::text)",
+                                (sql.attach_table_ddl(self.meta, self.load_id, self.route), obj.bucket, obj.key,
+                                 obj.etag, self.load_id))
+            assert row is not None
+            self.conn.execute(row[0])
+        else:
+            self.conn.execute(sql.load_table_ddl(self.meta, self.load_id, self.route))
         try:
             try:
                 return self._fast()
@@ -67,7 +77,8 @@ class DirectEngine:
             check = fast_path_check(self.route, self.settings.max_record_bytes)
             stmt = sql.copy_csv(self.meta, self.load_id, self.route, file_columns)
             trim = len(self.route.spec.columns) > 1  # in a one-column file a blank line is a NULL value
-            with self.conn.copy(stmt) as copy:
+            # a transaction of its own, or a savepoint in the load's: bad data rolls back only the COPY
+            with self.conn.transaction(), self.conn.copy(stmt) as copy:
                 held, line_start = b"", True  # blank lines held back, and whether COPY got a whole line
                 while chunk := stream.read(CHUNK):
                     check.feed(chunk)

@@ -131,7 +131,7 @@ class Engine(Protocol):
 
     name: str
 
-    def parse(self) -> Parsed: ...
+    def parse(self, *, attach: bool = False) -> Parsed: ...
 
 
 #: ``Engine(conn, settings, route, obj, load_id, on_bytes)``, as the direct engine takes them.

@@ -14,13 +14,24 @@ from dataclasses import dataclass
 from typing import Any
 
 from filedrop.config import Settings
-from filedrop.load.engine import EngineFactory, LoadFailed, engine_factory
+from filedrop.load.engine import Engine, EngineFactory, LoadFailed, Parsed, engine_factory
 from filedrop.load.sources import ObjectChanged, ObjectSuperseded, SourceError
 from filedrop.objects import SourceObject
 from filedrop.protocol import choose_engine, decide, too_many_bad_rows
-from filedrop.routes import FileRoute
+from filedrop.routes import FileRoute, RouteSpec
 from filedrop.warehouse import Client, WarehouseError, connect, ensure_meta, ensure_staging, history, sql
-from filedrop.warehouse.client import DuplicateKeys, ServerError, claim_lock, load_lock, object_lock
+from filedrop.warehouse.client import (
+    DuplicateKeys,
+    LockTimeout,
+    ServerError,
+    StatementError,
+    claim_lock,
+    load_lock,
+    object_lock,
+)
+from filedrop.warehouse.client import (
+    Error as DatabaseError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -185,22 +196,12 @@ def _load_claimed(conn: Client, settings: Settings, route: FileRoute, obj: Sourc
                    attempt=history.next_attempt(conn, meta, obj), **common)
     result = LoadResult(obj, route.name, "failed", load_id=load_id, engine=engine)
     try:
-        parsed = _engine(engine)(conn, settings, route, obj, load_id, on_bytes).parse()
-        result.rows_parsed, result.rows_rejected = parsed.rows_parsed, parsed.rows_rejected
-        result.rows_loaded = parsed.rows_good
-        result.first_error, result.first_error_line = parsed.first_error, parsed.first_error_line
-        if parsed.notes:
-            raise LoadFailed(parsed.notes[0], line=parsed.first_error_line)
-        if parsed.rows_rejected and spec.on_error == "abort":
-            raise LoadFailed(f"line {parsed.first_error_line}: {parsed.first_error} (onError: abort)",
-                             line=parsed.first_error_line)
-        if too_many_bad_rows(parsed.rows_rejected, parsed.rows_parsed, spec.max_bad_rows_percent):
-            pct = 100.0 * parsed.rows_rejected / max(parsed.rows_parsed, 1)
-            raise LoadFailed(
-                f"{parsed.rows_rejected} of {parsed.rows_parsed} rows are bad ({pct:.1f}% > maxBadRowsPercent "
-                f"{spec.max_bad_rows_percent:g}); first: line {parsed.first_error_line}: {parsed.first_error}",
-                line=parsed.first_error_line)
-        _finalize(conn, settings, route, obj, result, note, replay)
+        parser = _engine(engine)(conn, settings, route, obj, load_id, on_bytes)
+        if engine == "direct" and _attach_wanted(conn, settings, route, obj):
+            _load_attached(conn, settings, route, obj, result, parser, note, replay)
+        else:
+            _take(result, parser.parse(), spec)
+            _finalize(conn, settings, route, obj, result, note, replay)
         _unlock(conn, load_id)  # the session may load more files: no lock outlives its load
         return result
     except LoadFailed as exc:
@@ -240,8 +241,145 @@ def _load_claimed(conn: Client, settings: Settings, route: FileRoute, obj: Sourc
     return result
 
 
+def _take(result: LoadResult, parsed: Parsed, spec: RouteSpec) -> None:
+    """Copy what the engine parsed into the result; raise LoadFailed when the route refuses it (a note
+    that stops the load, a bad row under ``onError: abort``, too many bad rows)."""
+    result.rows_parsed, result.rows_rejected = parsed.rows_parsed, parsed.rows_rejected
+    result.rows_loaded = parsed.rows_good
+    result.first_error, result.first_error_line = parsed.first_error, parsed.first_error_line
+    if parsed.notes:
+        raise LoadFailed(parsed.notes[0], line=parsed.first_error_line)
+    if parsed.rows_rejected and spec.on_error == "abort":
+        raise LoadFailed(f"line {parsed.first_error_line}: {parsed.first_error} (onError: abort)",
+                         line=parsed.first_error_line)
+    if too_many_bad_rows(parsed.rows_rejected, parsed.rows_parsed, spec.max_bad_rows_percent):
+        pct = 100.0 * parsed.rows_rejected / max(parsed.rows_parsed, 1)
+        raise LoadFailed(
+            f"{parsed.rows_rejected} of {parsed.rows_parsed} rows are bad ({pct:.1f}% > maxBadRowsPercent "
+            f"{spec.max_bad_rows_percent:g}); first: line {parsed.first_error_line}: {parsed.first_error}",
+            line=parsed.first_error_line)
+
+
+# --- loads that write each row once -------------------------------------------------------------------------
+
+def _attach_wanted(conn: Client, settings: Settings, route: FileRoute, obj: SourceObject) -> bool:
+    """Whether this load writes its rows once, into a table that becomes part of the staging table:
+    a route that allows it, a file large enough to be worth a table, and a staging table that does not
+    have too many attached already (each is one more table for every query of it to open)."""
+    if not sql.attachable(route) or obj.size is None or obj.size < settings.attach_min_bytes:
+        return False
+    if settings.staging_schema == settings.meta_schema:  # the load table would never leave the bookkeeping
+        return False
+    rules = conn.one(sql.parent_rules(settings.staging_schema, route.spec.table))
+    if rules and rules[0]:
+        log.info("%s: staging table %s has %s, which would not cover an attached table: copying the rows",
+                 obj.display, route.spec.table, rules[0])
+        return False
+    attached = conn.all(sql.attached_tables(settings.staging_schema, settings.meta_schema, route.spec.table))
+    if len(attached) >= settings.attach_max_tables:
+        log.info("%s: staging table %s has %d attached load tables (FILEDROP_ATTACH_MAX_TABLES): copying the rows",
+                 obj.display, route.spec.table, len(attached))
+        return False
+    return True
+
+
+def _load_attached(conn: Client, settings: Settings, route: FileRoute, obj: SourceObject, result: LoadResult,
+                   parser: Engine, note: str, replay: str) -> None:
+    """Parse, check and attach in one transaction: the rows are written once, by the COPY, and become
+    visible with the ``loaded`` history row, to every reader at once (the rows carry that transaction's
+    id). A load the route refuses commits only its quarantined rows, as a copied load does."""
+    refused: LoadFailed | None = None
+    with conn.transaction():
+        try:
+            with conn.transaction():  # a parse that fails half-way leaves the load's transaction usable
+                parsed = parser.parse(attach=True)
+            _take(result, parsed, route.spec)
+        except LoadFailed as exc:
+            refused = exc
+            for stmt in sql.drop_load_tables(settings.meta_schema, result.load_id or ""):
+                conn.execute(stmt)
+        else:
+            _finalize(conn, settings, route, obj, result, note, replay, attach=True)
+    if refused is not None:
+        raise refused
+    if result.status == "loaded":
+        _analyze(conn, settings, route)
+
+
+def _analyze(conn: Client, settings: Settings, route: FileRoute) -> None:
+    """Statistics of the whole staging table: PostgreSQL's autovacuum analyzes the attached table on its
+    own but never the parent's statistics over it and its children, which the planner uses for joins
+    of the staging table (dbt's models). A failure here costs plans, not data: logged, not raised."""
+    table = sql.qualified(settings.staging_schema, route.spec.table)
+    try:
+        conn.execute(f"ANALYZE {table}")
+    except DatabaseError as exc:  # the load has committed: nothing here may be recorded as its failure
+        conn.end_transaction()  # (a lost connection: the session opens a new one for its next load)
+        log.warning("ANALYZE %s failed (%s); the load is done", table, str(exc).strip())
+
+
+def _attach(conn: Client, settings: Settings, route: FileRoute, obj: SourceObject, load_id: str,
+            params: dict[str, str], rows: int) -> int:
+    """The mode's replacing (drop the load tables it replaces, delete the rows it replaces from the rest),
+    then the load's table becomes part of the staging table. Returns the rows applied."""
+    schema, meta, mode = settings.staging_schema, settings.meta_schema, route.spec.mode
+    table = route.spec.table
+    if mode == "replace_table":
+        conn.execute(f"TRUNCATE {sql.qualified(schema, table)}")
+    elif mode == "replace_source":
+        conn.execute(sql.delete_object_rows(schema, route), params)  # the parent's, and any table not dropped
+    try:
+        with conn.transaction():
+            for stmt in sql.attach_statements(schema, meta, load_id, route):
+                conn.execute(stmt)
+    except StatementError as exc:  # e.g. a CHECK constraint someone added to the staging table
+        log.warning("%s: cannot attach its table to %s (%s); copying its rows instead", obj.display, table,
+                    str(exc).strip())
+        return _apply(conn, settings, route, load_id, params)
+    return rows
+
+
+def _drop_replaced(conn: Client, settings: Settings, route: FileRoute, params: dict[str, str], attach: bool) -> None:
+    """Drop the attached load tables a ``replace_table`` or ``replace_source`` load replaces, whether this
+    load attaches or copies: a drop costs nothing per row, and no emptied table is left behind. The
+    mode's TRUNCATE or DELETE then removes the rest (the parent's rows, a table too busy to drop)."""
+    schema, meta, mode, table = settings.staging_schema, settings.meta_schema, route.spec.mode, route.spec.table
+    if mode not in ("replace_table", "replace_source") or not (attach or conn.all(
+            sql.attached_tables(schema, meta, table))):
+        return
+    # The staging table's lock first, then its children's, in the order readers take them: dropping a
+    # child first and locking the parent after deadlocks with a reader that came in between. replace_table
+    # takes what its TRUNCATE takes anyway; replace_source a lock readers and writers pass but that another
+    # load's drop waits for (two loads each dropping a child the other's DELETE must lock would deadlock).
+    level = "ACCESS EXCLUSIVE" if mode == "replace_table" else "SHARE UPDATE EXCLUSIVE"
+    conn.execute(f"LOCK TABLE {sql.qualified(schema, table)} IN {level} MODE")
+    if mode == "replace_table":
+        for (name,) in conn.all(sql.attached_tables(schema, meta, table)):
+            conn.execute(f"DROP TABLE IF EXISTS {sql.qualified(schema, name)}")
+    else:
+        for (name,) in conn.all(sql.attached_tables(schema, meta, table, of_object=True), params):
+            _drop_unless_busy(conn, schema, name)
+
+
+#: How long a ``replace_source`` waits to drop the table it replaces while queries read it; then it
+#: deletes the rows instead (readers are not held up behind a drop).
+DROP_WAIT = "2s"
+
+
+def _drop_unless_busy(conn: Client, schema: str, name: str) -> None:
+    previous = conn.one("SHOW lock_timeout")
+    try:
+        with conn.transaction():
+            conn.execute(f"SET LOCAL lock_timeout = '{DROP_WAIT}'")
+            conn.execute(f"DROP TABLE IF EXISTS {sql.qualified(schema, name)}")
+    except LockTimeout:
+        log.info("%s.%s is being read: deleting its rows instead of dropping it", schema, name)
+        return
+    conn.execute("SELECT set_config('lock_timeout', %s, true)", (previous[0] if previous else "0",))
+
+
 def _finalize(conn: Client, settings: Settings, route: FileRoute, obj: SourceObject, result: LoadResult,
-              note: str, replay: str = "") -> None:
+              note: str, replay: str = "", *, attach: bool = False) -> None:
     """The one short transaction: re-check under the key's lock, apply by mode, record ``loaded``."""
     meta = settings.meta_schema
     load_id = result.load_id
@@ -261,7 +399,11 @@ def _finalize(conn: Client, settings: Settings, route: FileRoute, obj: SourceObj
             return
         params = {"bucket": obj.bucket, "key": obj.key, "etag": obj.etag, "load_id": load_id}
         conn.execute("SET LOCAL work_mem = '256MB'")
-        changed = _apply(conn, settings, route, load_id, params)
+        _drop_replaced(conn, settings, route, params, attach)
+        if attach:
+            changed = _attach(conn, settings, route, obj, load_id, params, result.rows_loaded)
+        else:
+            changed = _apply(conn, settings, route, load_id, params)
         for stmt in sql.drop_load_tables(meta, load_id):
             conn.execute(stmt)
         result.rows_changed = changed

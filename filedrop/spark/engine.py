@@ -105,7 +105,11 @@ class SparkEngine:
 
     # --- parse ---------------------------------------------------------------------------------------
 
-    def parse(self) -> Parsed:
+    def parse(self, *, attach: bool = False) -> Parsed:
+        # Its tasks COPY from sessions of their own, each committing: the load table cannot be made in
+        # the load's one transaction, so a Spark load is always copied into the staging table.
+        if attach:
+            raise ValueError("the Spark engine does not attach load tables")
         started = time.monotonic()
         spark = get_session()
         fmt = self.route.spec.format

@@ -33,6 +33,8 @@ Cursor = psycopg.Cursor[Row]
 BadValue = (psycopg.DataError, psycopg.IntegrityError)
 #: An ``INSERT … ON CONFLICT`` met the same key twice in one statement.
 DuplicateKeys = pgerrors.CardinalityViolation
+#: A lock was not granted within the session's ``lock_timeout``.
+LockTimeout = pgerrors.LockNotAvailable
 #: The server could not run a statement (connection lost, out of resources, cancelled).
 ServerError = psycopg.OperationalError
 #: A statement that does not fit the database (a missing table or column, bad SQL).

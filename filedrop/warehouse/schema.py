@@ -95,7 +95,14 @@ def _check_primary_key(conn: Client, schema: str, route: FileRoute) -> None:
         raise WarehouseError(
             f"table {schema}.{route.spec.table} has no primary key or unique index on ({', '.join(pk)}), which "
             f"FileRoute {route.name} (mode upsert) merges on. Add one (ALTER TABLE … ADD PRIMARY KEY) or drop "
-            "the table to let filedrop recreate it.")
+            "the table (DROP TABLE … CASCADE: with the load tables attached to it) to let filedrop recreate it.")
+    attached = [r[0] for r in conn.all(sql.attached_tables(schema, "", route.spec.table))]
+    if attached:
+        raise WarehouseError(
+            f"table {schema}.{route.spec.table} has {len(attached)} load table(s) attached by large appends or "
+            f"replacements ({', '.join(attached[:3])}{', …' if len(attached) > 3 else ''}): its primary key does "
+            f"not cover their rows, so FileRoute {route.name} (mode upsert) would duplicate them. Fold them into "
+            "the table first (docs/operations.md, \"Attached load tables\").")
 
 
 def _check_columns(schema: str, route: FileRoute, rows: list[tuple[str, str]]) -> None:
@@ -110,7 +117,8 @@ def _check_columns(schema: str, route: FileRoute, rows: list[tuple[str, str]]) -
     if problems:
         raise WarehouseError(
             f"table {schema}.{route.spec.table} exists but does not match FileRoute {route.name}: "
-            + "; ".join(problems) + ". Migrate the table or drop it to let filedrop recreate it."
+            + "; ".join(problems) + ". Migrate the table, or drop it (DROP TABLE … CASCADE: with the load "
+            "tables attached to it) to let filedrop recreate it."
         )
 
 

@@ -120,6 +120,73 @@ def load_table_ddl(meta: str, load_id: str, route: FileRoute) -> str:
     return f"CREATE UNLOGGED TABLE {qualified(meta, load_table_name(load_id))} ({', '.join(cols)})"
 
 
+#: Modes whose load can become part of the staging table as it is (no key to merge on).
+ATTACH_MODES = ("append", "replace_source", "replace_table")
+
+
+def attachable(route: FileRoute) -> bool:
+    """Whether a load of this route can be attached to its staging table instead of copied into it: the
+    mode only adds rows (and drops or deletes the ones it replaces), no primary key (the parent's index
+    would not cover the attached rows) and no declared date format (the load table holds such dates as
+    text, the staging table as dates)."""
+    s = route.spec
+    return s.mode in ATTACH_MODES and not s.primary_key and not any(c.format for c in s.columns)
+
+
+def attach_table_ddl(meta: str, load_id: str, route: FileRoute) -> str:
+    """A ``format()`` template (arguments: bucket, key, etag, load id) of the per-load table of a load
+    that will be attached: shaped like the staging table, lineage filled by column defaults, logged
+    (it becomes staging data), and a CHECK on its object and load that lets PostgreSQL skip it when a
+    statement names another object (``replace_source``'s delete) or load. Values are quoted by the
+    server's ``format(%L)``: an object key may hold any character."""
+    cols = [f"{ident(c.name)} {PG_TYPES[c.type]}{'' if c.nullable else ' NOT NULL'}" for c in route.spec.columns]
+    cols += [
+        '"_source_bucket" text NOT NULL DEFAULT %1$L',
+        '"_source_key" text NOT NULL DEFAULT %2$L',
+        '"_source_etag" text NOT NULL DEFAULT %3$L',
+        '"_load_id" text NOT NULL DEFAULT %4$L',
+        '"_row_number" bigint NOT NULL GENERATED ALWAYS AS IDENTITY (CACHE 100000)',
+        '"_loaded_at" timestamp with time zone NOT NULL DEFAULT now()',
+        'CONSTRAINT "_load_source" CHECK ("_source_bucket" = %1$L AND "_source_key" = %2$L AND "_load_id" = %4$L)',
+    ]
+    return f"CREATE TABLE {qualified(meta, load_table_name(load_id))} ({', '.join(cols)})"
+
+
+def attached_tables(schema: str, meta: str, table: str, *, of_object: bool = False) -> str:
+    """Names of the load tables attached to ``schema.table`` (all, or with ``of_object`` only those whose
+    load was of the object ``%(bucket)s``/``%(key)s``, as its history row says)."""
+    query = f"""SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+        JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE i.inhparent = to_regclass({literal(qualified(schema, table))}) AND n.nspname = {literal(schema)}
+        AND c.relname ~ '^_load_[0-9a-f]{{32}}$'"""
+    if of_object:
+        query += f""" AND EXISTS (SELECT 1 FROM {ident(meta)}.ingest_history h WHERE h.load_id = right(c.relname, 32)
+            AND h.bucket = %(bucket)s AND h.key = %(key)s)"""
+    return query + " ORDER BY c.relname"
+
+
+def parent_rules(schema: str, table: str) -> str:
+    """A query for what a staging table enforces or publishes that an attached child would escape (NULL
+    when nothing): unique indexes (a primary key someone added), foreign keys, exclusion constraints, its
+    own triggers, and publications naming it (a child attached later is not published)."""
+    t = f"to_regclass({literal(qualified(schema, table))})"
+    return f"""SELECT concat_ws(', ',
+        CASE WHEN EXISTS (SELECT 1 FROM pg_index WHERE indrelid = {t} AND indisunique) THEN 'a unique index' END,
+        CASE WHEN EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = {t} AND contype IN ('f', 'x'))
+             THEN 'a foreign key or exclusion constraint' END,
+        CASE WHEN EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = {t} AND NOT tgisinternal) THEN 'a trigger' END,
+        CASE WHEN EXISTS (SELECT 1 FROM pg_publication_rel WHERE prrelid = {t}) THEN 'a publication' END)"""
+
+
+def attach_statements(schema: str, meta: str, load_id: str, route: FileRoute) -> list[str]:
+    """Make a load's table part of the staging table: moved into the staging schema (data does not live
+    in the bookkeeping schema), then a child of the staging table (SHARE UPDATE EXCLUSIVE on it:
+    readers and writers go on)."""
+    name = load_table_name(load_id)
+    return [f"ALTER TABLE {qualified(meta, name)} SET SCHEMA {ident(schema)}",
+            f"ALTER TABLE {qualified(schema, name)} INHERIT {qualified(schema, route.spec.table)}"]
+
+
 def raw_table_ddl(meta: str, load_id: str, route: FileRoute) -> str:
     """All-text table for the tolerant pass: rows whose typing PostgreSQL checks one value at a time,
     with each record's text as written (for ``rejected_rows.raw_line``)."""
@@ -205,10 +272,7 @@ def apply_statements(schema: str, meta: str, load_id: str, route: FileRoute, *, 
     if s.mode == "append":
         return [f"INSERT INTO {target} {columns} SELECT {select} FROM {source} l"]
     if s.mode == "replace_source":
-        # rows without a bucket come from before _source_bucket (a migrated table): matched by key, as then
-        return [f'DELETE FROM {target} WHERE "_source_key" = %(key)s '
-                'AND ("_source_bucket" = %(bucket)s OR "_source_bucket" IS NULL)',
-                f"INSERT INTO {target} {columns} SELECT {select} FROM {source} l"]
+        return [delete_object_rows(schema, route), f"INSERT INTO {target} {columns} SELECT {select} FROM {source} l"]
     if s.mode == "replace_table":
         return [f"TRUNCATE {target}", f"INSERT INTO {target} {columns} SELECT {select} FROM {source} l"]
     pk = [ident(k) for k in s.primary_key]
@@ -224,6 +288,13 @@ def apply_statements(schema: str, meta: str, load_id: str, route: FileRoute, *, 
     changed = (f"({', '.join('t.' + n for n in rest)}) IS DISTINCT FROM "
                f"({', '.join('EXCLUDED.' + n for n in rest)})")
     return [f"{head} DO UPDATE SET {updates} WHERE {changed}"]
+
+
+def delete_object_rows(schema: str, route: FileRoute) -> str:
+    """``replace_source``'s delete of the rows of object ``%(bucket)s``/``%(key)s``. Rows without a bucket
+    come from before ``_source_bucket`` existed (a migrated table): matched by key, as then."""
+    return (f'DELETE FROM {qualified(schema, route.spec.table)} WHERE "_source_key" = %(key)s '
+            'AND ("_source_bucket" = %(bucket)s OR "_source_bucket" IS NULL)')
 
 
 def drop_load_tables(meta: str, load_id: str) -> list[str]:
