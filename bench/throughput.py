@@ -227,6 +227,16 @@ def engine_load(url: str, path: Path, engine: str, route: object = APPEND, schem
     return elapsed
 
 
+def _cleanup(url: str) -> None:
+    """Drop what the append methods wrote (not timed)."""
+    for stmt in ("DROP TABLE IF EXISTS bench_copy", "DROP TABLE IF EXISTS bench_copy_lineage",
+                 "DROP TABLE IF EXISTS bench_jdbc", "DROP TABLE IF EXISTS bench_pandas",
+                 "DROP SCHEMA IF EXISTS bench_dlt CASCADE"):
+        execute(url, stmt)
+    for name in ("direct", "direct_copying", "spark", "redrop_attach", "redrop_copying"):
+        _fresh_schemas(url, name)
+
+
 def redrop(url: str, path: Path, rows: int, *, attach: bool) -> float:
     """A ``replace_source`` route loads the file, then (timed) the same file again as a new version (a replay):
     its rows replace the first load's. Attached, the first load's table is dropped; copying, its rows are
@@ -523,14 +533,9 @@ def main() -> int:
                 for m in chosen:
                     note(f"{path.name} ({size / 1e6:.0f} MB) run {r + 1}/{repeat}: {LABELS[m]} ...")
                     secs = runners[m]()
+                    _cleanup(url)  # one method's tables at a time: the disk here may have little room
                     entry["runs"][m].append(secs)
                     note(f"  {secs:.2f}s{' (extrapolated)' if m == 'pandas' else ''}")
-            for stmt in ("DROP TABLE IF EXISTS bench_copy", "DROP TABLE IF EXISTS bench_copy_lineage",
-                         "DROP TABLE IF EXISTS bench_jdbc", "DROP TABLE IF EXISTS bench_pandas",
-                         "DROP SCHEMA IF EXISTS bench_dlt CASCADE"):
-                execute(url, stmt)
-            for s in ("direct", "spark"):
-                _fresh_schemas(url, s)
             out["files"].append(entry)
             save(args.results, "throughput", out)
         for n in upsert_sizes:

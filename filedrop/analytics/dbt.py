@@ -299,7 +299,8 @@ def run_dbt(args: list[str], env: Mapping[str, str], on_node: OnNode | None = No
                       success=bool(res.success), seconds=time.monotonic() - started)
     results = getattr(res.result, "results", None)
     if isinstance(results, list):
-        step.nodes = [_node_outcome(r) for r in results if getattr(r, "node", None) is not None]
+        step.nodes = [n for n in (_node_outcome(r) for r in results if getattr(r, "node", None) is not None)
+                      if n.resource_type != "operation" or n.failed]  # the project's hooks, unless they failed
     if res.exception is not None:
         step.error = _first_lines(str(res.exception))
     elif not res.success and not any(n.failed for n in step.nodes):

@@ -29,9 +29,6 @@ from filedrop.warehouse.client import (
     load_lock,
     object_lock,
 )
-from filedrop.warehouse.client import (
-    Error as DatabaseError,
-)
 
 log = logging.getLogger(__name__)
 
@@ -302,20 +299,6 @@ def _load_attached(conn: Client, settings: Settings, route: FileRoute, obj: Sour
             _finalize(conn, settings, route, obj, result, note, replay, attach=True)
     if refused is not None:
         raise refused
-    if result.status == "loaded":
-        _analyze(conn, settings, route)
-
-
-def _analyze(conn: Client, settings: Settings, route: FileRoute) -> None:
-    """Statistics of the whole staging table: PostgreSQL's autovacuum analyzes the attached table on its
-    own but never the parent's statistics over it and its children, which the planner uses for joins
-    of the staging table (dbt's models). A failure here costs plans, not data: logged, not raised."""
-    table = sql.qualified(settings.staging_schema, route.spec.table)
-    try:
-        conn.execute(f"ANALYZE {table}")
-    except DatabaseError as exc:  # the load has committed: nothing here may be recorded as its failure
-        conn.end_transaction()  # (a lost connection: the session opens a new one for its next load)
-        log.warning("ANALYZE %s failed (%s); the load is done", table, str(exc).strip())
 
 
 def _attach(conn: Client, settings: Settings, route: FileRoute, obj: SourceObject, load_id: str,

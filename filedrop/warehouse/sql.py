@@ -136,8 +136,9 @@ def attachable(route: FileRoute) -> bool:
 def attach_table_ddl(meta: str, load_id: str, route: FileRoute) -> str:
     """A ``format()`` template (arguments: bucket, key, etag, load id) of the per-load table of a load
     that will be attached: shaped like the staging table, lineage filled by column defaults, logged
-    (it becomes staging data), and a CHECK on its object and load that lets PostgreSQL skip it when a
-    statement names another object (``replace_source``'s delete) or load. Values are quoted by the
+    (it becomes staging data); in ``replace_source`` routes a CHECK on its object lets PostgreSQL skip it
+    when a statement names another object (that mode's delete). (Checking every row costs a few percent
+    of the COPY: the other modes never delete by object.) Values are quoted by the
     server's ``format(%L)``: an object key may hold any character."""
     cols = [f"{ident(c.name)} {PG_TYPES[c.type]}{'' if c.nullable else ' NOT NULL'}" for c in route.spec.columns]
     cols += [
@@ -147,8 +148,9 @@ def attach_table_ddl(meta: str, load_id: str, route: FileRoute) -> str:
         '"_load_id" text NOT NULL DEFAULT %4$L',
         '"_row_number" bigint NOT NULL GENERATED ALWAYS AS IDENTITY (CACHE 100000)',
         '"_loaded_at" timestamp with time zone NOT NULL DEFAULT now()',
-        'CONSTRAINT "_load_source" CHECK ("_source_bucket" = %1$L AND "_source_key" = %2$L AND "_load_id" = %4$L)',
     ]
+    if route.spec.mode == "replace_source":  # its DELETE of an object's rows skips the other files' tables
+        cols.append('CONSTRAINT "_load_source" CHECK ("_source_bucket" = %1$L AND "_source_key" = %2$L)')
     return f"CREATE TABLE {qualified(meta, load_table_name(load_id))} ({', '.join(cols)})"
 
 

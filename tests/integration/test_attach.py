@@ -195,6 +195,18 @@ def test_a_staging_table_with_its_own_unique_index_is_copied_into(warehouse: str
     assert attached(db) == {}
 
 
+def test_a_table_that_cannot_be_attached_is_copied(warehouse: str, db: DB, tmp_path: Path) -> None:
+    # A CHECK constraint added to the staging table: PostgreSQL refuses a child without it.
+    route = items_route("append")
+    assert load(warehouse, route, write(tmp_path / "items_a.csv", "id,name,qty,day\n1,a,1,\n")).status == "loaded"
+    db.execute("ALTER TABLE staging.items ADD CONSTRAINT qty_positive CHECK (qty > 0)")
+    result = load(warehouse, route, write(tmp_path / "items_b.csv", "id,name,qty,day\n2,b,2,\n3,c,3,\n"),
+                  attach_settings(warehouse))
+    assert result.status == "loaded", result.first_error
+    assert in_parent(db) == 3 and attached(db) == {}
+    assert db.rows("SELECT relname FROM pg_class WHERE relname ~ '^_(load|raw)_'") == []
+
+
 def test_a_file_that_fails_half_way_through_its_tolerant_read_says_why(warehouse: str, db: DB,
                                                                       tmp_path: Path) -> None:
     # A quote inside an unquoted field sends the file to the tolerant reader, which meets the gzip's cut end.

@@ -53,7 +53,9 @@ def d2b(pg_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tr
         conn.execute(f'CREATE DATABASE "{name}"')
     url = pg_server.rsplit("/", 1)[0] + "/" + name
     try:
-        settings = Settings(warehouse_url=url, home=tmp_path_factory.mktemp("home"))
+        # Every load that can attaches its table (reviews, replace_source): the models must read attached
+        # tables as they read copied rows (the numbers are checked against an independent computation).
+        settings = Settings(warehouse_url=url, home=tmp_path_factory.mktemp("home"), attach_min_bytes=0)
         load_dir(url, settings, D2B)
         cfg = make_config(settings)
         report = transform(url, settings, as_of=AS_OF, ingestion_date=AS_OF, cfg=cfg)

@@ -159,6 +159,14 @@ def test_source_freshness_is_checked_on_loaded_at(d2b: Transformed) -> None:
                                                                                "shipment_deliveries"}
 
 
+def test_staging_tables_with_attached_loads_have_statistics_over_them(d2b: Transformed) -> None:
+    # Autovacuum never analyzes a parent over its children: the run's on-run-start hook does.
+    attached = d2b.db.rows("SELECT DISTINCT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhparent")
+    assert attached == [("reviews",)]
+    assert d2b.db.one("SELECT count(*) FROM pg_stats WHERE schemaname = 'staging' AND tablename = 'reviews' "
+                      "AND inherited AND attname = 'product_id'") == 1
+
+
 def test_dbt_leaves_nothing_in_the_repository(d2b: Transformed) -> None:
     assert d2b.report.steps
     for leftover in ("target", "logs", ".user.yml", "dbt_packages", "package-lock.yml"):
