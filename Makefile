@@ -121,8 +121,9 @@ bench: venv spark-jars bench-dlt-venv
 		| tee $(BENCH_RESULTS)/status.md
 	@echo "load average after: $$(uptime)" | tee -a $(BENCH_RESULTS)/uptime.txt
 
-# On the node's pods (docs/benchmarks.md "Spark on pods"): the same ~1 GB file by a loader Job and by a
-# SparkApplication with two executor pods, interleaved; needs what `make test` needs for the cluster.
+# On the node's pods (docs/benchmarks.md "Spark on pods" and "Small files in the cluster"): the same ~1 GB file
+# by a loader Job and by a SparkApplication with two executor pods, interleaved; then small files with a Job
+# each against the operator's inline loads; needs what `make test` needs for the cluster.
 POD_BENCH_ORDERS ?= 27000000
 POD_BENCH_REPEAT ?= 1
 bench-pods: venv test-deps k8s-tools k8s-node-tools k8s-spark-operator node-deps image-deps spark-jars
@@ -130,6 +131,8 @@ bench-pods: venv test-deps k8s-tools k8s-node-tools k8s-spark-operator node-deps
 	FILEDROP_POD_BENCH_ORDERS=$(POD_BENCH_ORDERS) FILEDROP_POD_BENCH_REPEAT=$(POD_BENCH_REPEAT) \
 		FILEDROP_BENCH_DATA=$(BENCH_DATA) FILEDROP_POD_BENCH_OUT=$(BENCH_RESULTS)/spark-pods.json \
 		$(PY) -m pytest -m podbench -s tests/k8s/test_spark_pods_bench.py
+	FILEDROP_SMALL_BENCH_OUT=$(BENCH_RESULTS)/small-files-pods.json $(PY) -m pytest -m podbench -s \
+		tests/k8s/test_small_files_pods_bench.py
 
 # The fault-injection suite runs in `make test` with 200 files; this is its long version.
 SOAK_FILES ?= 1000

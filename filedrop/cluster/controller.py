@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from filedrop.cluster import metrics
 from filedrop.cluster.conditions import condition, filedrop_ready, route_readiness
 from filedrop.cluster.history import LoadHistory, WarehouseHistory
+from filedrop.cluster.inline import InlineLoads
 from filedrop.cluster.jobs import build_loader_job, job_name, job_state, spark_state
 from filedrop.cluster.reconcile import Facts, JobState, Limits, Outcome, Step, step
 from filedrop.cluster.resources import TERMINAL_PHASES, now_iso
@@ -115,11 +116,15 @@ class Result:
 
 
 class Controller:
-    def __init__(self, cfg: OperatorConfig, kube: ClusterAPI, history: LoadHistory | None = None) -> None:
+    def __init__(self, cfg: OperatorConfig, kube: ClusterAPI, history: LoadHistory | None = None,
+                 inline: InlineLoads | None = None) -> None:
         self.cfg = cfg
         self.kube = kube
         self.history: LoadHistory = history or WarehouseHistory(cfg.warehouse_url, cfg.settings)
         self.slots = Slots()
+        #: small files' loads in the operator's own processes (None: every direct load gets a Job)
+        self.inline = inline
+        self._declined_before = False
 
     # --- startup ------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -154,6 +159,11 @@ class Controller:
             return "none", "no load job recorded"
         if fd.status.engine == "spark":
             return spark_state(self.kube.get_spark_application(fd.namespace, name))
+        if fd.status.engine == "inline":
+            if self.inline is None:
+                return "none", "this operator does not load inline"
+            state, message = self.inline.state(fd.key, name)
+            return ("failed" if state == "declined" else state), message
         return job_state(self.kube.get_job(fd.namespace, name))
 
     def _outcome(self, fd: FileDropView) -> Outcome | None:
@@ -199,6 +209,10 @@ class Controller:
             if d.final:
                 facts = replace(facts, decision=d.verdict, decision_reason=d.reason)
         if phase == "Loading":
+            if fd.status.engine == "inline" and self.inline is not None and fd.status.job:
+                state, message = self.inline.state(fd.key, fd.status.job)
+                if state == "declined":
+                    return self._hand_to_job(fd, message)
             state, message = self._job(fd)
             outcome = self._outcome(fd) if state in ("succeeded", "failed", "none") else None
             facts = replace(facts, job_state=state, job_message=message, outcome=outcome)
@@ -221,6 +235,61 @@ class Controller:
         job = build_loader_job(fd.manifest(), route, attempt, self.cfg.job, replay)
         return "direct", job_name(fd.name, attempt), self.kube.create_job(fd.namespace, job)
 
+    def _start_inline(self, fd: FileDropView, route: FileRoute, attempt: int,
+                      status: dict[str, Any]) -> Result | None:
+        """Load a small file in the operator (None: not this one, a loader Job takes it). Its status is
+        written before the load starts: a try of this step that fails after that finds the load recorded
+        (as ``engine: inline``) instead of choosing again and starting a Job beside it."""
+        if self.inline is None or not self.inline.fits(fd.spec.size):
+            return None
+        if choose_engine(route.spec.engine, None, fd.spec.size, self.cfg.settings.spark_threshold_bytes) != "direct":
+            return None
+        name = job_name(fd.name, attempt)
+        if self.inline.running() >= self.inline.max_running or self.kube.get_job(fd.namespace, name) is not None:
+            return None  # full; or an earlier try of this step created the Job (and stopped before its status)
+        status.update({"job": name, "engine": "inline", "table": route.spec.table, "route": route.name})
+        try:
+            result = self._write(fd, Result(phase="Loading"), status)
+        except Exception as exc:
+            if getattr(exc, "status", None) != 422:
+                raise
+            # the FileDrop CRD predates engine 'inline' (a `helm upgrade` does not update CRDs): Jobs, as before
+            log.error("the FileDrop CRD does not accept status.engine 'inline' (%s): small files go to loader Jobs "
+                      "until the CRDs are upgraded (docs/operations.md, 'Upgrading the CRDs')", exc)
+            self.inline = None
+            for key in ("job", "engine"):
+                status.pop(key)
+            return None
+        started = self.inline.start(fd.key, name, route, fd.spec.source_object(), fd.status.observed_replay)
+        if started == "full":  # others took the places meanwhile: a Job loads it
+            return self._hand_to_job(fd if result.body is None else FileDropView.parse(result.body),
+                                     "the operator's inline loads were all busy")
+        result.event = ("Normal", "Loading", f"loading in the operator as {name} (attempt {attempt})")
+        # an inline load from before (an earlier try of this step) may have ended: look at it at once
+        result.delay = None if started == "started" else 0.0
+        return result
+
+    def _hand_to_job(self, fd: FileDropView, why: str) -> Result:
+        """The inline load of this attempt declined (or could not start): the same attempt becomes a loader Job."""
+        route, error = self._route(fd)
+        if route is None:
+            raise RuntimeError(f"FileDrop {fd.key}: its inline load declined ({why}) and {error}")
+        if not self._declined_before:
+            log.warning("a small file goes to a loader Job: %s (loading small files in the operator needs S3 read "
+                        "access for its ServiceAccount; operator.inlineMaxBytes=0 turns it off)", why)
+            self._declined_before = True
+        attempt = fd.status.attempts
+        name = job_name(fd.name, attempt)
+        created = self.kube.create_job(fd.namespace, build_loader_job(fd.manifest(), route, attempt, self.cfg.job,
+                                                                      fd.status.observed_replay))
+        if self.inline is not None:
+            self.inline.forget(fd.key, fd.status.job)
+        status = self._with_ready(fd, {"engine": "direct", "job": name,
+                                       "message": f"loading (attempt {attempt}) with a loader Job: {why}"}, "Loading")
+        result = Result(phase="Loading", event=("Normal", "Loading", f"started job {name} (attempt {attempt}): {why}"),
+                        delay=None if created else 0.0)
+        return self._write(fd, result, status)
+
     @staticmethod
     def _with_ready(fd: FileDropView, status: dict[str, Any], reason: str | None) -> dict[str, Any]:
         """``status`` with the FileDrop's Ready condition for the phase and message it sets."""
@@ -241,6 +310,9 @@ class Controller:
                 waiting = self._with_ready(fd, {"message": "waiting for a load slot"}, "WaitingForLoadSlot")
                 return self._write(fd, Result(phase=fd.status.phase), waiting)
             attempt = int(status["attempts"])
+            inline = self._start_inline(fd, route, attempt, status)
+            if inline is not None:
+                return inline
             engine, name, created = self._start_load(fd, route, attempt)
             # a Job of that name from before (an earlier try of this step, or of an earlier replay) may have
             # ended long ago: no event will say so, so look at it at once
@@ -249,6 +321,8 @@ class Controller:
             event = ("Normal", "Loading", f"started job {name} (attempt {attempt})")
         new_phase = status.get("phase") or fd.status.phase
         released = fd.status.phase == "Loading" and new_phase != "Loading" and self.slots.release(fd.key)
+        if fd.status.phase == "Loading" and new_phase != "Loading" and fd.status.engine == "inline" and self.inline:
+            self.inline.forget(fd.key, fd.status.job)
         if new_phase != fd.status.phase and new_phase in ("Pending", "Queued") and delay is None:
             delay = 0.0  # newly Pending (a replay) or Queued: the next step is due now
         result = Result(phase=new_phase, event=event, delay=delay, terminal=new_phase in TERMINAL_PHASES,
@@ -268,7 +342,9 @@ class Controller:
         return result
 
     def forget(self, key: str) -> bool:
-        """A FileDrop was deleted: free its slot (True when it held one)."""
+        """A FileDrop was deleted: stop its inline load, free its slot (True when it held one)."""
+        if self.inline is not None:
+            self.inline.cancel(key)
         return self.slots.release(key)
 
     def _refresh_route_status(self, namespace: str, route: str | None) -> None:

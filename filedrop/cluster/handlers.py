@@ -23,6 +23,7 @@ import kopf
 from filedrop.cluster import metrics
 from filedrop.cluster.controller import Controller, Result
 from filedrop.cluster.follow import Wakeups, follow
+from filedrop.cluster.inline import InlineLoads
 from filedrop.cluster.jobs import job_state, spark_state
 from filedrop.cluster.kube import SPARK, Kube
 from filedrop.cluster.resources import (
@@ -61,7 +62,7 @@ def _operator(memo: kopf.Memo) -> Operator:
 
 
 @kopf.on.startup()
-def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     try:
         cfg = OperatorConfig.from_env()
     except (RuntimeError, ValueError) as exc:  # a setting is missing or wrong: retrying cannot help
@@ -76,12 +77,30 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     # a follower told to stop (its FileDrop final) ends within milliseconds: wait for that, rather than
     # touching the object later to come back and check
     settings.background.instant_exit_timeout = 1.0
-    controller = Controller(cfg, Kube())
-    controller.start()
+    loop = asyncio.get_running_loop()
+    wakeups = Wakeups()
+    inline = None
+    if cfg.inline_max_bytes:
+        def wake_from_thread(key: str) -> None:  # an inline load ended: its follower looks at once
+            loop.call_soon_threadsafe(wakeups.wake, key)  # RuntimeError once the loop closed: InlineLoads ignores it
+
+        inline = InlineLoads(cfg.warehouse_url, cfg.inline_max_bytes, cfg.inline_loads, cfg.inline_deadline_seconds,
+                             wake_from_thread)
+        await asyncio.to_thread(inline.warm)
+    controller = Controller(cfg, Kube(), inline=inline)
+    await asyncio.to_thread(controller.start)
     backlog = metrics.Backlog()
-    memo["operator"] = Operator(cfg, controller, Wakeups(), settings, backlog)
+    memo["operator"] = Operator(cfg, controller, wakeups, settings, backlog)
     if cfg.metrics_port:
         metrics.serve(cfg.metrics_port, backlog)
+
+
+@kopf.on.cleanup()
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    """The operator stops: the loads it runs itself are killed (rolled back; the next operator retries them)."""
+    op = memo.get("operator")
+    if isinstance(op, Operator) and op.controller.inline is not None:
+        await asyncio.to_thread(op.controller.inline.stop)
 
 
 def _key(namespace: str | None, name: str | None) -> str:

@@ -18,7 +18,8 @@ from filedrop.spark.sizing import DEFAULT_TIERS, Tier, tiers_from_env
 
 #: environment the loader Jobs get from the operator's own (never secrets: those come from Secrets)
 LOADER_PASSTHROUGH = ("AWS_ENDPOINT_URL", "AWS_REGION", "AWS_DEFAULT_REGION", "FILEDROP_STAGING_SCHEMA",
-                      "FILEDROP_META_SCHEMA", "FILEDROP_SPARK_THRESHOLD_BYTES", "FILEDROP_LOG_FORMAT")
+                      "FILEDROP_META_SCHEMA", "FILEDROP_SPARK_THRESHOLD_BYTES", "FILEDROP_ATTACH_MIN_BYTES",
+                      "FILEDROP_ATTACH_MAX_TABLES", "FILEDROP_LOG_FORMAT")
 
 
 def env_float(name: str, default: float) -> float:
@@ -80,6 +81,13 @@ class OperatorConfig:
     metrics_port: int = 9090
     #: the longest a waiting FileDrop goes without a look at its Job or queue, should a watch event be missed
     recheck_seconds: float = 60.0
+    #: direct loads of files up to this many bytes run in the operator, without a pod (0: every load gets a Job)
+    inline_max_bytes: int = 8 * 1024 * 1024
+    #: at most this many of them at once (past it, a small file gets a Job)
+    inline_loads: int = 4
+    #: an inline load running longer than this is killed (and retried, as a failed attempt); longer than a
+    #: loader's wait for another loader of the same object (FILEDROP_CLAIM_WAIT_SECONDS, 900)
+    inline_deadline_seconds: float = 1200.0
 
     @classmethod
     def from_env(cls) -> OperatorConfig:
@@ -123,4 +131,7 @@ class OperatorConfig:
             peering_lifetime=_int("FILEDROP_PEERING_LIFETIME", 60, 1),
             metrics_port=_int("FILEDROP_METRICS_PORT", 9090, 0),
             recheck_seconds=_float("FILEDROP_RECHECK_SECONDS", 60.0, 1.0),
+            inline_max_bytes=_int("FILEDROP_INLINE_MAX_BYTES", cls.inline_max_bytes, 0),
+            inline_loads=_int("FILEDROP_INLINE_LOADS", cls.inline_loads, 1),
+            inline_deadline_seconds=_float("FILEDROP_INLINE_DEADLINE_SECONDS", cls.inline_deadline_seconds, 1.0),
         )

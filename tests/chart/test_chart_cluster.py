@@ -207,6 +207,18 @@ def test_chart_sets_only_settings_filedrop_reads(k8s_cluster: Any) -> None:
     [operator] = [d for d in defaults if d["kind"] == "Deployment"]
     env = operator["spec"]["template"]["spec"]["containers"][0]["env"]
     assert "FILEDROP_SPARK_IMAGE" not in {e["name"] for e in env}
+    # small files are loaded by the operator itself: it may reach S3 (HTTPS); with inline loads off it may not
+    values = {e["name"]: e.get("value") for e in env}
+    assert (values["FILEDROP_INLINE_MAX_BYTES"], values["FILEDROP_INLINE_LOADS"]) == ("8388608", "4")
+
+    def operator_ports(docs: list[dict[str, Any]]) -> set[int]:
+        policy = by_kind(docs, "NetworkPolicy")["filedrop-operator"]
+        return {p["port"] for rule in policy["spec"]["egress"] for p in rule["ports"]}
+    assert 443 in operator_ports(defaults)
+    api_on_6443 = ("--set", "networkPolicy.apiServerPorts={6443}")
+    assert operator_ports(helm_template(k8s_cluster, "data", *api_on_6443)) == {53, 443, 5432, 6443}
+    assert operator_ports(helm_template(k8s_cluster, "data", *api_on_6443, "--set", "operator.inlineMaxBytes=0")) == {
+        53, 5432, 6443}
 
 
 def test_service_accounts_are_denied_what_they_do_not_need(k8s_cluster: Any, chart_crds: list[str],

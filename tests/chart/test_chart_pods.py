@@ -9,7 +9,6 @@ the bucket go bridge pod -> FileDrops -> operator pod -> loader Job pods -> Post
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import urllib.request
 import uuid
@@ -75,7 +74,8 @@ class Pods:
 def pods(node_cluster: Cluster, pod_warehouse: tuple[str, str], pod_aws: str, tmp_path: Path,
          request: pytest.FixtureRequest) -> Iterator[Pods]:
     """The chart installed as a user would, its Secrets first (docs/install-eks.md), in a restricted namespace.
-    ``operator.peering`` is the test's parameter (default off: ``--standalone``)."""
+    The test's parameter is more operator values: ``peering`` (default off: ``--standalone``) and
+    ``inlineMaxBytes`` (default 0 here, so every file gets a loader Job; None: the chart's default)."""
     admin_url, pod_url = pod_warehouse
     ns = node_cluster.create_namespace(labels=RESTRICTED)
     node_cluster.kubectl("create", "secret", "generic", "filedrop-warehouse", "-n", ns,
@@ -88,8 +88,8 @@ def pods(node_cluster: Cluster, pod_warehouse: tuple[str, str], pod_aws: str, tm
         "image": {"repository": "filedrop", "tag": TAG, "pullPolicy": "Never"},
         "aws": {"region": "us-east-1", "endpointUrl": pod_aws, "existingSecret": "filedrop-aws"},
         "bridge": {"enabled": True, "queueUrl": queue, "waitSeconds": 1, "visibilityTimeout": 5, "replicas": 1},
-        "operator": {"verbose": True, "backoffSeconds": 1, "peeringLifetime": 10,
-                     "peering": bool(getattr(request, "param", False))},
+        "operator": {k: v for k, v in {"verbose": True, "backoffSeconds": 1, "peeringLifetime": 10, "inlineMaxBytes": 0,
+                                       **getattr(request, "param", {})}.items() if v is not None},
     }
     (tmp_path / "values.yaml").write_text(yaml.safe_dump(values))
     res = node_cluster.helm("install", "filedrop", str(CHART), "-n", ns, "-f", str(tmp_path / "values.yaml"))
@@ -103,8 +103,9 @@ def pods(node_cluster: Cluster, pod_warehouse: tuple[str, str], pod_aws: str, tm
         node_cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
 
 
-@pytest.mark.parametrize("pods", [True], ids=["peering"], indirect=True)
+@pytest.mark.parametrize("pods", [{"peering": True, "inlineMaxBytes": None}], ids=["peering"], indirect=True)
 def test_helm_install_runs_the_d2b_flow_on_real_pods(pods: Pods) -> None:
+    """The chart's defaults: the d2b files (under 1 MB each) are loaded by the operator pod itself, no pod each."""
     # the operator and the bridge become Ready through their probes, under the restricted profile
     pods.wait(lambda: pods.ready("filedrop-operator") and pods.ready("filedrop-bridge"),
               "the operator and bridge pods Ready")
@@ -116,7 +117,7 @@ def test_helm_install_runs_the_d2b_flow_on_real_pods(pods: Pods) -> None:
     def all_loaded() -> bool:
         fds = pods.filedrops()
         return len(fds) == 3 and all((fd.get("status") or {}).get("phase") == "Loaded" for fd in fds.values())
-    pods.wait(all_loaded, "the three d2b FileDrops Loaded by loader Job pods")
+    pods.wait(all_loaded, "the three d2b FileDrops Loaded by the operator")
 
     # rows landed exactly once
     assert pods.db.one("SELECT count(*) FROM staging.orders") == 10000
@@ -124,20 +125,18 @@ def test_helm_install_runs_the_d2b_flow_on_real_pods(pods: Pods) -> None:
     assert pods.db.one("SELECT count(*) FROM staging.shipment_deliveries") == 10000
     assert sorted(h["status"] for h in pods.db.history()) == ["loaded"] * 3
 
-    # the loads ran in pods of the chart's loader ServiceAccount, and they completed
-    loader_pods = pods.json("get", "pods", "-l", "filedrop.dev/filedrop")["items"]
-    assert loader_pods, pods.story()
-    assert {p["spec"]["serviceAccountName"] for p in loader_pods} == {"filedrop-loader"}
-    assert {p["status"]["phase"] for p in loader_pods} == {"Succeeded"}
+    # the loads ran in the operator's pod: no Job, no loader pod
+    assert pods.json("get", "jobs,pods", "-l", "filedrop.dev/filedrop")["items"] == [], pods.story()
+    assert {fd["status"]["engine"] for fd in pods.filedrops().values()} == {"inline"}
 
-    # kubectl tells the story: the table shows Loaded, a loader pod's log says what it loaded
+    # kubectl tells the story: the table shows Loaded, the operator's log says what it loaded
     table = pods.kubectl("get", "filedrops")
     assert sum(" Loaded " in ln for ln in table.splitlines()) == 3, table
     orders = next(fd for key, fd in pods.filedrops().items() if key.endswith("orders.csv"))
     job = orders["status"].get("job")
-    assert job, json.dumps(orders["status"])
-    log = pods.kubectl("logs", f"job/{job}")
-    assert re.search(r"10,?000", log), log
+    assert job and orders["status"]["rowsLoaded"] == 10000, json.dumps(orders["status"])
+    log = pods.kubectl("logs", "deployment/filedrop-operator")
+    assert f"inline load {job} succeeded" in log, log[-3000:]
     # kopf's finalizer is gone from final FileDrops: they delete without the operator
     assert [fd["metadata"].get("finalizers") for fd in pods.filedrops().values()] == [None, None, None]
     # the route's status counts the file; the operator's metrics and health ports answer in its pod

@@ -68,6 +68,8 @@ def test_get_filedrops_shows_the_key_and_conditions_are_metav1_shaped(k8s_cluste
     header, row = k8s_cluster.kubectl("get", "filedrops", "-n", ns).stdout.splitlines()[:2]
     assert header.split() == ["NAME", "KEY", "ROUTE", "PHASE", "ROWS", "SIZE", "AGE"]
     assert row.split()[1] == "in/orders_2022-09-05.csv"
+    wide = k8s_cluster.kubectl("get", "filedrops", "-n", ns, "-o", "wide").stdout.splitlines()[0].split()
+    assert wide == ["NAME", "KEY", "ROUTE", "PHASE", "ROWS", "REJECTED", "SIZE", "ENGINE", "BUCKET", "MESSAGE", "AGE"]
     # the singular names one object (a category named "filedrop" used to shadow it: "only one resource")
     assert "in/orders_2022-09-05.csv" in k8s_cluster.kubectl("describe", "filedrop", name, "-n", ns).stdout
     assert k8s_cluster.kubectl_json("get", "filedrop", name, "-n", ns)["spec"]["etag"] == "e1"

@@ -336,3 +336,30 @@ def test_backfill_creates_filedrops_for_what_history_lacks(stack: Stack, db: DB)
     assert db.one("SELECT count(*) FROM staging.items") == 3
 
 
+
+
+def test_small_files_are_loaded_by_the_operator_without_a_pod(stack: Stack, db: DB) -> None:
+    """Files up to FILEDROP_INLINE_MAX_BYTES are loaded in the operator's own processes: no Job, no pod, the same
+    rows and history as a Job's load; a larger file still gets a loader Job on the node. An operator killed
+    while it loads inline leaves no twin: its successor decides from the load history."""
+    stack.setup([ITEMS_ROUTE])
+    stack.start_operator(FILEDROP_INLINE_MAX_BYTES="1000", FILEDROP_INLINE_LOADS="4", FILEDROP_MAX_LOADS_PER_TABLE="4")
+    stack.start_bridge()
+    for i in range(6):
+        stack.put(f"items_{i}.csv", f"id,name\n{i},n{i}\n".encode())
+    big = "id,name\n" + "".join(f"{i},{'x' * 20}\n" for i in range(100, 200))
+    stack.put("items_big.csv", big.encode())
+    stack.wait(lambda: "Loading" in stack.phases().values(), "a load in flight")
+    stack.stop("operator", signal.SIGKILL)
+    stack.start_operator(FILEDROP_INLINE_MAX_BYTES="1000", FILEDROP_INLINE_LOADS="4", FILEDROP_MAX_LOADS_PER_TABLE="4")
+    stack.wait(lambda: len(stack.phases()) == 7 and set(stack.phases().values()) == {"Loaded"}, "all seven Loaded",
+               timeout=240)
+    engines = {fd["spec"]["key"]: fd["status"]["engine"] for fd in stack.filedrops()}
+    assert engines == {**{f"items_{i}.csv": "inline" for i in range(6)}, "items_big.csv": "direct"}, engines
+    jobs = json.loads(stack.kubectl("get", "jobs", "-n", stack.ns, "-o", "json").stdout)["items"]
+    assert [j["metadata"]["labels"]["filedrop.dev/filedrop"] for j in jobs] == [
+        fd["metadata"]["name"] for fd in stack.filedrops() if fd["spec"]["key"] == "items_big.csv"]
+    assert db.one("SELECT count(*) FROM staging.items") == 106
+    assert db.rows("SELECT _source_key, count(*) FROM staging.items GROUP BY 1 HAVING count(*) > 1 "
+                   "AND _source_key <> 'items_big.csv'") == []
+    assert db.one("SELECT count(*) FROM filedrop.ingest_history WHERE status = 'loaded'") == 7

@@ -552,3 +552,196 @@ def test_a_replay_asked_for_as_the_filedrop_becomes_final_is_acted_on(kube: Fake
         await f.close()
 
     run(scenario)
+
+
+def test_the_loader_jobs_get_the_operators_attach_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the chart sets them on the operator (operator.attachMinBytes, attachMaxTables); the loads run in the Jobs
+    monkeypatch.setenv("FILEDROP_WAREHOUSE_URL", "postgresql://x/y")
+    monkeypatch.setenv("FILEDROP_ATTACH_MIN_BYTES", "1048576")
+    monkeypatch.setenv("FILEDROP_ATTACH_MAX_TABLES", "7")
+    env = OperatorConfig.from_env().job.env
+    assert (env["FILEDROP_ATTACH_MIN_BYTES"], env["FILEDROP_ATTACH_MAX_TABLES"]) == ("1048576", "7")
+    monkeypatch.setenv("FILEDROP_ATTACH_MIN_BYTES", "big")
+    with pytest.raises(ValueError, match="FILEDROP_ATTACH_MIN_BYTES must be an integer, got 'big'"):
+        OperatorConfig.from_env()
+
+
+class FakeInline:
+    """The surface of :class:`filedrop.cluster.inline.InlineLoads` the controller uses, in memory."""
+
+    def __init__(self, max_running: int = 2, max_bytes: int = 100) -> None:
+        self.max_running, self.max_bytes = max_running, max_bytes
+        self.loads: dict[tuple[str, str], tuple[str, str]] = {}  # (FileDrop key, name) -> (state, message)
+        self.started: list[tuple[str, str, str]] = []  # (FileDrop key, name, object key)
+        self.cancelled: list[str] = []
+
+    def fits(self, size: int) -> bool:
+        return 0 < size <= self.max_bytes
+
+    def running(self) -> int:
+        return sum(1 for state, _ in self.loads.values() if state == "running")
+
+    def start(self, key: str, name: str, route: FileRoute, obj: Any, replay: str) -> str:
+        if (key, name) in self.loads:
+            return "exists"
+        if self.running() >= self.max_running:
+            return "full"
+        self.loads[key, name] = ("running", "")
+        self.started.append((key, name, obj.key))
+        return "started"
+
+    def state(self, key: str, name: str) -> tuple[str, str]:
+        return self.loads.get((key, name), ("none", "the operator that ran this load stopped before it ended"))
+
+    def end(self, name: str, state: str, message: str = "") -> None:
+        [key] = [k for k, n in self.loads if n == name]
+        self.loads[key, name] = (state, message)
+
+    def forget(self, key: str, name: str | None) -> None:
+        if (key, name) in self.loads and self.loads[key, name][0] != "running":
+            del self.loads[key, name]
+
+    def cancel(self, key: str) -> None:
+        self.cancelled.append(key)
+        for k in [k for k in self.loads if k[0] == key]:
+            del self.loads[k]
+
+
+def inline_controller(kube: FakeKube, history: FakeHistory, inline: FakeInline) -> Controller:
+    ctl = make_controller(kube, history, global_loads=8, per_table=8)
+    ctl.inline = inline  # type: ignore[assignment]
+    return ctl
+
+
+def test_a_small_file_is_loaded_by_the_operator_without_a_job(kube: FakeKube, history: FakeHistory) -> None:
+    inline = FakeInline()
+    ctl = inline_controller(kube, history, inline)
+    name = kube.add("items_1.csv", size=100)
+    results = settle(ctl, kube, name)
+    st = kube.status(name)
+    assert (st["phase"], st["engine"], st["job"], st["attempts"]) == ("Loading", "inline", f"{name}-1", 1)
+    assert kube.jobs == {} and inline.started == [(f"{NS}/{name}", f"{name}-1", "items_1.csv")]
+    assert events(results) == [("Normal", "Loading", f"loading in the operator as {name}-1 (attempt 1)")]
+    assert settle(ctl, kube, name)[-1].delay is None  # still running: it waits to be woken
+    inline.end(f"{name}-1", "succeeded")
+    history.outcomes[name] = Outcome("loaded", "L1", 3, 3, 0, message="3 rows applied")
+    done = settle(ctl, kube, name)
+    assert kube.status(name)["phase"] == "Loaded" and done[-1].released and len(ctl.slots) == 0
+    assert inline.loads == {}  # forgotten once its FileDrop moved on
+
+
+def test_larger_files_unknown_sizes_and_files_past_the_inline_places_get_jobs(kube: FakeKube,
+                                                                             history: FakeHistory) -> None:
+    inline = FakeInline(max_running=1)
+    ctl = inline_controller(kube, history, inline)
+    big, unknown = kube.add("items_big.csv", size=101), kube.add("items_unknown.csv", size=0)
+    first, second = kube.add("orders_1.csv", size=10), kube.add("orders_2.csv", size=10)
+    for name in (big, unknown, first, second):
+        settle(ctl, kube, name)
+    assert [kube.status(n)["engine"] for n in (big, unknown, first, second)] == ["direct", "direct", "inline",
+                                                                                  "direct"]
+    assert sorted(kube.jobs) == sorted([f"{big}-1", f"{unknown}-1", f"{second}-1"])
+
+
+def test_a_step_tried_again_never_starts_a_second_load(kube: FakeKube, history: FakeHistory,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The status is written before the inline load starts: a failed write starts nothing, and the Job an
+    earlier try created (its operator stopped before writing the status) is not joined by an inline load."""
+    inline = FakeInline(max_running=1)
+    ctl = inline_controller(kube, history, inline)
+    name = kube.add("items_1.csv", size=10)
+    real_patch = kube.patch_filedrop_status
+    calls = iter([ConnectionError("the API server is restarting")])
+
+    def flaky(namespace: str, fd: str, status: dict[str, Any]) -> dict[str, Any]:
+        if status.get("engine") == "inline":
+            failure = next(calls, None)
+            if failure is not None:
+                raise failure
+        return real_patch(namespace, fd, status)
+    monkeypatch.setattr(kube, "patch_filedrop_status", flaky)
+    ctl.reconcile(FileDropView.parse(kube.body(name)))  # Pending -> Queued
+    with pytest.raises(ConnectionError):
+        ctl.reconcile(FileDropView.parse(kube.body(name)))
+    assert inline.started == [] and kube.jobs == {}
+    settle(ctl, kube, name)
+    assert len(inline.started) == 1 and kube.jobs == {} and kube.status(name)["engine"] == "inline"
+
+    other = kube.add("orders_1.csv", size=10)
+    ctl.reconcile(FileDropView.parse(kube.body(other)))  # Pending -> Queued
+    kube.jobs[f"{other}-1"] = {"metadata": {"name": f"{other}-1"}, "status": {}}  # an earlier try's Job
+    inline.max_running = 5
+    settle(ctl, kube, other)
+    assert kube.status(other)["engine"] == "direct" and len(inline.started) == 1
+
+
+def test_a_declined_inline_load_becomes_a_job_in_the_same_attempt(kube: FakeKube, history: FakeHistory) -> None:
+    inline = FakeInline()
+    ctl = inline_controller(kube, history, inline)
+    name = kube.add("items_1.csv", size=10)
+    settle(ctl, kube, name)
+    inline.end(f"{name}-1", "declined", "the operator cannot read s3://b/items_1.csv: no credentials")
+    results = settle(ctl, kube, name)
+    st = kube.status(name)
+    assert (st["phase"], st["engine"], st["job"], st["attempts"]) == ("Loading", "direct", f"{name}-1", 1)
+    assert list(kube.jobs) == [f"{name}-1"] and inline.loads == {}
+    assert "no credentials" in st["message"] and "no credentials" in events(results)[0][2]
+    kube.finish_job(f"{name}-1")
+    history.outcomes[name] = Outcome("loaded", "L1", 1, 1, 0)
+    settle(ctl, kube, name)
+    assert kube.status(name)["phase"] == "Loaded"
+
+
+def test_a_crd_without_engine_inline_sends_small_files_to_jobs(kube: FakeKube, history: FakeHistory,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    class Invalid(Exception):
+        status = 422
+    inline = FakeInline()
+    ctl = inline_controller(kube, history, inline)
+    real_patch = kube.patch_filedrop_status
+
+    def old_crd(namespace: str, fd: str, status: dict[str, Any]) -> dict[str, Any]:
+        if status.get("engine") == "inline":
+            raise Invalid("status.engine: Unsupported value: \"inline\"")
+        return real_patch(namespace, fd, status)
+    monkeypatch.setattr(kube, "patch_filedrop_status", old_crd)
+    name = kube.add("items_1.csv", size=10)
+    settle(ctl, kube, name)
+    assert kube.status(name)["engine"] == "direct" and list(kube.jobs) == [f"{name}-1"] and ctl.inline is None
+
+
+def test_an_inline_load_lost_with_a_restarted_operator_is_decided_from_history(kube: FakeKube,
+                                                                               history: FakeHistory) -> None:
+    committed = kube.add("items_1.csv", size=10, phase="Loading", table="items", route="items", attempts=1,
+                         engine="inline", job="x-1")
+    lost = kube.add("orders_1.csv", size=10, phase="Loading", table="orders", route="orders", attempts=1,
+                    engine="inline", job="y-1")
+    history.outcomes[committed] = Outcome("loaded", "L1", 2, 2, 0)
+    ctl = inline_controller(kube, history, FakeInline())
+    ctl.start()
+    settle(ctl, kube, committed)
+    settle(ctl, kube, lost)
+    assert kube.status(committed)["phase"] == "Loaded"
+    st = kube.status(lost)
+    assert st["phase"] == "Queued" and "the operator that ran this load stopped before it ended" in st["message"]
+
+
+def test_a_deleted_filedrop_stops_its_inline_load(kube: FakeKube, history: FakeHistory) -> None:
+    inline = FakeInline()
+    ctl = inline_controller(kube, history, inline)
+    name = kube.add("items_1.csv", size=10)
+    settle(ctl, kube, name)
+    assert ctl.forget(f"{NS}/{name}") and inline.cancelled == [f"{NS}/{name}"] and inline.loads == {}
+
+
+def test_inline_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FILEDROP_WAREHOUSE_URL", "postgresql://x/y")
+    cfg = OperatorConfig.from_env()
+    assert (cfg.inline_max_bytes, cfg.inline_loads) == (8 * 1024 * 1024, 4)  # on unless turned off
+    monkeypatch.setenv("FILEDROP_INLINE_MAX_BYTES", "0")
+    monkeypatch.setenv("FILEDROP_INLINE_LOADS", "2")
+    cfg = OperatorConfig.from_env()
+    assert (cfg.inline_max_bytes, cfg.inline_loads) == (0, 2)
+    monkeypatch.setenv("FILEDROP_INLINE_LOADS", "0")
+    with pytest.raises(ValueError, match="FILEDROP_INLINE_LOADS must be at least 1, got 0"):
+        OperatorConfig.from_env()

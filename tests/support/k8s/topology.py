@@ -84,10 +84,13 @@ class Stack:
                                             stderr=subprocess.STDOUT)
 
     def start_operator(self, **limits: str) -> None:
+        """The operator, with ``limits`` as extra environment. Every load gets a Job (the tests of Jobs, pods and
+        their faults rely on that) unless FILEDROP_INLINE_MAX_BYTES is given."""
         self.metrics_port, self.liveness_port = free_port(), free_port()
         env = {"FILEDROP_WAREHOUSE_URL": self.warehouse, "FILEDROP_LOADER_ENV_SECRET": "aws-creds",
                "AWS_ENDPOINT_URL": self.endpoint, "FILEDROP_BACKOFF_SECONDS": "1",
                "FILEDROP_METRICS_PORT": str(self.metrics_port), "FILEDROP_PEERING_LIFETIME": "10",
+               "FILEDROP_INLINE_MAX_BYTES": "0",
                **({"FILEDROP_LOADER_IMAGE": self.loader_image} if self.loader_image else {}), **limits}
         self.start("operator", ["-v", "operator", "--namespace", self.ns,
                                 "--liveness", f"http://127.0.0.1:{self.liveness_port}/healthz"],
