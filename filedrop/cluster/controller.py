@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -117,7 +117,8 @@ class Result:
 
 class Controller:
     def __init__(self, cfg: OperatorConfig, kube: ClusterAPI, history: LoadHistory | None = None,
-                 inline: InlineLoads | None = None) -> None:
+                 inline: InlineLoads | None = None, in_flight: Callable[[str, str], int] | None = None,
+                 observe: Callable[[str, dict[str, Any]], None] = lambda key, body: None) -> None:
         self.cfg = cfg
         self.kube = kube
         self.history: LoadHistory = history or WarehouseHistory(cfg.warehouse_url, cfg.settings)
@@ -125,6 +126,10 @@ class Controller:
         #: small files' loads in the operator's own processes (None: every direct load gets a Job)
         self.inline = inline
         self._declined_before = False
+        #: a route's FileDrops not yet final, as the operator's watch has them (None: listed from the API server)
+        self.in_flight = in_flight
+        #: told of every FileDrop as a status patch left it (the watch that feeds ``in_flight`` trails it)
+        self.observe = observe
 
     # --- startup ------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -339,6 +344,7 @@ class Controller:
         if changes:
             result.status = changes
             result.body = self.kube.patch_filedrop_status(fd.namespace, fd.name, changes)
+            self.observe(fd.key, result.body)
         return result
 
     def forget(self, key: str) -> bool:
@@ -358,10 +364,13 @@ class Controller:
     def refresh_route_status(self, namespace: str, route: str) -> None:
         """FileRoute status from the load history (the truth) and the FileDrops in flight."""
         figures = self.history.route_figures(route)
-        pending = 0
-        for body in self.kube.list_filedrops(namespace):
-            st = body.get("status") or {}
-            pending += st.get("route") == route and st.get("phase") in ("Pending", "Queued", "Loading")
+        if self.in_flight is not None:  # no list of every FileDrop after each final one (N lists of N objects)
+            pending = self.in_flight(namespace, route)
+        else:
+            pending = 0
+            for body in self.kube.list_filedrops(namespace):
+                st = body.get("status") or {}
+                pending += st.get("route") == route and st.get("phase") in ("Pending", "Queued", "Loading")
         self.kube.patch_route_status(namespace, route, figures.status(pending))
 
     def validate_routes(self, namespace: str) -> list[str]:

@@ -87,9 +87,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         inline = InlineLoads(cfg.warehouse_url, cfg.inline_max_bytes, cfg.inline_loads, cfg.inline_deadline_seconds,
                              wake_from_thread)
         await asyncio.to_thread(inline.warm)
-    controller = Controller(cfg, Kube(), inline=inline)
-    await asyncio.to_thread(controller.start)
     backlog = metrics.Backlog()
+    controller = Controller(cfg, Kube(), inline=inline, in_flight=backlog.in_flight, observe=backlog.filedrop)
+    await asyncio.to_thread(controller.start)
     memo["operator"] = Operator(cfg, controller, wakeups, settings, backlog)
     if cfg.metrics_port:
         metrics.serve(cfg.metrics_port, backlog)

@@ -61,15 +61,25 @@ class Backlog:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._drops: dict[str, DropState] = {}
+        self._versions: dict[str, int] = {}  # key -> resourceVersion of the body recorded
         self._last_loaded: dict[tuple[str, str], float] = {}  # (namespace, route) -> status.lastLoadedAt
 
     def filedrop(self, key: str, body: Mapping[str, Any] | None) -> None:
-        """Record a FileDrop as ``body`` shows it; ``None``: it was deleted."""
+        """Record a FileDrop as ``body`` shows it, unless an older version of it (the operator records its own
+        status patches' answers, which its watch events can trail); ``None``: it was deleted."""
         with self._lock:
             if body is None:
                 self._drops.pop(key, None)
-            else:
-                self._drops[key] = DropState.of(body)
+                self._versions.pop(key, None)
+                return
+            try:
+                version = int((body.get("metadata") or {}).get("resourceVersion") or 0)
+            except (TypeError, ValueError):
+                version = 0
+            if version and version < self._versions.get(key, 0):
+                return
+            self._drops[key] = DropState.of(body)
+            self._versions[key] = version
 
     def fileroute(self, namespace: str, name: str, body: Mapping[str, Any] | None) -> None:
         """Record a FileRoute's last load (its status, written from the load history); ``None``: deleted."""
@@ -83,6 +93,12 @@ class Backlog:
                 self._last_loaded.pop(key, None)
             else:
                 self._last_loaded[key] = loaded.timestamp()
+
+    def in_flight(self, namespace: str, route: str) -> int:
+        """The route's FileDrops not yet final (Pending, Queued, Loading)."""
+        with self._lock:
+            return sum(1 for d in self._drops.values() if d.namespace == namespace and d.route == route
+                       and d.phase in ("Pending", "Queued", "Loading"))
 
     def snapshot(self) -> tuple[list[DropState], dict[tuple[str, str], float]]:
         with self._lock:

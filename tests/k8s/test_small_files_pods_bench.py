@@ -79,6 +79,8 @@ def operator_for(stack: Stack, mode: str) -> None:
 
 
 def visible(db: DB, keys: list[str]) -> int:
+    if db.one("SELECT to_regclass('staging.items')") is None:  # the first load creates it
+        return 0
     return int(db.one("SELECT count(DISTINCT _source_key) FROM staging.items WHERE _source_key = ANY(%s)", (keys,)))
 
 

@@ -344,6 +344,19 @@ def test_a_replay_annotation_loads_a_final_filedrop_once_more(kube: FakeKube, hi
     assert settle(ctl, kube, name)[-1].terminal  # and final again
 
 
+def test_route_status_after_a_final_filedrop_counts_from_the_watch_without_listing(kube: FakeKube,
+                                                                                  history: FakeHistory) -> None:
+    ctl = make_controller(kube, history)
+    ctl.in_flight = lambda namespace, route: 7 if (namespace, route) == (NS, "items") else 0
+    name = kube.add("items_1.csv")
+    settle(ctl, kube, name)
+    kube.finish_job(kube.status(name)["job"])
+    history.outcomes[name] = Outcome("loaded", "L1", 1, 1, 0)
+    settle(ctl, kube, name)
+    assert kube.status(name)["phase"] == "Loaded" and kube.route_status["items"]["filesPending"] == 7
+    assert "list filedrops" not in kube.requests
+
+
 def test_a_restarted_operator_counts_the_loads_still_running(kube: FakeKube, history: FakeHistory) -> None:
     running = kube.add("items_1.csv", phase="Loading", table="items", route="items", attempts=1, job="j")
     kube.add("bad", phase="NoSuchPhase")  # one the operator cannot read is skipped, not fatal

@@ -61,6 +61,24 @@ def test_gauges_count_the_filedrops_as_watched_and_age_the_oldest_waiting_one() 
     assert last == {"orders": NOW - 3600}
 
 
+def test_a_routes_files_in_flight_come_from_the_watched_filedrops() -> None:
+    backlog = Backlog()
+    for name, phase, route, ns in [("a", None, "orders", "data"), ("b", "Queued", "orders", "data"),
+                                   ("c", "Loading", "orders", "data"), ("d", "Loaded", "orders", "data"),
+                                   ("e", "Queued", "reviews", "data"), ("f", "Queued", "orders", "other")]:
+        backlog.filedrop(f"{ns}/{name}", drop(name, phase, route=route, ns=ns))
+    assert backlog.in_flight("data", "orders") == 3
+    backlog.filedrop("data/c", drop("c", "Loaded"))
+    backlog.filedrop("data/a", None)
+    assert (backlog.in_flight("data", "orders"), backlog.in_flight("data", "reviews")) == (1, 1)
+    # the operator's own patch answer (resourceVersion 20) is newer than a watch event that trails it (12)
+    backlog.filedrop("data/b", {**drop("b", "Loaded"), "metadata": {**drop("b", None)["metadata"],
+                                                                     "resourceVersion": "20"}})
+    backlog.filedrop("data/b", {**drop("b", "Queued"), "metadata": {**drop("b", None)["metadata"],
+                                                                     "resourceVersion": "12"}})
+    assert backlog.in_flight("data", "orders") == 0
+
+
 def test_phase_changes_and_deletions_move_the_gauges_and_none_goes_below_zero() -> None:
     backlog = Backlog()
     backlog.filedrop("data/a", drop("a", "Loading"))
