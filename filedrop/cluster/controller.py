@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from filedrop.cluster import metrics
 from filedrop.cluster.conditions import condition, filedrop_ready, route_readiness
@@ -158,7 +158,7 @@ class Controller:
             return None, msg
         return route, None
 
-    def _job(self, fd: FileDropView) -> tuple[JobState, str]:
+    def _job(self, fd: FileDropView) -> tuple[JobState | Literal["declined"], str]:
         name = fd.status.job
         if not name:
             return "none", "no load job recorded"
@@ -167,8 +167,7 @@ class Controller:
         if fd.status.engine == "inline":
             if self.inline is None:
                 return "none", "this operator does not load inline"
-            state, message = self.inline.state(fd.key, name)
-            return ("failed" if state == "declined" else state), message
+            return self.inline.state(fd.key, name)
         return job_state(self.kube.get_job(fd.namespace, name))
 
     def _outcome(self, fd: FileDropView) -> Outcome | None:
@@ -214,11 +213,9 @@ class Controller:
             if d.final:
                 facts = replace(facts, decision=d.verdict, decision_reason=d.reason)
         if phase == "Loading":
-            if fd.status.engine == "inline" and self.inline is not None and fd.status.job:
-                state, message = self.inline.state(fd.key, fd.status.job)
-                if state == "declined":
-                    return self._hand_to_job(fd, message)
             state, message = self._job(fd)
+            if state == "declined":  # the inline load did not start loading: a Job takes this attempt
+                return self._hand_to_job(fd, message)
             outcome = self._outcome(fd) if state in ("succeeded", "failed", "none") else None
             facts = replace(facts, job_state=state, job_message=message, outcome=outcome)
         return self._act(fd, step(facts, self.cfg.limits, now_iso()), route)

@@ -26,11 +26,12 @@ from typing import Any
 
 import pytest
 
-from filedrop.routes import parse_routes_yaml
 from tests.conftest import DB
+from tests.k8s.test_operator_e2e import ITEMS_ROUTE
 from tests.support.k8s.cluster import Cluster, wait_for
 from tests.support.k8s.pods import stack_in_new_namespace
 from tests.support.k8s.topology import Stack
+from tests.support.loads import route_variant
 
 LATENCY_FILES = int(os.environ.get("FILEDROP_SMALL_BENCH_LATENCY_FILES", "10"))
 FILES = int(os.environ.get("FILEDROP_SMALL_BENCH_FILES", "1000"))
@@ -38,18 +39,7 @@ JOB_FILES = int(os.environ.get("FILEDROP_SMALL_BENCH_JOB_FILES", "100"))
 REPEAT = int(os.environ.get("FILEDROP_SMALL_BENCH_REPEAT", "1"))
 pytestmark = [pytest.mark.k8s, pytest.mark.podbench, pytest.mark.timeout(7200)]
 
-ROUTE = parse_routes_yaml("""
-apiVersion: filedrop.dev/v1alpha1
-kind: FileRoute
-metadata: {name: items}
-spec:
-  match: {pattern: '^items.*\\.csv$'}
-  table: items
-  columns:
-    - {name: id, type: integer, nullable: false}
-    - {name: name, type: text}
-  mode: append
-""")[0]
+ROUTE = route_variant(ITEMS_ROUTE, "items", mode="append")  # the end-to-end tests' route, appending
 MODES = {"job": "0", "inline": str(8 * 1024 * 1024)}
 
 
