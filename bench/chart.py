@@ -21,8 +21,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 from common import DEFAULT_RESULTS, REPO, median, note  # noqa: E402
 from throughput import LABELS  # noqa: E402
 
-STYLE = {"copy": ("k", "o"), "copy-lineage": ("0.5", "o"), "direct": ("tab:blue", "s"), "spark": ("tab:orange", "^"),
-         "jdbc": ("tab:red", "v"), "pandas": ("tab:green", "x")}
+#: color, marker and line of each method of bench/throughput.py (LABELS); a variant shares its method's color.
+STYLE = {"copy": ("k", "o", "-"), "copy-lineage": ("0.5", "o", "-"),
+         "direct": ("tab:blue", "s", "-"), "direct-copying": ("tab:blue", "s", "--"),
+         "redrop-attach": ("tab:cyan", "D", "-"), "redrop-copying": ("tab:cyan", "D", "--"),
+         "spark": ("tab:orange", "^", "-"), "jdbc": ("tab:red", "v", "-"), "pandas": ("tab:green", "x", "-"),
+         "dlt-csv": ("tab:purple", "P", "-"), "dlt-parquet": ("tab:purple", "P", "--")}
 
 
 def main() -> int:
@@ -37,9 +41,9 @@ def main() -> int:
     methods = [m for m in LABELS if any(m in f["runs"] for f in tp["files"])]
     for m in methods:
         pts = sorted((f["bytes"] / 1e6, f["bytes"] / 1e6 / median(f["runs"][m])) for f in tp["files"] if m in f["runs"])
-        color, marker = STYLE[m]
+        color, marker, line = STYLE[m]
         label = LABELS[m] + (" (extrapolated)" if m == "pandas" else "")
-        left.plot([p[0] for p in pts], [p[1] for p in pts], marker=marker, color=color, label=label)
+        left.plot([p[0] for p in pts], [p[1] for p in pts], marker=marker, color=color, linestyle=line, label=label)
     if mem:  # the direct engine through the CLI, all memory sizes (whole command, start-up included)
         pts = sorted((r["bytes"] / 1e6, r["bytes"] / 1e6 / r["seconds"]) for r in mem["runs"])
         left.plot([p[0] for p in pts], [p[1] for p in pts], marker="s", linestyle=":", color="tab:blue",

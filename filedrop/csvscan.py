@@ -25,6 +25,7 @@ from typing import Any
 UNAMBIGUOUS_DATE_SQL = r"^\s*[0-9]{3,}"
 
 _NL, _CR, _TAB, _SPACE = 10, 13, 9, 32
+_NL_BYTE = b"\n"
 _CONTEXT = 64  # bytes kept from one chunk to the next for patterns that span chunks
 #: bytes.translate table: 1 for the separators of date parts (- / . space), 0 for every other byte
 _DATE_SEPARATORS = bytes(1 if b in b"-/. " else 0 for b in range(256))
@@ -32,6 +33,10 @@ _DATE_SEPARATORS = bytes(1 if b in b"-/. " else 0 for b in range(256))
 
 class NeedsTolerant(Exception):
     """The fast path (COPY) would read these bytes differently from RFC 4180: use the tolerant pass."""
+
+
+class QuotedLineEnd(Exception):
+    """A quoted field runs over a line end, in a check told that every line is one record."""
 
 
 def single_bytes(delimiter: str, quote: str, encoding: str) -> tuple[int, int] | None:
@@ -51,16 +56,19 @@ class FastPathCheck:
     :meth:`feed` every chunk in order, then :meth:`finish`; either raises :class:`NeedsTolerant`. The
     check tracks quote parity the way COPY does (every quote toggles; a doubled quote toggles twice),
     and requires each quote that opens a quoted field to follow a delimiter, a line end or another quote,
-    and each quote that closes one to precede a delimiter, a line end or another quote.
+    and each quote that closes one to precede a delimiter, a line end or another quote. With
+    ``single_line`` it also raises :class:`QuotedLineEnd` at a line feed inside a quoted field (a reader
+    that takes each line for a record); that costs nothing on chunks without quotes.
     """
 
     def __init__(self, delimiter: int, quote: int, *, dates: bool, max_record: int = 16 << 20,
-                 ascii_only: bool = False) -> None:
+                 ascii_only: bool = False, single_line: bool = False) -> None:
         import numpy  # here, not at module level: commands that never load a file skip its import time
 
         self.np = numpy
         self.d, self.q, self.dates, self.max_record = delimiter, quote, dates, max_record
         self.ascii_only = ascii_only  # PostgreSQL's SQL_ASCII accepts any byte; Python's ascii does not
+        self.single_line = single_line
         self.line = 0          # bytes since the last line feed
         self.opened = -1       # offset of the quote that opened the quoted field we are in
         self.inside = False    # inside a quoted field before the next unchecked quote
@@ -129,6 +137,8 @@ class FastPathCheck:
 
     def _quotes(self, chunk: bytes) -> None:
         if self.q not in chunk and len(self.carry) == 1:
+            if self.single_line and self.inside and _NL_BYTE in chunk:
+                self._line_end_inside()
             self.carry = chunk[-1:]
             return
         np = self.np
@@ -153,10 +163,19 @@ class FastPathCheck:
                         else "text after the closing quote of a quoted field")
                 raise NeedsTolerant(f"{what} (byte {at} of the data)")
             self._quoted_spans(check + (self.offset - len(self.carry)))
+        if self.single_line:
+            nl = np.flatnonzero(a == _NL)
+            nl = nl[nl >= 1]
+            if nl.size and ((np.searchsorted(check, nl) + int(self.inside)) & 1).any():
+                self._line_end_inside()
+        if check.size:
             self.inside ^= bool(check.size & 1)
         self.carry = data[-2:] if deferred else data[-1:]
         if self.inside and self.offset + len(chunk) - self.opened > self.max_record:
             self._too_long()
+
+    def _line_end_inside(self) -> None:
+        raise QuotedLineEnd("a quoted field runs over a line end")
 
     def _quoted_spans(self, quotes: Any) -> None:
         """Quotes alternate opening and closing: a quoted stretch (line ends and all) longer than the cap

@@ -50,6 +50,9 @@ class Parsed:
     first_error: str | None = None
     first_error_line: int | None = None
     notes: list[str] = field(default_factory=list)
+    #: SQL giving a load-table row's record number in the file from ``l."_row_number"``, when the
+    #: engine stored other numbers (the Spark engine's one-pass read); None: ``_row_number`` is it.
+    row_number: str | None = None
 
 
 # --- what every engine shares ----------------------------------------------------------------------------------------

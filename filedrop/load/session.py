@@ -197,8 +197,9 @@ def _load_claimed(conn: Client, settings: Settings, route: FileRoute, obj: Sourc
         if engine == "direct" and _attach_wanted(conn, settings, route, obj):
             _load_attached(conn, settings, route, obj, result, parser, note, replay)
         else:
-            _take(result, parser.parse(), spec)
-            _finalize(conn, settings, route, obj, result, note, replay)
+            parsed = parser.parse()
+            _take(result, parsed, spec)
+            _finalize(conn, settings, route, obj, result, note, replay, row_number=parsed.row_number)
         _unlock(conn, load_id)  # the session may load more files: no lock outlives its load
         return result
     except LoadFailed as exc:
@@ -362,8 +363,9 @@ def _drop_unless_busy(conn: Client, schema: str, name: str) -> None:
 
 
 def _finalize(conn: Client, settings: Settings, route: FileRoute, obj: SourceObject, result: LoadResult,
-              note: str, replay: str = "", *, attach: bool = False) -> None:
-    """The one short transaction: re-check under the key's lock, apply by mode, record ``loaded``."""
+              note: str, replay: str = "", *, attach: bool = False, row_number: str | None = None) -> None:
+    """The one short transaction: re-check under the key's lock, apply by mode, record ``loaded``.
+    ``row_number``: :attr:`Parsed.row_number`."""
     meta = settings.meta_schema
     load_id = result.load_id
     assert load_id is not None
@@ -386,7 +388,7 @@ def _finalize(conn: Client, settings: Settings, route: FileRoute, obj: SourceObj
         if attach:
             changed = _attach(conn, settings, route, obj, load_id, params, result.rows_loaded)
         else:
-            changed = _apply(conn, settings, route, load_id, params)
+            changed = _apply(conn, settings, route, load_id, params, row_number)
         for stmt in sql.drop_load_tables(meta, load_id):
             conn.execute(stmt)
         result.rows_changed = changed
@@ -405,7 +407,8 @@ def _finalize(conn: Client, settings: Settings, route: FileRoute, obj: SourceObj
         result.status = "loaded"
 
 
-def _apply(conn: Client, settings: Settings, route: FileRoute, load_id: str, params: dict[str, str]) -> int:
+def _apply(conn: Client, settings: Settings, route: FileRoute, load_id: str, params: dict[str, str],
+           row_number: str | None = None) -> int:
     """Run the mode's statements; returns the rowcount of the last one.
 
     An upsert first assumes the file's keys are unique (no sort); if PostgreSQL finds a key twice
@@ -415,12 +418,12 @@ def _apply(conn: Client, settings: Settings, route: FileRoute, load_id: str, par
     if route.spec.mode == "upsert":
         try:
             with conn.transaction():  # a savepoint inside the final transaction
-                stmts = sql.apply_statements(schema, meta, load_id, route, dedup=False)
+                stmts = sql.apply_statements(schema, meta, load_id, route, dedup=False, row_number=row_number)
                 return conn.execute(stmts[-1], params).rowcount
         except DuplicateKeys:
             log.info("%s: duplicate keys in the file; the last row per key wins", route.name)
     changed = 0
-    for stmt in sql.apply_statements(schema, meta, load_id, route):
+    for stmt in sql.apply_statements(schema, meta, load_id, route, row_number=row_number):
         changed = conn.execute(stmt, params).rowcount
     return changed
 

@@ -9,11 +9,17 @@ How a file is read (see :mod:`filedrop.spark.plan` for the numbering):
 
 1. The driver reads the first bytes through Hadoop (``s3a://`` or ``file://``) and checks the header with
    the loader's own :func:`~filedrop.load.session.read_header`.
-2. **Parallel path** — Spark reads the file as byte-exact lines in Hadoop splits. Job 1 computes each
-   split's quote parities; the driver plans which records each split owns and their row numbers; job 2
-   streams each split's records, as the file's own bytes, into ``COPY ... (FORMAT csv)`` of the per-load
-   table, many sessions at once, each numbering its rows from a session-local sequence. PostgreSQL parses
-   and types exactly as in the direct engine, so the rows and their ``_row_number`` are the same.
+2. **Parallel path, one read** — Spark reads the file as byte-exact lines in Hadoop splits ("blocks").
+   When no line of the first bytes has an odd number of quotes, every line is taken to be one record:
+   each block streams its lines, as the file's own bytes, into ``COPY ... (FORMAT csv)`` of the per-load
+   table, many sessions at once, numbering its rows from a base of its own (its byte offset); the final
+   apply turns those numbers into the file's record numbers (:class:`~filedrop.spark.plan.Numbering`).
+   A block that meets a line with an odd number of quotes (a quoted field running over a line end)
+   stores nothing; the load table is dropped and the file is planned:
+   **parallel path, planned** — job 1 computes each split's quote parities; the driver plans which
+   records each split owns and their row numbers; job 2 writes them as above, numbered from the plan.
+   PostgreSQL parses and types exactly as in the direct engine, so the rows and their ``_row_number`` are
+   the same.
 3. **One-task path** — when a split's COPY meets bad data, the file is re-read by a single task that runs
    the direct engine's tolerant pass (same parser, same quarantine, same numbering by construction). The
    same path, both steps, loads files that cannot be split safely: gzip-compressed content whose name does
@@ -21,7 +27,8 @@ How a file is read (see :mod:`filedrop.spark.plan` for the numbering):
    longer than :data:`~filedrop.spark.plan.MAX_CONTINUATION` that spans a split boundary.
 
 Trade-off: a ``.gz`` file is one split (gzip cannot be split), so it is read and written by one task; a
-file with bad rows pays a second, sequential read. Correct row numbers come first.
+file with bad rows pays a second, sequential read; a file whose first multi-line record lies past the first
+bytes pays up to three reads. Correct row numbers come first.
 """
 
 from __future__ import annotations
@@ -130,7 +137,7 @@ class SparkEngine:
         parsed: Parsed | None = None
         if reason is None and check is not None:
             try:
-                parsed = self._parallel(spark, copy_stmt, check)
+                parsed = self._parallel(spark, copy_stmt, check, text_head)
             except planning.NeedsOneTask as exc:
                 reason = str(exc)
         if parsed is None:
@@ -147,49 +154,83 @@ class SparkEngine:
                  time.monotonic() - started)
         return parsed
 
-    def _parallel(self, spark: SparkSession, copy_stmt: str, check: FastPathCheck) -> Parsed | None:
-        fmt = self.route.spec.format
+    def _parallel(self, spark: SparkSession, copy_stmt: str, check: FastPathCheck, head: bytes) -> Parsed:
+        """One read when lines are records (no quoted field in the first bytes runs over a line end, and
+        none after them: the tasks check every line); else a planning pass, then the planned write."""
         lines = self._lines(spark)
+        if planning.quoted_line_end(head, self.route.spec.format.quote):
+            log.info("%s: a quoted field runs over a line end in the first %d bytes: planning the blocks",
+                     self.obj.display, len(head))
+        else:
+            parsed = self._write(lines, copy_stmt, check, None)
+            if parsed is not None:
+                return parsed
+        fmt = self.route.spec.format
         t0 = time.monotonic()
         stats = _wrap(lambda: lines.mapInArrow(
             partial(tasks.block_stats, quote=fmt.quote, header=fmt.header), tasks.STATS_SCHEMA).collect())
         blocks = [planning.BlockStats(r.start, r.lines, r.even_ends, r.first_odd, r.parity,
                                       bytes(r.head) if r.head is not None else None) for r in stats]
         plans = planning.make_plan(blocks)
-        self.blocks = len(plans)
         log.info("%s: %d blocks planned in %.1fs", self.obj.display, len(plans), time.monotonic() - t0)
+        parsed = self._write(lines, copy_stmt, check, plans)
+        assert parsed is not None, "a planned write never meets a record spanning lines"
+        return parsed
+
+    def _write(self, lines: DataFrame, copy_stmt: str, check: FastPathCheck,
+               plans: list[planning.BlockPlan] | None) -> Parsed | None:
+        """COPY every block in parallel. Without ``plans`` every line is a record (None when a task finds
+        a quoted field running over a line end: nothing of the load is kept)."""
+        fmt = self.route.spec.format
         t0 = time.monotonic()
         self.conn.execute(planning.load_table_ddl(self.meta, self.load_id, self.route))
-        by_start = {p.start: p for p in plans}
+        by_start = {p.start: p for p in plans} if plans is not None else None
         results = _wrap(lambda: lines.mapInArrow(
             partial(tasks.write_blocks, conninfo=self.conninfo, copy_stmt=copy_stmt, plans=by_start,
                     header=fmt.header, check=(check.d, check.q, check.dates, check.max_record, check.ascii_only)),
             tasks.WRITE_SCHEMA).collect())
-        log.info("%s: blocks written in %.1fs", self.obj.display, time.monotonic() - t0)
+        log.info("%s: %d blocks written in %.1fs", self.obj.display, len(results), time.monotonic() - t0)
         errors = sorted((r.start, r.error) for r in results if r.error)
-        written = {r.start for r in results}
-        missing = [p.start for p in plans if p.start not in written]
-        if missing:
-            raise LoadFailed(f"Spark wrote no result for the block(s) at byte {missing}", retryable=True)
+        numbering: planning.Numbering | None = None
+        if plans is None:
+            if any(error == tasks.SPANS_LINES for _, error in errors):
+                log.info("%s: a quoted field runs over a line end in the block at byte %d: planning the blocks",
+                         self.obj.display, next(start for start, error in errors if error == tasks.SPANS_LINES))
+                self._drop()
+                return None
+            numbering = planning.Numbering.of([(r.start, r.rows) for r in results])
+            if numbering is None:  # never seen: a block with more lines than bytes
+                log.warning("%s: blocks' row numbers overlap: planning the blocks", self.obj.display)
+                self._drop()
+                return None
+        else:
+            written = {r.start for r in results}
+            missing = [p.start for p in plans if p.start not in written]
+            if missing:
+                raise LoadFailed(f"Spark wrote no result for the block(s) at byte {missing}", retryable=True)
         if errors:
             log.info("%s: COPY met bad data in block at byte %d (%s); re-reading with the tolerant parser",
                      self.obj.display, *errors[0])
-            for stmt in sql.drop_load_tables(self.meta, self.load_id):
-                self.conn.execute(stmt)
+            self._drop()
             raise planning.NeedsOneTask("bad data")
         violation = first_format_violation(self.conn, self.meta, self.load_id, self.route)
         if violation is not None:
             log.info("%s: record %s has a date not in its column's format; re-reading with the tolerant "
-                     "parser", self.obj.display, violation)
-            for stmt in sql.drop_load_tables(self.meta, self.load_id):
-                self.conn.execute(stmt)
+                     "parser", self.obj.display, numbering.row(violation) if numbering else violation)
+            self._drop()
             raise planning.NeedsOneTask("bad data")
-        rows = planning.total_rows(plans)
+        rows = planning.total_rows(plans) if plans is not None else sum(r.rows for r in results)
         stored = self._count()
         if stored != rows:  # e.g. a task re-run after its COPY committed: never apply such a table
-            raise LoadFailed(f"the load table holds {stored} rows, Spark planned {rows}", retryable=True)
-        self.path = f"parallel ({len(plans)} blocks)"
-        return Parsed(rows, rows, 0)
+            raise LoadFailed(f"the load table holds {stored} rows, Spark {'planned' if plans else 'wrote'} {rows}",
+                             retryable=True)
+        self.blocks = len(results)
+        self.path = f"parallel ({len(results)} blocks, {'planned' if plans is not None else 'one pass'})"
+        return Parsed(rows, rows, 0, row_number=numbering.sql() if numbering else None)
+
+    def _drop(self) -> None:
+        for stmt in sql.drop_load_tables(self.meta, self.load_id):
+            self.conn.execute(stmt)
 
     def _count(self) -> int:
         row = self.conn.one(f"SELECT count(*) FROM {sql.qualified(self.meta, sql.load_table_name(self.load_id))}")

@@ -1,6 +1,11 @@
 """Record numbering over Hadoop splits: which lines each split writes, and the row number of its first
 record. Pure: no I/O, no pyspark.
 
+Most files have no quoted field that runs over a line end: then every line is one record, and the
+engine reads the file once (:class:`Numbering`): each block numbers its records from a base of its own
+(:func:`block_base`, derived from its byte offset) and the apply turns those numbers into the file's.
+A line with an odd number of quotes ends that pass, and the file is planned as below.
+
 Spark reads the file as physical lines (``\\n``-separated, byte-exact) in splits ("blocks"). A CSV record
 ends at a line end that lies outside quotes; PostgreSQL's ``COPY ... (FORMAT csv)`` decides that by the
 parity of quote characters since the start of the data (a doubled quote inside a quoted field toggles
@@ -96,6 +101,60 @@ def _continuation(later: Sequence[BlockStats]) -> bytes:
             break
     # An open quote at the end of the file leaves the tail unfinished: COPY then reports it.
     return b"".join(parts)
+
+
+def quoted_line_end(data: bytes, quote: str) -> bool:
+    """Whether a quoted field in ``data`` (the file's first bytes, header included) runs over a line end:
+    a complete line with an odd number of quote characters. The last line counts only when ``data`` ends
+    with a line end (it may be cut off)."""
+    q = quote.encode()
+    lines = data.split(b"\n")
+    return any(line.count(q) & 1 for line in lines[:-1])
+
+
+def block_base(start: int) -> int:
+    """First row number a block starting at byte ``start`` gives its records in the one-pass read. A block
+    holds at most one line per byte from its start to the next block's start, plus one, so bases twice
+    the offset apart never let two blocks' numbers meet (:meth:`Numbering.of` checks it anyway)."""
+    return 2 * start + 1
+
+
+@dataclass(frozen=True)
+class Numbering:
+    """How the one-pass read's row numbers (block base + record index) map to the file's record numbers
+    (1, 2, …): per block, in file order, the lowest number it used and what to add to its numbers."""
+
+    bases: tuple[int, ...]
+    shifts: tuple[int, ...]
+
+    @classmethod
+    def of(cls, blocks: Sequence[tuple[int, int]]) -> Numbering | None:
+        """From (block start, records written) of every block that wrote records; None when two blocks'
+        numbers overlap (the one-pass numbering cannot tell them apart)."""
+        bases, shifts, first = [], [], 1
+        ordered = sorted((start, rows) for start, rows in blocks if rows > 0)
+        for i, (start, rows) in enumerate(ordered):
+            base = block_base(start)
+            if i + 1 < len(ordered) and base + rows > block_base(ordered[i + 1][0]):
+                return None
+            bases.append(base)
+            shifts.append(first - base)
+            first += rows
+        return cls(tuple(bases), tuple(shifts))
+
+    def row(self, number: int) -> int:
+        """The file's record number of a one-pass row number."""
+        i = max(j for j, base in enumerate(self.bases) if base <= number)
+        return number + self.shifts[i]
+
+    def sql(self) -> str | None:
+        """The same mapping over ``l."_row_number"`` of the load table, or None when it is the identity."""
+        if not any(self.shifts):
+            return None
+        bases = ", ".join(str(b) for b in self.bases)
+        shifts = ", ".join(str(s) for s in self.shifts)
+        return (f'(l."_row_number" + (ARRAY[{shifts}]::bigint[])'
+                f'[width_bucket(l."_row_number", ARRAY[{bases}]::bigint[])])')
 
 
 def total_rows(plans: Sequence[BlockPlan]) -> int:

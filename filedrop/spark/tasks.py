@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from filedrop.config import Settings
-from filedrop.csvscan import FastPathCheck, NeedsTolerant
+from filedrop.csvscan import FastPathCheck, NeedsTolerant, QuotedLineEnd
 from filedrop.load.direct import DirectEngine
 from filedrop.load.engine import LoadFailed, Parsed
 from filedrop.load.sources import CHUNK
@@ -33,6 +33,7 @@ from filedrop.spark.plan import (
     MAX_CONTINUATION,
     ROW_SEQUENCE_DDL,
     BlockPlan,
+    block_base,
     row_sequence_setup,
 )
 from filedrop.warehouse.client import BadValue, Client, conninfo_with
@@ -146,10 +147,19 @@ def worker_conninfo(conninfo: str) -> str:
     return conninfo_with(conninfo, password_from=url)
 
 
-def write_blocks(batches: Iterable[pa.RecordBatch], *, conninfo: str, copy_stmt: str, plans: dict[int, BlockPlan],
-                 header: bool, check: tuple[int, int, bool, int, bool]) -> Iterator[pa.RecordBatch]:
+#: A one-pass block's error when one of its lines has an odd number of quotes: a quoted field runs over
+#: a line end, so lines are not records and the file must be planned (:mod:`filedrop.spark.plan`).
+SPANS_LINES = "a quoted field runs over a line end"
+
+
+def write_blocks(batches: Iterable[pa.RecordBatch], *, conninfo: str, copy_stmt: str,
+                 plans: dict[int, BlockPlan] | None, header: bool,
+                 check: tuple[int, int, bool, int, bool]) -> Iterator[pa.RecordBatch]:
     """COPY the records each block owns into the per-load table, numbered from the block's plan.
 
+    Without ``plans`` (the one-pass read) every line is a record, numbered from the block's
+    :func:`~filedrop.spark.plan.block_base`; a quoted field that runs over a line end ends the block's
+    COPY with :data:`SPANS_LINES`, before anything of that block is stored.
     One COPY (one transaction) per block; bad data ends that block's COPY and is reported, not raised:
     the engine then re-reads the file with the reference parser. ``check`` (delimiter byte, quote byte,
     dates, record byte cap, ascii only) configures the :class:`~filedrop.csvscan.FastPathCheck` every block's
@@ -160,9 +170,10 @@ def write_blocks(batches: Iterable[pa.RecordBatch], *, conninfo: str, copy_stmt:
     with Client.open(worker_conninfo(conninfo), application_name="filedrop-spark") as conn:
         conn.execute(ROW_SEQUENCE_DDL)
         for start, segs in groupby(segments(batches), key=lambda s: s[0]):
-            plan = plans[start]
-            rows, error = 0, None
-            scan = FastPathCheck(check[0], check[1], dates=check[2], max_record=check[3], ascii_only=check[4])
+            plan = plans[start] if plans is not None else BlockPlan(start, 0, block_base(start), -1, b"")
+            rows, lines_written, error = 0, 0, None
+            scan = FastPathCheck(check[0], check[1], dates=check[2], max_record=check[3], ascii_only=check[4],
+                                 single_line=plans is None)
             try:
                 conn.execute(*row_sequence_setup(plan.first_row))
                 with conn.copy(copy_stmt) as copy:
@@ -178,17 +189,21 @@ def write_blocks(batches: Iterable[pa.RecordBatch], *, conninfo: str, copy_stmt:
                             piece = join_lines(lines)
                             scan.feed(piece)
                             copy.write(piece)
+                            lines_written += len(lines)
                     if plan.tail:
                         scan.feed(plan.tail)
                         copy.write(plan.tail)
                     scan.finish()
                 rows = copy.rows
+            except QuotedLineEnd:
+                error = SPANS_LINES
             except BadValue as exc:
                 error = (exc.diag.message_primary or str(exc)) + (f" ({exc.diag.context})" if exc.diag.context else "")
             except NeedsTolerant as exc:
                 error = str(exc)
-            if error is None and rows != plan.rows:
-                error = f"block at byte {start}: COPY stored {rows} rows, the plan expected {plan.rows}"
+            expected = plan.rows if plans is not None else lines_written
+            if error is None and rows != expected:
+                error = f"block at byte {start}: COPY stored {rows} rows, {expected} expected"
             out["start"].append(start)
             out["rows"].append(rows)
             out["error"].append(error)

@@ -255,20 +255,24 @@ def insert_typed_rows(meta: str, load_id: str, route: FileRoute) -> str:
 
 # --- the final apply -----------------------------------------------------------------------------
 
-def apply_statements(schema: str, meta: str, load_id: str, route: FileRoute, *, dedup: bool = True) -> list[str]:
+def apply_statements(schema: str, meta: str, load_id: str, route: FileRoute, *, dedup: bool = True,
+                     row_number: str | None = None) -> list[str]:
     """Statements of the one short transaction that makes a load visible, by ``mode``.
 
     Parameters: ``bucket``, ``key``, ``etag``, ``load_id``. The last statement's rowcount is the rows written.
     ``upsert`` leaves unchanged rows untouched, so a re-sent snapshot costs reads, not rewrites.
     With ``dedup`` it keeps the last row of the file per key (a sort); without, it assumes keys are
     unique in the file, and PostgreSQL refuses (cardinality_violation) if they are not.
+    ``row_number``: an expression over ``l."_row_number"`` that gives the record's number in the file
+    (an engine's own numbering, in the same order), instead of the column itself.
     """
     s = route.spec
     target = qualified(schema, s.table)
     names = [ident(n) for n in route.column_names]
     lineage = ['"_source_bucket"', '"_source_key"', '"_source_etag"', '"_load_id"', '"_row_number"', '"_loaded_at"']
     values = [converted(c, f"l.{ident(c.name)}") for c in s.columns]
-    select = ", ".join(values + ["%(bucket)s", "%(key)s", "%(etag)s", "%(load_id)s", 'l."_row_number"', "now()"])
+    number = row_number or 'l."_row_number"'
+    select = ", ".join(values + ["%(bucket)s", "%(key)s", "%(etag)s", "%(load_id)s", number, "now()"])
     source = qualified(meta, load_table_name(load_id))
     columns = f"({', '.join(names + lineage)})"
     if s.mode == "append":

@@ -20,7 +20,7 @@ import random
 import psycopg
 
 from filedrop.csvrecords import RecordReader
-from filedrop.csvscan import FastPathCheck, NeedsTolerant
+from filedrop.csvscan import FastPathCheck, NeedsTolerant, QuotedLineEnd
 from filedrop.load.direct import _hold_blank_lines
 
 TOKENS = ["a", "b", ",", ",", '"', '""', "\n", "\n", "\r\n", "\r", "\\", ".", "\\.", " ", "x"]
@@ -84,4 +84,36 @@ def test_both_paths_read_random_csv_alike(warehouse: str) -> None:
                     got = copy_rows(conn, data, columns)
                     if got is not None and got != reader_rows(data, columns, 64):
                         problems.append(("COPY and the reader disagree", columns, data))
+    assert not problems, problems[:20]
+
+
+def single_line_verdict(data: bytes, chunk: int) -> str:
+    check = FastPathCheck(ord(","), ord('"'), dates=False, max_record=1 << 20, single_line=True)
+    try:
+        for i in range(0, len(data), chunk):
+            check.feed(data[i:i + chunk])
+        check.finish()
+        return "passes"
+    except QuotedLineEnd:
+        return "quoted line end"
+    except NeedsTolerant:
+        return "needs tolerant"
+
+
+def test_single_line_check_finds_every_quoted_line_end() -> None:
+    """The Spark engine's one-pass read takes each line for a record and relies on this check to say
+    when that is wrong: on bytes the plain check lets through, it must raise exactly when some line feed
+    lies inside quotes (an odd number of quotes before it, COPY's rule), whatever the chunking."""
+    rnd = random.Random(20261207)
+    problems = []
+    for _ in range(CASES * 3):
+        data = "".join(rnd.choice(TOKENS) for _ in range(rnd.randint(1, 14))).encode()
+        verdicts = {single_line_verdict(data, k) for k in (1, 2, 3, 5, len(data))}
+        if not check_passes(data, len(data)):
+            if "passes" in verdicts:
+                problems.append(("passes what the plain check refuses", data))
+            continue
+        inside = any(data[:i].count(b'"') & 1 for i, byte in enumerate(data) if byte == ord("\n"))
+        if verdicts != {"quoted line end" if inside else "passes"}:
+            problems.append((verdicts, data))
     assert not problems, problems[:20]

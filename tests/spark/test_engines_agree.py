@@ -65,6 +65,45 @@ def test_file_with_bad_rows(spark: Any, warehouse: str, db: DB, tmp_path: Path, 
     assert_same(db, route, both)
 
 
+def _spark_path(caplog: pytest.LogCaptureFixture) -> str:
+    return " | ".join(r.getMessage() for r in caplog.records if r.name == "filedrop.spark.engine")
+
+
+def test_lines_as_records_are_read_once(spark: Any, warehouse: str, db: DB, tmp_path: Path,
+                                        caplog: pytest.LogCaptureFixture) -> None:
+    """No quoted field runs over a line end: no planning pass; the blocks' own numbers become the file's."""
+    body = HEADER + "".join(f'{i},"n ""{i}"", x",{i},\n' for i in range(1, 3000))
+    route = items_route("append")
+    caplog.set_level("INFO", logger="filedrop.spark.engine")
+    with split_bytes(spark, 4096):
+        both = load_both(warehouse, route, str(write(tmp_path / "items_lines.csv", body)))
+    assert both.spark.status == "loaded" and both.spark.rows_loaded == 2999, both.spark.first_error
+    assert "one pass" in _spark_path(caplog) and "planned" not in _spark_path(caplog), _spark_path(caplog)
+    assert_same(db, route, both)
+    assert db.one("SELECT min(_row_number), max(_row_number), count(DISTINCT _row_number) FROM stg_spark.items") == (
+        1, 2999, 2999)
+
+
+def test_a_quoted_line_end_past_the_first_bytes_is_planned(spark: Any, warehouse: str, db: DB, tmp_path: Path,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    """The head looks like one line per record; a record far into the file spans lines: the one-pass
+    read is thrown away and the file is planned, with the same rows as the direct engine."""
+    rows = [f"{i},name {i},{i},\n" for i in range(1, 60_000)]
+    rows[55_000] = '55001,"two\nlines",55001,\n'
+    body = HEADER + "".join(rows)
+    assert body.index("two\nlines") > 1 << 20  # past the bytes the driver reads first
+    route = items_route("append")
+    caplog.set_level("INFO", logger="filedrop.spark.engine")
+    with split_bytes(spark, 256 << 10):
+        both = load_both(warehouse, route, str(write(tmp_path / "items_late.csv", body)))
+    assert both.spark.status == "loaded" and both.spark.rows_loaded == 59_999, both.spark.first_error
+    messages = _spark_path(caplog)
+    assert "a quoted field runs over a line end in the block at byte" in messages, messages
+    assert "planned)" in messages, messages
+    assert_same(db, route, both)
+    assert db.one("SELECT name FROM stg_spark.items WHERE _row_number = 55001") == "two\nlines"
+
+
 GOOD_VARIANTS = {
     "quoted-newlines": HEADER + "".join(f'{i},"line {i}\nmore ""{i}""\n",{i},2022-03-{1 + i % 28:02d}\n'
                                        for i in range(1, 300)),

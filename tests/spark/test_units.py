@@ -15,7 +15,7 @@ import yaml
 from filedrop.objects import SourceObject
 from filedrop.spark import application as manifests
 from filedrop.spark import conf, sizing
-from filedrop.spark.plan import BlockStats, NeedsOneTask, make_plan
+from filedrop.spark.plan import BlockStats, NeedsOneTask, Numbering, block_base, make_plan, quoted_line_end
 
 REPO = Path(__file__).resolve().parents[2]
 THIRDPARTY = Path(os.environ.get("FILEDROP_THIRDPARTY", REPO.parent / "shared" / "thirdparty"))
@@ -74,6 +74,28 @@ def test_plan_leaves_an_unterminated_quote_to_copy() -> None:
 
 
 # --- S3A settings ------------------------------------------------------------------------------------
+
+def test_quoted_line_end_in_the_first_bytes() -> None:
+    assert not quoted_line_end(b'id,name\n1,"a ""b"""\n2,c\n', '"')
+    assert quoted_line_end(b'id,name\n1,"a\nb"\n', '"')
+    assert not quoted_line_end(b'id,name\n1,"cut off', '"')  # the last line may be cut off by the read
+    assert quoted_line_end(b"id,name\n1,'a\nb'\n", "'")
+
+
+def test_one_pass_numbering_maps_block_numbers_to_record_numbers() -> None:
+    """Blocks at bytes 0, 100 and 250 wrote 3, 0 and 4 records, numbered from their own bases."""
+    n = Numbering.of([(250, 4), (0, 3), (100, 0)])
+    assert n is not None
+    got = [n.row(block_base(0) + i) for i in range(3)] + [n.row(block_base(250) + i) for i in range(4)]
+    assert got == [1, 2, 3, 4, 5, 6, 7]
+    assert n.sql() is not None and "width_bucket" in (n.sql() or "")
+    assert Numbering.of([(0, 5)]) == Numbering((1,), (0,)) and Numbering((1,), (0,)).sql() is None
+
+
+def test_one_pass_numbering_refuses_overlapping_blocks() -> None:
+    assert Numbering.of([(0, 3), (1, 2)]) is None  # block 0 numbers 1..3, block 1 starts at 3
+    assert Numbering.of([(0, 2), (1, 2)]) is not None
+
 
 def test_s3a_for_a_compatible_server_with_static_keys() -> None:
     c = conf.s3a_conf({"AWS_ENDPOINT_URL": "http://127.0.0.1:5000", "AWS_ACCESS_KEY_ID": "k",
