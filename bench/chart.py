@@ -37,7 +37,7 @@ def main() -> int:
     tp = json.loads((args.results / "throughput.json").read_text())
     mem_path = args.results / "memory.json"
     mem = json.loads(mem_path.read_text()) if mem_path.exists() else None
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 7.2))
     methods = [m for m in LABELS if any(m in f["runs"] for f in tp["files"])]
     for m in methods:
         pts = sorted((f["bytes"] / 1e6, f["bytes"] / 1e6 / median(f["runs"][m])) for f in tp["files"] if m in f["runs"])
@@ -54,8 +54,8 @@ def main() -> int:
     left.set_ylabel("throughput, MB/s (median)")
     left.set_title("Load throughput, generated orders files")
     left.grid(True, which="both", alpha=0.3)
-    left.set_ylim(0, left.get_ylim()[1] * 1.45)  # room for the legend above the lines
-    left.legend(fontsize=7, loc="upper center", ncol=2)
+    left.set_ylim(0, left.get_ylim()[1] * 1.05)
+    left.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0, -0.14), ncol=2)  # below: one line per method
     if mem:
         pts = sorted((r["bytes"] / 1e6, r["peak_rss"] / 2**20) for r in mem["runs"])
         right.plot([p[0] for p in pts], [p[1] for p in pts], marker="s", color="tab:blue",

@@ -158,14 +158,18 @@ class SparkEngine:
         """One read when lines are records (no quoted field in the first bytes runs over a line end, and
         none after them: the tasks check every line); else a planning pass, then the planned write."""
         lines = self._lines(spark)
-        if planning.quoted_line_end(head, self.route.spec.format.quote):
+        fmt = self.route.spec.format
+        if self.src.endswith(".gz"):  # one split (gzip cannot be split): its records start where it does
+            parsed = self._write(lines, copy_stmt, check, None, single_line=False)
+            assert parsed is not None, "a one-split write never meets a record spanning splits"
+            return parsed
+        if planning.quoted_line_end(head, fmt.quote, header=fmt.header):
             log.info("%s: a quoted field runs over a line end in the first %d bytes: planning the blocks",
                      self.obj.display, len(head))
         else:
             parsed = self._write(lines, copy_stmt, check, None)
             if parsed is not None:
                 return parsed
-        fmt = self.route.spec.format
         t0 = time.monotonic()
         stats = _wrap(lambda: lines.mapInArrow(
             partial(tasks.block_stats, quote=fmt.quote, header=fmt.header), tasks.STATS_SCHEMA).collect())
@@ -178,20 +182,24 @@ class SparkEngine:
         return parsed
 
     def _write(self, lines: DataFrame, copy_stmt: str, check: FastPathCheck,
-               plans: list[planning.BlockPlan] | None) -> Parsed | None:
+               plans: list[planning.BlockPlan] | None, *, single_line: bool = True) -> Parsed | None:
         """COPY every block in parallel. Without ``plans`` every line is a record (None when a task finds
-        a quoted field running over a line end: nothing of the load is kept)."""
+        a quoted field running over a line end: nothing of the load is kept), unless not ``single_line``:
+        the file is one block, whose records COPY finds by itself."""
         fmt = self.route.spec.format
         t0 = time.monotonic()
         self.conn.execute(planning.load_table_ddl(self.meta, self.load_id, self.route))
         by_start = {p.start: p for p in plans} if plans is not None else None
         results = _wrap(lambda: lines.mapInArrow(
             partial(tasks.write_blocks, conninfo=self.conninfo, copy_stmt=copy_stmt, plans=by_start,
-                    header=fmt.header, check=(check.d, check.q, check.dates, check.max_record, check.ascii_only)),
+                    single_line=single_line, header=fmt.header, check=(check.d, check.q, check.dates, check.max_record, check.ascii_only)),
             tasks.WRITE_SCHEMA).collect())
         log.info("%s: %d blocks written in %.1fs", self.obj.display, len(results), time.monotonic() - t0)
         errors = sorted((r.start, r.error) for r in results if r.error)
         numbering: planning.Numbering | None = None
+        if not single_line and len(results) > 1:  # never seen: Hadoop does not split a .gz file
+            self._drop()
+            raise planning.NeedsOneTask(f"a .gz file read as {len(results)} splits")
         if plans is None:
             if any(error == tasks.SPANS_LINES for _, error in errors):
                 log.info("%s: a quoted field runs over a line end in the block at byte %d: planning the blocks",
@@ -222,7 +230,8 @@ class SparkEngine:
         rows = planning.total_rows(plans) if plans is not None else sum(r.rows for r in results)
         stored = self._count()
         if stored != rows:  # e.g. a task re-run after its COPY committed: never apply such a table
-            raise LoadFailed(f"the load table holds {stored} rows, Spark {'planned' if plans else 'wrote'} {rows}",
+            raise LoadFailed(f"the load table holds {stored} rows, Spark "
+                             f"{'planned' if plans is not None else 'wrote'} {rows}",
                              retryable=True)
         self.blocks = len(results)
         self.path = f"parallel ({len(results)} blocks, {'planned' if plans is not None else 'one pass'})"

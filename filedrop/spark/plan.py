@@ -103,12 +103,12 @@ def _continuation(later: Sequence[BlockStats]) -> bytes:
     return b"".join(parts)
 
 
-def quoted_line_end(data: bytes, quote: str) -> bool:
-    """Whether a quoted field in ``data`` (the file's first bytes, header included) runs over a line end:
-    a complete line with an odd number of quote characters. The last line counts only when ``data`` ends
-    with a line end (it may be cut off)."""
+def quoted_line_end(data: bytes, quote: str, *, header: bool) -> bool:
+    """Whether a quoted field in ``data`` (the file's first bytes) runs over a line end: a complete data
+    line with an odd number of quote characters. The header line (read on its own, never by COPY) does not
+    count; the last line counts only when ``data`` ends with a line end (it may be cut off)."""
     q = quote.encode()
-    lines = data.split(b"\n")
+    lines = data.split(b"\n")[1 if header else 0:]
     return any(line.count(q) & 1 for line in lines[:-1])
 
 

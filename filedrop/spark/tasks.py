@@ -153,13 +153,14 @@ SPANS_LINES = "a quoted field runs over a line end"
 
 
 def write_blocks(batches: Iterable[pa.RecordBatch], *, conninfo: str, copy_stmt: str,
-                 plans: dict[int, BlockPlan] | None, header: bool,
+                 plans: dict[int, BlockPlan] | None, header: bool, single_line: bool = True,
                  check: tuple[int, int, bool, int, bool]) -> Iterator[pa.RecordBatch]:
     """COPY the records each block owns into the per-load table, numbered from the block's plan.
 
     Without ``plans`` (the one-pass read) every line is a record, numbered from the block's
     :func:`~filedrop.spark.plan.block_base`; a quoted field that runs over a line end ends the block's
-    COPY with :data:`SPANS_LINES`, before anything of that block is stored.
+    COPY with :data:`SPANS_LINES`, before anything of that block is stored. Not ``single_line``: the file
+    is one block, and COPY finds its records (quoted line ends and all).
     One COPY (one transaction) per block; bad data ends that block's COPY and is reported, not raised:
     the engine then re-reads the file with the reference parser. ``check`` (delimiter byte, quote byte,
     dates, record byte cap, ascii only) configures the :class:`~filedrop.csvscan.FastPathCheck` every block's
@@ -173,7 +174,7 @@ def write_blocks(batches: Iterable[pa.RecordBatch], *, conninfo: str, copy_stmt:
             plan = plans[start] if plans is not None else BlockPlan(start, 0, block_base(start), -1, b"")
             rows, lines_written, error = 0, 0, None
             scan = FastPathCheck(check[0], check[1], dates=check[2], max_record=check[3], ascii_only=check[4],
-                                 single_line=plans is None)
+                                 single_line=plans is None and single_line)
             try:
                 conn.execute(*row_sequence_setup(plan.first_row))
                 with conn.copy(copy_stmt) as copy:
@@ -201,7 +202,7 @@ def write_blocks(batches: Iterable[pa.RecordBatch], *, conninfo: str, copy_stmt:
                 error = (exc.diag.message_primary or str(exc)) + (f" ({exc.diag.context})" if exc.diag.context else "")
             except NeedsTolerant as exc:
                 error = str(exc)
-            expected = plan.rows if plans is not None else lines_written
+            expected = plan.rows if plans is not None else lines_written if single_line else rows
             if error is None and rows != expected:
                 error = f"block at byte {start}: COPY stored {rows} rows, {expected} expected"
             out["start"].append(start)

@@ -104,6 +104,19 @@ def test_a_quoted_line_end_past_the_first_bytes_is_planned(spark: Any, warehouse
     assert db.one("SELECT name FROM stg_spark.items WHERE _row_number = 55001") == "two\nlines"
 
 
+def test_a_gzip_file_is_read_once_quoted_line_ends_and_all(spark: Any, warehouse: str, db: DB, tmp_path: Path,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    """A .gz file is one split, whose records start where it does: one read, no planning, even with
+    quoted fields over line ends."""
+    body = HEADER + "".join(f'{i},"line {i}\nmore ""{i}""",{i},\n' for i in range(1, 2000))
+    route = items_route("append")
+    caplog.set_level("INFO", logger="filedrop.spark.engine")
+    both = load_both(warehouse, route, str(write(tmp_path / "items_multi.csv.gz", gzip.compress(body.encode()))))
+    assert both.spark.status == "loaded" and both.spark.rows_loaded == 1999, both.spark.first_error
+    assert "one pass" in _spark_path(caplog) and "planned" not in _spark_path(caplog), _spark_path(caplog)
+    assert_same(db, route, both)
+
+
 GOOD_VARIANTS = {
     "quoted-newlines": HEADER + "".join(f'{i},"line {i}\nmore ""{i}""\n",{i},2022-03-{1 + i % 28:02d}\n'
                                        for i in range(1, 300)),

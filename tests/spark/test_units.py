@@ -76,10 +76,12 @@ def test_plan_leaves_an_unterminated_quote_to_copy() -> None:
 # --- S3A settings ------------------------------------------------------------------------------------
 
 def test_quoted_line_end_in_the_first_bytes() -> None:
-    assert not quoted_line_end(b'id,name\n1,"a ""b"""\n2,c\n', '"')
-    assert quoted_line_end(b'id,name\n1,"a\nb"\n', '"')
-    assert not quoted_line_end(b'id,name\n1,"cut off', '"')  # the last line may be cut off by the read
-    assert quoted_line_end(b"id,name\n1,'a\nb'\n", "'")
+    assert not quoted_line_end(b'id,name\n1,"a ""b"""\n2,c\n', '"', header=True)
+    assert quoted_line_end(b'id,name\n1,"a\nb"\n', '"', header=True)
+    assert not quoted_line_end(b'id,name\n1,"cut off', '"', header=True)  # the last line may be cut off
+    assert quoted_line_end(b"id,name\n1,'a\nb'\n", "'", header=True)
+    assert not quoted_line_end(b'id,"name\n1,a\n', '"', header=True)  # the header is read on its own
+    assert quoted_line_end(b'1,"a\nb"\n', '"', header=False)
 
 
 def test_one_pass_numbering_maps_block_numbers_to_record_numbers() -> None:
