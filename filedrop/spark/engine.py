@@ -192,7 +192,8 @@ class SparkEngine:
         by_start = {p.start: p for p in plans} if plans is not None else None
         results = _wrap(lambda: lines.mapInArrow(
             partial(tasks.write_blocks, conninfo=self.conninfo, copy_stmt=copy_stmt, plans=by_start,
-                    single_line=single_line, header=fmt.header, check=(check.d, check.q, check.dates, check.max_record, check.ascii_only)),
+                    single_line=single_line, header=fmt.header,
+                    check=(check.d, check.q, check.dates, check.max_record, check.ascii_only)),
             tasks.WRITE_SCHEMA).collect())
         log.info("%s: %d blocks written in %.1fs", self.obj.display, len(results), time.monotonic() - t0)
         errors = sorted((r.start, r.error) for r in results if r.error)
